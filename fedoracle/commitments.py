@@ -1,0 +1,209 @@
+"""Commitments to the hidden test set: salted group leaves, a Merkle root, a seed and its shuffle.
+
+The byte-level scheme is shared with ``contracts/FLTaskRegistry.sol`` and tested against it:
+
+- a group's hash is ``keccak256(group bytes)`` (the canonical bytes of ``fedoracle.learning.data``);
+- leaf ``i`` is ``keccak256(abi.encode(uint32 i, bytes32 salt_i, bytes32 groupHash_i))`` (96 bytes,
+  so a leaf can never be confused with an inner node's 64-byte preimage);
+- inner nodes hash the sorted pair (OpenZeppelin ``MerkleProof``'s commutative hash); an odd node
+  is carried up unchanged;
+- the seed commitment is ``keccak256(abi.encode(bytes32 seed))``;
+- test slot ``k`` (round ``r`` uses slots ``(r-1)*g .. r*g-1``) holds group
+  ``shuffled_index(k, numGroups, seed)``, the swap-or-not shuffle of the Ethereum consensus spec.
+
+The publisher keeps the salts and the seed secret until a round's groups are disclosed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from eth_hash.auto import keccak
+
+
+SHUFFLE_ROUNDS = 90
+
+
+def seed_commitment(seed: bytes) -> bytes:
+    """keccak256(abi.encode(bytes32 seed))."""
+    if len(seed) != 32:
+        raise ValueError("the seed is 32 bytes")
+    return keccak(seed)
+
+
+def leaf_hash(index: int, salt: bytes, group_hash: bytes) -> bytes:
+    """keccak256(abi.encode(uint32 index, bytes32 salt, bytes32 groupHash))."""
+    return keccak(index.to_bytes(32, "big") + salt + group_hash)
+
+
+def _pair(a: bytes, b: bytes) -> bytes:
+    return keccak(a + b) if a < b else keccak(b + a)
+
+
+def merkle_levels(leaves: Sequence[bytes]) -> list[list[bytes]]:
+    """All levels of the tree, leaves first, root last."""
+    if not leaves:
+        raise ValueError("a Merkle tree needs at least one leaf")
+    levels = [list(leaves)]
+    while len(levels[-1]) > 1:
+        level = levels[-1]
+        nxt = [_pair(level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
+        if len(level) % 2:
+            nxt.append(level[-1])
+        levels.append(nxt)
+    return levels
+
+
+def merkle_proof(levels: list[list[bytes]], index: int) -> list[bytes]:
+    """Sibling hashes from leaf ``index`` up to the root (OpenZeppelin ``MerkleProof`` order)."""
+    proof = []
+    for level in levels[:-1]:
+        sibling = index ^ 1
+        if sibling < len(level):
+            proof.append(level[sibling])
+        index //= 2
+    return proof
+
+
+def verify_proof(proof: Sequence[bytes], root: bytes, leaf: bytes) -> bool:
+    """What ``MerkleProof.verify`` computes, for off-chain checks."""
+    node = leaf
+    for sibling in proof:
+        node = _pair(node, sibling)
+    return node == root
+
+
+def shuffled_index(index: int, count: int, seed: bytes) -> int:
+    """``compute_shuffled_index`` of the consensus spec (and of ``FLTaskRegistry.shuffledIndex``)."""
+    if not 0 <= index < count:
+        raise ValueError(f"index {index} outside 0..{count - 1}")
+    for r in range(SHUFFLE_ROUNDS):
+        rb = r.to_bytes(1, "little")
+        pivot = int.from_bytes(keccak(seed + rb)[:8], "little") % count
+        flip = (pivot + count - index) % count
+        position = max(index, flip)
+        source = keccak(seed + rb + (position // 256).to_bytes(4, "little"))
+        if (source[(position % 256) // 8] >> (position % 8)) & 1:
+            index = flip
+    return index
+
+
+@dataclass(frozen=True)
+class DisclosedGroup:
+    """One group as ``discloseTestData`` takes it (``TestGroup`` in the contract)."""
+
+    index: int
+    salt: bytes
+    group_hash: bytes
+    uri: str
+    proof: list[bytes]
+
+    def as_tuple(self) -> tuple:
+        """ABI tuple ``(uint32, bytes32, bytes32, string, bytes32[])``."""
+        return (self.index, self.salt, self.group_hash, self.uri, list(self.proof))
+
+
+@dataclass
+class TestSetCommitment:
+    """The publisher's secret: salts, seed and group hashes of a hidden test set.
+
+    Build one with :meth:`create`, publish :attr:`root` and :attr:`seed_commitment`, keep the
+    object (:meth:`save`) to disclose round by round with :meth:`disclosure`.
+    """
+
+    group_hashes: list[bytes]
+    salts: list[bytes]
+    seed: bytes
+    groups_per_round: int
+    uris: list[str] = field(default_factory=list)
+
+    @classmethod
+    def create(
+        cls,
+        group_hashes: Sequence[bytes | str],
+        groups_per_round: int,
+        *,
+        uris: Sequence[str] | None = None,
+        rng: secrets.SystemRandom | None = None,
+    ) -> TestSetCommitment:
+        """Commits to groups with fresh random salts and seed (``secrets`` unless ``rng`` given)."""
+        draw = (lambda: rng.randbytes(32)) if rng is not None else (lambda: secrets.token_bytes(32))
+        hashes = [bytes.fromhex(h[2:]) if isinstance(h, str) else bytes(h) for h in group_hashes]
+        if groups_per_round < 1 or groups_per_round > len(hashes):
+            raise ValueError("groups_per_round must be between 1 and the number of groups")
+        return cls(
+            group_hashes=hashes,
+            salts=[draw() for _ in hashes],
+            seed=draw(),
+            groups_per_round=groups_per_round,
+            uris=list(uris) if uris is not None else [""] * len(hashes),
+        )
+
+    @property
+    def num_groups(self) -> int:
+        return len(self.group_hashes)
+
+    @property
+    def max_rounds(self) -> int:
+        """How many rounds the groups can serve without reuse."""
+        return self.num_groups // self.groups_per_round
+
+    @property
+    def leaves(self) -> list[bytes]:
+        return [leaf_hash(i, s, h) for i, (s, h) in enumerate(zip(self.salts, self.group_hashes))]
+
+    @property
+    def root(self) -> bytes:
+        return merkle_levels(self.leaves)[-1][0]
+
+    @property
+    def seed_commitment(self) -> bytes:
+        return seed_commitment(self.seed)
+
+    def round_indices(self, round_: int) -> list[int]:
+        """Group indices that round ``round_`` (1-based) is evaluated on."""
+        if not 1 <= round_ <= self.max_rounds:
+            raise ValueError(f"round {round_} outside 1..{self.max_rounds}")
+        first = (round_ - 1) * self.groups_per_round
+        return [shuffled_index(first + j, self.num_groups, self.seed) for j in range(self.groups_per_round)]
+
+    def disclosure(self, round_: int) -> list[DisclosedGroup]:
+        """The round's groups with salts and proofs, ready for ``discloseTestData``."""
+        levels = merkle_levels(self.leaves)
+        return [
+            DisclosedGroup(i, self.salts[i], self.group_hashes[i], self.uris[i], merkle_proof(levels, i))
+            for i in self.round_indices(round_)
+        ]
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Writes the secret to ``path`` (mode 0600)."""
+        doc = {
+            "group_hashes": ["0x" + h.hex() for h in self.group_hashes],
+            "salts": ["0x" + s.hex() for s in self.salts],
+            "seed": "0x" + self.seed.hex(),
+            "groups_per_round": self.groups_per_round,
+            "uris": self.uris,
+        }
+        p = Path(path)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(doc, f, indent=1)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> TestSetCommitment:
+        """Reads a secret written by :meth:`save`."""
+        doc = json.loads(Path(path).read_text())
+        unhex = lambda xs: [bytes.fromhex(x[2:]) for x in xs]  # noqa: E731
+        return cls(
+            group_hashes=unhex(doc["group_hashes"]),
+            salts=unhex(doc["salts"]),
+            seed=bytes.fromhex(doc["seed"][2:]),
+            groups_per_round=int(doc["groups_per_round"]),
+            uris=list(doc["uris"]),
+        )

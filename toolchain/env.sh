@@ -1,0 +1,10 @@
+# Sourced by ./run and .ci/run: keeps every tool's data inside the project, never in ~.
+ROOT="${ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}"
+export FEDORACLE_ROOT="$ROOT"
+export UV_PYTHON_DOWNLOADS=never          # uv cannot fetch interpreters here; use python3.11
+export UV_PYTHON="${UV_PYTHON:-python3.11}"
+export UV_PROJECT_ENVIRONMENT="$ROOT/.venv"
+export APE_DATA_FOLDER="$ROOT/.cache/ape"  # ape's data (accounts, packages) stays in the project
+export SOLCX_BINARY_PATH="$ROOT/.cache/solcx"  # where py-solc-x / ape-solidity look for compilers
+export PATH="$ROOT/.cache/bin:$ROOT/toolchain/node_modules/@foundry-rs/anvil-linux-amd64/bin:$ROOT/.venv/bin:$PATH"
+export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
