@@ -292,6 +292,8 @@ contract FLTaskRegistry is ReentrancyGuard {
      */
     function publish(TaskParams calldata p) external payable returns (uint256 taskId) {
         if (msg.value == 0) revert FLTaskNoReward();
+        // Per-submission rewards are stored as uint128; no real escrow comes near this bound.
+        if (msg.value > type(uint128).max) revert FLTaskInvalidParameter("reward");
         if (p.oracle == address(0)) revert FLTaskInvalidParameter("oracle");
         if (p.modelSpecHash == bytes32(0)) revert FLTaskInvalidParameter("modelSpecHash");
         if (p.initialModelHash == bytes32(0)) revert FLTaskInvalidParameter("initialModelHash");
@@ -501,6 +503,10 @@ contract FLTaskRegistry is ReentrancyGuard {
         Verdict storage v = _verdicts[taskId][round][device];
         if (v.status != Status.None) revert FLTaskVerdictAlreadyPosted(taskId, round, device);
         if (accuracyBp > MAX_BP || reason > REASON_MAX) revert FLTaskInvalidVerdict(accuracyBp, reason);
+        // A "below threshold" verdict must be: it would otherwise reject a model that qualified.
+        if (reason == REASON_BELOW_THRESHOLD && accuracyBp >= sub.thresholdBp) {
+            revert FLTaskInvalidVerdict(accuracyBp, reason);
+        }
 
         if (reason == REASON_OK && accuracyBp < sub.thresholdBp) reason = REASON_BELOW_THRESHOLD;
         bool accepted = reason == REASON_OK;
@@ -724,13 +730,32 @@ contract FLTaskRegistry is ReentrancyGuard {
      */
     function shuffledIndex(uint256 index, uint256 count, bytes32 seed) public pure returns (uint256) {
         if (count == 0 || index >= count) revert FLTaskInvalidParameter("index");
-        for (uint8 r = 0; r < SHUFFLE_ROUNDS; ++r) {
-            uint256 pivot = uint256(_littleEndian64(keccak256(abi.encodePacked(seed, r)))) % count;
-            uint256 flip = (pivot + count - index) % count;
-            uint256 position = index > flip ? index : flip;
-            bytes32 source = keccak256(abi.encodePacked(seed, r, _uint32le(uint32(position / 256))));
-            uint8 byteValue = uint8(source[(position % 256) / 8]);
-            if ((byteValue >> (position % 8)) & 1 == 1) index = flip;
+        if (count > type(uint32).max) revert FLTaskInvalidParameter("count");
+        // Scratch memory past the free-memory pointer (never allocated, so memory-safe):
+        // [seed (32) | round (1) | uint32le(position / 256) (4)].
+        assembly ("memory-safe") {
+            let ptr := mload(0x40)
+            mstore(ptr, seed)
+            for { let r := 0 } lt(r, 90) { r := add(r, 1) } { // 90 = SHUFFLE_ROUNDS
+                mstore8(add(ptr, 32), r)
+                // pivot = uint64 little-endian of the first 8 bytes of keccak256(seed ++ r), mod count
+                let v := shr(192, keccak256(ptr, 33))
+                v := or(shl(8, and(v, 0x00FF00FF00FF00FF)), and(shr(8, v), 0x00FF00FF00FF00FF))
+                v := or(shl(16, and(v, 0x0000FFFF0000FFFF)), and(shr(16, v), 0x0000FFFF0000FFFF))
+                v := and(or(shl(32, v), shr(32, v)), 0xFFFFFFFFFFFFFFFF)
+                // count < 2^32, so these sums cannot wrap
+                let flip := mod(sub(add(mod(v, count), count), index), count)
+                let position := index
+                if gt(flip, index) { position := flip }
+                let q := shr(8, position)
+                mstore8(add(ptr, 33), and(q, 0xFF))
+                mstore8(add(ptr, 34), and(shr(8, q), 0xFF))
+                mstore8(add(ptr, 35), and(shr(16, q), 0xFF))
+                mstore8(add(ptr, 36), and(shr(24, q), 0xFF))
+                let source := keccak256(ptr, 37)
+                // bit (position % 8) of byte ((position % 256) / 8) of source
+                if and(shr(and(position, 7), byte(shr(3, and(position, 0xFF)), source)), 1) { index := flip }
+            }
         }
         return index;
     }
@@ -791,18 +816,5 @@ contract FLTaskRegistry is ReentrancyGuard {
         rec.settled = true;
         c.allocated += uint256(perAccepted) * accepted;
         return perAccepted;
-    }
-
-    /// @dev The first 8 bytes of `h` read as a little-endian uint64 (consensus-spec byte order).
-    function _littleEndian64(bytes32 h) private pure returns (uint64 v) {
-        for (uint256 i = 0; i < 8; ++i) {
-            v |= uint64(uint8(h[i])) << uint64(8 * i);
-        }
-    }
-
-    function _uint32le(uint32 x) private pure returns (bytes4) {
-        return bytes4(
-            uint32((x & 0xff) << 24 | ((x >> 8) & 0xff) << 16 | ((x >> 16) & 0xff) << 8 | ((x >> 24) & 0xff))
-        );
     }
 }

@@ -86,6 +86,21 @@ class ModelSpec(BaseModel):
         )
 
 
+def spec_from_blob(data: bytes, expected_hash: str) -> ModelSpec:
+    """Parses a spec fetched by its hash, checking the bytes are its canonical JSON.
+
+    Raises:
+        ModelRejected: WRONG_SPEC when the bytes are not the canonical form of a spec with that hash.
+    """
+    try:
+        spec = ModelSpec.model_validate_json(data)
+    except ValueError as exc:
+        raise ModelRejected(Reason.WRONG_SPEC, f"not a model spec: {exc}") from exc
+    if spec.spec_hash != expected_hash.lower() or spec.canonical_json() != bytes(data):
+        raise ModelRejected(Reason.WRONG_SPEC, f"spec blob is not the canonical spec {expected_hash}")
+    return spec
+
+
 def _name(i: int) -> str:
     return f"w{i:04d}"
 

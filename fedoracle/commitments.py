@@ -116,6 +116,8 @@ class TestSetCommitment:
     object (:meth:`save`) to disclose round by round with :meth:`disclosure`.
     """
 
+    __test__ = False  # not a pytest test class, despite its name
+
     group_hashes: list[bytes]
     salts: list[bytes]
     seed: bytes

@@ -75,6 +75,9 @@ if (args.includes("--version")) {
     outputSelection: { "*": { "*": ["abi", "evm.bytecode", "evm.deployedBytecode", "evm.methodIdentifiers", "userdoc", "devdoc", "metadata", "storageLayout"], "": ["ast"] } },
   };
   if (evmVersion) settings.evmVersion = evmVersion;
+  // As native solc does, remappings rename the imported source units (slither then finds the
+  // remapped paths on disk, e.g. toolchain/node_modules/@openzeppelin/...).
+  if (remaps.length) settings.remappings = remaps;
   const out = JSON.parse(compile({ language: "Solidity", sources, settings }));
   const errors = (out.errors || []).filter((e) => e.severity === "error");
   if (errors.length) {

@@ -1,0 +1,493 @@
+"""Typed async client of ``FLTaskRegistry`` over web3.py: transactions, views, events, errors.
+
+One :class:`Chain` per signing account: it owns the account's nonce (so concurrent coroutines
+never race for one), signs locally, waits for receipts and retries RPC failures with backoff.
+:class:`TaskRegistry` wraps the contract's functions with Python types and decodes its events
+and custom errors (a revert surfaces as :class:`~fedoracle.errors.ChainError` naming the error
+and its arguments, e.g. ``FLTaskWrongPhase(taskId=1, current=2, expected=1)``).
+
+The ABI comes from ape's build output (``.build/__local__.json``), which ``./run`` keeps current.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from enum import IntEnum
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from eth_abi import decode as abi_decode
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+from eth_utils import event_abi_to_log_topic, function_signature_to_4byte_selector, to_checksum_address
+from web3 import AsyncHTTPProvider, AsyncWeb3
+from web3._utils.events import get_event_data
+from web3.exceptions import ContractCustomError, ContractLogicError, ContractPanicError
+
+from fedoracle.errors import ChainError, ConfigError
+from fedoracle.hashing import normalize_hash, to_bytes32
+
+log = logging.getLogger(__name__)
+
+CONTRACT = "FLTaskRegistry"
+ANVIL_MNEMONIC = "test test test test test test test test test test test junk"
+
+
+class Phase(IntEnum):
+    """``FLTaskRegistry.Phase``."""
+
+    NONE = 0
+    OPEN = 1
+    CLOSED = 2
+    AWAITING_FINALIZE = 3
+    FINALIZED = 4
+    CANCELLED = 5
+
+
+class Status(IntEnum):
+    """``FLTaskRegistry.Status`` (of a verdict)."""
+
+    NONE = 0
+    ACCEPTED = 1
+    REJECTED = 2
+    CLAIMED = 3
+
+
+def project_root() -> Path:
+    """The checkout fedoracle runs from (``FEDORACLE_ROOT``, else the package's parent)."""
+    return Path(os.environ.get("FEDORACLE_ROOT") or Path(__file__).resolve().parent.parent)
+
+
+@cache
+def artifact(name: str = CONTRACT) -> dict[str, Any]:
+    """ABI and deployment bytecode of a compiled contract from ape's build folder.
+
+    Raises:
+        ConfigError: when the project has not been compiled (``./run ape compile``).
+    """
+    path = project_root() / ".build" / "__local__.json"
+    try:
+        types = json.loads(path.read_text())["contractTypes"]
+    except FileNotFoundError:
+        raise ConfigError(f"{path} is missing: run `./run ape compile` (./run does it for you)") from None
+    ct = types[name]
+    return {"abi": ct["abi"], "bytecode": ct["deploymentBytecode"]["bytecode"]}
+
+
+def dev_account(index: int) -> LocalAccount:
+    """Account ``index`` of anvil's (and ape's test) mnemonic: for dev chains only."""
+    Account.enable_unaudited_hdwallet_features()
+    return Account.from_mnemonic(ANVIL_MNEMONIC, account_path=f"m/44'/60'/0'/0/{index}")
+
+
+def load_account(key: str) -> LocalAccount:
+    """An account from a key source: ``0x<hex private key>``, ``dev:<n>`` or ``file:<path>``."""
+    if key.startswith("dev:"):
+        return dev_account(int(key[4:]))
+    if key.startswith("file:"):
+        key = Path(key[5:]).expanduser().read_text().strip()
+    if key.startswith("env:"):
+        key = os.environ[key[4:]]
+    try:
+        return Account.from_key(key)
+    except Exception as exc:  # eth_account raises several types for bad keys
+        raise ConfigError(f"not a usable private key source ({type(exc).__name__})") from None
+
+
+@dataclass(frozen=True)
+class ChainEvent:
+    """A decoded contract event with its position in the chain."""
+
+    name: str
+    args: dict[str, Any]
+    block_number: int
+    block_hash: str
+    tx_hash: str
+    log_index: int
+    removed: bool = False
+
+    @property
+    def key(self) -> tuple[str, int]:
+        """``(txHash, logIndex)``: unique per log, the unit of exactly-once processing."""
+        return (self.tx_hash, self.log_index)
+
+
+class _ErrorDecoder:
+    def __init__(self, abi: Sequence[dict[str, Any]]) -> None:
+        self._errors: dict[bytes, dict[str, Any]] = {}
+        for item in abi:
+            if item.get("type") == "error":
+                types = ",".join(_abi_type(i) for i in item["inputs"])
+                self._errors[function_signature_to_4byte_selector(f"{item['name']}({types})")] = item
+
+    def decode(self, data: str | bytes) -> str:
+        raw = bytes.fromhex(data[2:]) if isinstance(data, str) else bytes(data)
+        item = self._errors.get(raw[:4])
+        if item is None:
+            return f"unknown revert 0x{raw.hex()}"
+        values = abi_decode([_abi_type(i) for i in item["inputs"]], raw[4:])
+        args = ", ".join(f"{i['name']}={_show(v)}" for i, v in zip(item["inputs"], values))
+        return f"{item['name']}({args})"
+
+
+def _abi_type(item: dict[str, Any]) -> str:
+    if item["type"].startswith("tuple"):
+        return "(" + ",".join(_abi_type(c) for c in item["components"]) + ")" + item["type"][5:]
+    return item["type"]
+
+
+def _show(value: Any) -> str:
+    return "0x" + value.hex() if isinstance(value, bytes) else str(value)
+
+
+class Chain:
+    """A web3 connection plus one signing account with its own nonce management.
+
+    Args:
+        rpc_url: the node's HTTP JSON-RPC URL.
+        account: the signer (``None`` for read-only use).
+        retries: attempts for a transaction or call that fails at the RPC level.
+    """
+
+    def __init__(self, rpc_url: str, account: LocalAccount | None = None, *, retries: int = 5) -> None:
+        self.rpc_url = rpc_url
+        self.w3 = AsyncWeb3(AsyncHTTPProvider(rpc_url, request_kwargs={"timeout": 30}))
+        self.account = account
+        self.retries = retries
+        self._nonce: int | None = None
+        self._lock = asyncio.Lock()
+        self._chain_id: int | None = None
+
+    @property
+    def address(self) -> str:
+        if self.account is None:
+            raise ConfigError("this chain connection has no signing account")
+        return self.account.address
+
+    def reset_nonce(self) -> None:
+        """Forgets the cached nonce (after a reorg or an external transaction from this account)."""
+        self._nonce = None
+
+    async def chain_id(self) -> int:
+        if self._chain_id is None:
+            self._chain_id = await self.w3.eth.chain_id
+        return self._chain_id
+
+    async def block_number(self) -> int:
+        return await self._retry(lambda: self.w3.eth.block_number)
+
+    async def balance(self, address: str) -> int:
+        return await self._retry(lambda: self.w3.eth.get_balance(to_checksum_address(address)))
+
+    async def _retry(self, make_call: Any) -> Any:
+        delay = 0.2
+        for attempt in range(self.retries):
+            try:
+                return await make_call()
+            except (OSError, asyncio.TimeoutError) as exc:  # aiohttp errors are OSErrors
+                if attempt == self.retries - 1:
+                    raise ChainError(f"RPC {self.rpc_url} unreachable: {exc}") from exc
+                log.warning("rpc error, retrying in %.1fs: %s", delay, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        raise AssertionError("unreachable")
+
+    async def transact(self, fn: Any, *, value: int = 0, decoder: _ErrorDecoder | None = None) -> dict[str, Any]:
+        """Signs and sends a contract call, waits for its receipt and returns it.
+
+        Raises:
+            ChainError: the call reverts (message names the custom error), or the RPC fails.
+        """
+        account = self.account
+        if account is None:
+            raise ConfigError("a transaction needs a signing account")
+        async with self._lock:
+            try:
+                gas = await self._retry(lambda: fn.estimate_gas({"from": account.address, "value": value}))
+            except (ContractCustomError, ContractPanicError, ContractLogicError) as exc:
+                raise ChainError(_revert_message(exc, decoder)) from None
+            if self._nonce is None:
+                self._nonce = await self._retry(lambda: self.w3.eth.get_transaction_count(account.address, "pending"))
+            tx = await fn.build_transaction(
+                {
+                    "from": account.address,
+                    "value": value,
+                    "nonce": self._nonce,
+                    "gas": int(gas * 1.2) + 10_000,
+                    "chainId": await self.chain_id(),
+                }
+            )
+            signed = account.sign_transaction(tx)
+            try:
+                tx_hash = await self._retry(lambda: self.w3.eth.send_raw_transaction(signed.raw_transaction))
+            except ValueError as exc:  # node rejected it (e.g. nonce too low after a restart)
+                self._nonce = None
+                raise ChainError(f"transaction rejected: {exc}") from exc
+            self._nonce += 1
+        receipt = await self._retry(lambda: self.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=120))
+        if receipt["status"] != 1:
+            raise ChainError(f"transaction {tx_hash.hex()} reverted")
+        return receipt
+
+
+def _revert_message(exc: Exception, decoder: _ErrorDecoder | None) -> str:
+    data = getattr(exc, "data", None)
+    if isinstance(data, str) and data.startswith("0x") and decoder is not None:
+        return decoder.decode(data)
+    return str(exc)
+
+
+@dataclass(frozen=True)
+class TaskParams:
+    """Arguments of ``publish`` (``FLTaskRegistry.TaskParams``) with units spelled out."""
+
+    oracle: str
+    model_spec_hash: str
+    initial_model_hash: str
+    initial_model_uri: str
+    threshold_bp: int
+    test_set_root: bytes
+    seed_commitment: bytes
+    num_groups: int
+    groups_per_round: int
+    max_rounds: int = 3
+    target_accuracy_bp: int = 0
+    max_submissions_per_round: int = 0
+    epsilon: float = 8.0
+    delta: float = 1e-5
+    clip: float = 1.0
+    round_duration: int = 600
+    evaluation_window: int = 600
+    allowlist_only: bool = False
+
+    def as_tuple(self) -> tuple:
+        return (
+            to_checksum_address(self.oracle),
+            to_bytes32(self.model_spec_hash),
+            to_bytes32(self.initial_model_hash),
+            self.initial_model_uri,
+            self.threshold_bp,
+            self.target_accuracy_bp,
+            self.max_rounds,
+            self.max_submissions_per_round,
+            round(self.epsilon * 1e3),
+            round(self.delta * 1e18),
+            round(self.clip * 1e6),
+            self.test_set_root,
+            self.seed_commitment,
+            self.num_groups,
+            self.groups_per_round,
+            self.round_duration,
+            self.evaluation_window,
+            self.allowlist_only,
+        )
+
+
+@dataclass(frozen=True)
+class Submission:
+    """A device's submission as ``ModelSubmitted`` reports it."""
+
+    task_id: int
+    round: int
+    device: str
+    payee: str
+    model_hash: str
+    model_uri: str
+    threshold_bp: int
+    num_samples: int
+
+    @classmethod
+    def from_event(cls, ev: ChainEvent) -> Submission:
+        a = ev.args
+        return cls(
+            task_id=a["taskId"],
+            round=a["round"],
+            device=a["device"],
+            payee=a["payee"],
+            model_hash=normalize_hash(a["modelHash"]),
+            model_uri=a["modelURI"],
+            threshold_bp=a["thresholdBp"],
+            num_samples=a["numSamples"],
+        )
+
+    def as_tuple(self) -> tuple:
+        return (to_bytes32(self.model_hash), to_checksum_address(self.payee), self.threshold_bp, self.num_samples)
+
+
+class TaskRegistry:
+    """The ``FLTaskRegistry`` contract at ``address``, seen through ``chain``'s account."""
+
+    def __init__(self, chain: Chain, address: str) -> None:
+        art = artifact()
+        self.chain = chain
+        self.address = to_checksum_address(address)
+        self.contract = chain.w3.eth.contract(address=self.address, abi=art["abi"])
+        self._errors = _ErrorDecoder(art["abi"])
+        self._events = {
+            event_abi_to_log_topic(item): item for item in art["abi"] if item.get("type") == "event"
+        }
+
+    @classmethod
+    async def deploy(cls, chain: Chain) -> TaskRegistry:
+        """Deploys a new registry from ``chain``'s account."""
+        art = artifact()
+        factory = chain.w3.eth.contract(abi=art["abi"], bytecode=art["bytecode"])
+        receipt = await chain.transact(factory.constructor())
+        return cls(chain, receipt["contractAddress"])
+
+    def with_chain(self, chain: Chain) -> TaskRegistry:
+        """The same registry seen through another account."""
+        return TaskRegistry(chain, self.address)
+
+    async def _tx(self, fn: Any, value: int = 0) -> dict[str, Any]:
+        return await self.chain.transact(fn, value=value, decoder=self._errors)
+
+    async def _call(self, fn: Any) -> Any:
+        try:
+            return await self.chain._retry(lambda: fn.call())
+        except (ContractCustomError, ContractLogicError) as exc:
+            raise ChainError(_revert_message(exc, self._errors)) from None
+
+    def events_of(self, receipt: dict[str, Any]) -> list[ChainEvent]:
+        """Decoded events of this contract in a receipt."""
+        return [ev for ev in (self.decode_log(lg) for lg in receipt["logs"]) if ev is not None]
+
+    def decode_log(self, raw: dict[str, Any]) -> ChainEvent | None:
+        """Decodes one raw log of this contract (``None`` for a foreign log)."""
+        if to_checksum_address(raw["address"]) != self.address or not raw["topics"]:
+            return None
+        item = self._events.get(bytes(raw["topics"][0]))
+        if item is None:
+            return None
+        data = get_event_data(self.chain.w3.codec, item, raw)
+        return ChainEvent(
+            name=data["event"],
+            args=dict(data["args"]),
+            block_number=raw["blockNumber"],
+            block_hash="0x" + bytes(raw["blockHash"]).hex(),
+            tx_hash="0x" + bytes(raw["transactionHash"]).hex(),
+            log_index=raw["logIndex"],
+            removed=bool(raw.get("removed", False)),
+        )
+
+    async def get_events(self, from_block: int, to_block: int) -> list[ChainEvent]:
+        """Every event of this contract in ``[from_block, to_block]``, in chain order."""
+        logs = await self.chain._retry(
+            lambda: self.chain.w3.eth.get_logs({"address": self.address, "fromBlock": from_block, "toBlock": to_block})
+        )
+        return [ev for ev in (self.decode_log(lg) for lg in logs) if ev is not None]
+
+    # --- transactions -------------------------------------------------------------------------
+
+    async def publish(self, params: TaskParams, reward_wei: int) -> tuple[int, dict[str, Any]]:
+        """Publishes a task (the paper's ``init()``); returns ``(taskId, receipt)``."""
+        receipt = await self._tx(self.contract.functions.publish(params.as_tuple()), value=reward_wei)
+        ev = next(e for e in self.events_of(receipt) if e.name == "TaskPublished")
+        return ev.args["taskId"], receipt
+
+    async def submit(
+        self, task_id: int, model_hash: str, model_uri: str, payee: str, num_samples: int
+    ) -> dict[str, Any]:
+        """Submits a model-update commitment (``submit_model_update``)."""
+        fn = self.contract.functions.submit(
+            task_id, to_bytes32(model_hash), model_uri, to_checksum_address(payee), num_samples
+        )
+        return await self._tx(fn)
+
+    async def announce_threshold(self, task_id: int, threshold_bp: int) -> dict[str, Any]:
+        return await self._tx(self.contract.functions.announceThreshold(task_id, threshold_bp))
+
+    async def set_allowlist(self, task_id: int, devices: Iterable[str], allowed: bool) -> dict[str, Any]:
+        addrs = [to_checksum_address(d) for d in devices]
+        return await self._tx(self.contract.functions.setAllowlist(task_id, addrs, allowed))
+
+    async def close_submissions(self, task_id: int) -> dict[str, Any]:
+        return await self._tx(self.contract.functions.closeSubmissions(task_id))
+
+    async def disclose_test_data(self, task_id: int, seed: bytes, groups: Sequence[Any]) -> dict[str, Any]:
+        """Reveals the seed and the round's groups (``disclosure_test_data``)."""
+        fn = self.contract.functions.discloseTestData(task_id, seed, [g.as_tuple() for g in groups])
+        return await self._tx(fn)
+
+    async def post_verdict(
+        self, sub: Submission, accuracy_bp: int, reason: int, evaluator_hash: str
+    ) -> dict[str, Any]:
+        """Posts the verdict on one submission (``evaluate_local_model``)."""
+        fn = self.contract.functions.postVerdict(
+            sub.task_id,
+            to_checksum_address(sub.device),
+            sub.as_tuple(),
+            accuracy_bp,
+            reason,
+            to_bytes32(evaluator_hash),
+        )
+        return await self._tx(fn)
+
+    async def aggregate(self, task_id: int, model_hash: str, model_uri: str, accuracy_bp: int) -> dict[str, Any]:
+        """Commits the new global model (``aggregate_model_update`` + ``evaluate_model``)."""
+        fn = self.contract.functions.aggregate(task_id, to_bytes32(model_hash), model_uri, accuracy_bp)
+        return await self._tx(fn)
+
+    async def finalize(self, task_id: int, accuracy_bp: int, report_hash: str, report_uri: str) -> dict[str, Any]:
+        """Finalizes the task with its report (``finalize_contract`` + ``post_evaluation``)."""
+        fn = self.contract.functions.finalize(task_id, accuracy_bp, to_bytes32(report_hash), report_uri)
+        return await self._tx(fn)
+
+    async def cancel(self, task_id: int) -> dict[str, Any]:
+        return await self._tx(self.contract.functions.cancel(task_id))
+
+    async def claim(self, task_id: int, round_: int, device: str) -> dict[str, Any]:
+        return await self._tx(self.contract.functions.claim(task_id, round_, to_checksum_address(device)))
+
+    async def refund(self, task_id: int) -> dict[str, Any]:
+        return await self._tx(self.contract.functions.refund(task_id))
+
+    # --- views --------------------------------------------------------------------------------
+
+    async def task_count(self) -> int:
+        return await self._call(self.contract.functions.taskCount())
+
+    async def get_task(self, task_id: int) -> dict[str, Any]:
+        return _named(self._struct_names("getTask"), await self._call(self.contract.functions.getTask(task_id)))
+
+    async def get_state(self, task_id: int) -> dict[str, Any]:
+        state = _named(self._struct_names("getState"), await self._call(self.contract.functions.getState(task_id)))
+        state["phase"] = Phase(state["phase"])
+        return state
+
+    async def get_round(self, task_id: int, round_: int) -> dict[str, Any]:
+        return _named(self._struct_names("getRound"), await self._call(self.contract.functions.getRound(task_id, round_)))
+
+    async def get_verdict(self, task_id: int, round_: int, device: str) -> dict[str, Any]:
+        fn = self.contract.functions.getVerdict(task_id, round_, to_checksum_address(device))
+        verdict = _named(self._struct_names("getVerdict"), await self._call(fn))
+        verdict["status"] = Status(verdict["status"])
+        return verdict
+
+    async def get_commitment(self, task_id: int, round_: int, device: str) -> bytes:
+        return await self._call(self.contract.functions.getCommitment(task_id, round_, to_checksum_address(device)))
+
+    async def claimable(self, task_id: int, round_: int, device: str) -> int:
+        return await self._call(self.contract.functions.claimable(task_id, round_, to_checksum_address(device)))
+
+    async def refundable(self, task_id: int) -> int:
+        return await self._call(self.contract.functions.refundable(task_id))
+
+    @cache  # noqa: B019 - one small dict per registry instance
+    def _struct_names(self, fn_name: str) -> list[str]:
+        item = next(i for i in self.contract.abi if i.get("type") == "function" and i["name"] == fn_name)
+        return [c["name"] for c in item["outputs"][0]["components"]]
+
+
+def _named(names: list[str], values: Sequence[Any]) -> dict[str, Any]:
+    out = dict(zip(names, values))
+    for k, v in out.items():
+        if isinstance(v, bytes) and len(v) == 32:
+            out[k] = "0x" + v.hex()
+    return out

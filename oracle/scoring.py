@@ -1,0 +1,127 @@
+"""Scoring one submission: fetch the blob, check its hash, decode it against the task's spec, and
+evaluate ``global + update`` on the round's hidden test groups with the FL core's TFF evaluator.
+
+Everything a rejection can be is caught here and turned into a :class:`~oracle.store.Score` with
+its on-chain reason code; the daemon never sees an exception from bad input. A
+:class:`RoundContext` (spec, global weights, evaluator over the round's test data) is built once
+per task round and reused for all its submissions.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+import fedoracle
+from fedoracle.blobstore import BlobStore
+from fedoracle.chain import Submission
+from fedoracle.codec import ModelSpec, decode, spec_from_blob
+from fedoracle.errors import ModelRejected, Reason
+from fedoracle.hashing import content_hash
+from oracle.store import Score
+
+log = logging.getLogger(__name__)
+
+EVALUATOR_ID = "fedoracle.learning.evaluation/v1"
+
+
+def evaluator_hash(spec_hash: str) -> str:
+    """Identifies the evaluation code and configuration, posted with every verdict."""
+    doc = {"evaluator": EVALUATOR_ID, "fedoracle": fedoracle.__version__, "spec": spec_hash}
+    return content_hash(json.dumps(doc, sort_keys=True).encode())
+
+
+@dataclass
+class RoundContext:
+    """What scoring a round's submissions needs, built once per (task, round)."""
+
+    task_id: int
+    round: int
+    spec: ModelSpec
+    global_hash: str
+    global_weights: list[np.ndarray]
+    evaluator: Any  # fedoracle.learning.evaluation.Evaluator
+    evaluator_hash: str
+
+    @classmethod
+    def build(cls, task_id: int, round_: int, blobs: BlobStore, spec_hash: str, global_hash: str,
+              test_groups: list[bytes]) -> RoundContext:
+        from fedoracle.learning.data import decode_group
+        from fedoracle.learning.evaluation import Evaluator
+
+        spec = spec_from_blob(blobs.get(spec_hash), spec_hash)
+        weights = decode(blobs.get(global_hash, max_bytes=spec.max_bytes), spec, expected_hash=global_hash)
+        parts = [decode_group(g) for g in test_groups]
+        x = np.concatenate([p[0] for p in parts])
+        y = np.concatenate([p[1] for p in parts])
+        return cls(task_id, round_, spec, global_hash, weights, Evaluator(spec, x, y), evaluator_hash(spec_hash))
+
+    def accuracy_bp(self, weights: list[np.ndarray]) -> int:
+        """Accuracy in basis points (rounded down, so a verdict never overstates)."""
+        return int(np.floor(self.evaluator.evaluate(weights).accuracy * 10_000 + 1e-9))
+
+
+@dataclass(frozen=True)
+class ScoreJob:
+    """Everything a worker needs to score one submission, by reference (hashes, no weights)."""
+
+    task_id: int
+    round: int
+    spec_hash: str
+    global_hash: str
+    test_root: str
+    submission: Submission | None  # None: the job only asks for the round's context
+
+
+class Scorer:
+    """Scores jobs; builds and caches one :class:`RoundContext` per (task, round). Thread-safe.
+
+    Args:
+        blobs: the public blob store (specs, global models, submissions).
+        vault: the folder of hidden test sets (:class:`~fedoracle.hidden.HiddenTestSet`).
+    """
+
+    def __init__(self, blobs: BlobStore, vault: str) -> None:
+        self.blobs = blobs
+        self.vault = vault
+        self._lock = threading.Lock()
+        self._contexts: dict[tuple[int, int, str], RoundContext] = {}
+
+    def context(self, job: ScoreJob) -> RoundContext:
+        key = (job.task_id, job.round, job.global_hash)
+        with self._lock:
+            ctx = self._contexts.get(key)
+            if ctx is None:
+                from fedoracle.hidden import HiddenTestSet
+
+                groups = HiddenTestSet.find(self.vault, job.test_root).round_groups(job.round)
+                ctx = RoundContext.build(job.task_id, job.round, self.blobs, job.spec_hash, job.global_hash, groups)
+                self._contexts = {k: v for k, v in self._contexts.items() if k[0] != job.task_id}
+                self._contexts[key] = ctx
+            return ctx
+
+    def score(self, job: ScoreJob) -> Score:
+        """Never raises for bad input: every rejection comes back as a Score with its reason."""
+        t0 = time.perf_counter()
+        sub = job.submission
+        if sub is None:
+            raise ValueError("a score job needs a submission")
+        try:
+            ctx = self.context(job)
+            data = self.blobs.get(sub.model_hash, max_bytes=ctx.spec.max_bytes)
+            update = decode(data, ctx.spec, expected_hash=sub.model_hash)
+            candidate = [g + u for g, u in zip(ctx.global_weights, update)]
+            if not all(np.all(np.isfinite(c)) for c in candidate):
+                raise ModelRejected(Reason.NON_FINITE, "global + update overflows")
+            acc = ctx.accuracy_bp(candidate)
+            return Score(acc, int(Reason.OK), "", time.perf_counter() - t0)
+        except ModelRejected as exc:
+            return Score(0, int(exc.reason), exc.detail[:300], time.perf_counter() - t0)
+        except ValueError as exc:  # malformed hash and the like
+            return Score(0, int(Reason.UNDECODABLE), str(exc)[:300], time.perf_counter() - t0)

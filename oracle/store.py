@@ -1,0 +1,156 @@
+"""The oracle's durable checkpoint (sqlite): where it is in the chain and what it has seen.
+
+A cache of the chain, never a second source of truth: ``next_block`` is the low-watermark the
+log follower resumes from; ``events`` holds the ``(txHash, logIndex)`` keys already applied (so a
+range replayed after a crash applies nothing twice); ``submissions`` mirrors ``ModelSubmitted``
+(rows of a reorged-away log are deleted); ``scores`` caches evaluation results so a restart does
+not redo them; ``actions`` records every transaction the oracle sent, for audit and metrics.
+Whether a verdict exists is always asked of the contract before one is posted.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from fedoracle.chain import ChainEvent, Submission
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS events (
+    tx_hash TEXT NOT NULL, log_index INTEGER NOT NULL, block_number INTEGER NOT NULL, name TEXT NOT NULL,
+    PRIMARY KEY (tx_hash, log_index));
+CREATE TABLE IF NOT EXISTS submissions (
+    task_id INTEGER NOT NULL, round INTEGER NOT NULL, device TEXT NOT NULL, payee TEXT NOT NULL,
+    model_hash TEXT NOT NULL, model_uri TEXT NOT NULL, threshold_bp INTEGER NOT NULL,
+    num_samples INTEGER NOT NULL, block_number INTEGER NOT NULL, tx_hash TEXT NOT NULL,
+    log_index INTEGER NOT NULL, PRIMARY KEY (task_id, round, device));
+CREATE TABLE IF NOT EXISTS scores (
+    task_id INTEGER NOT NULL, round INTEGER NOT NULL, device TEXT NOT NULL, model_hash TEXT NOT NULL,
+    accuracy_bp INTEGER NOT NULL, reason INTEGER NOT NULL, detail TEXT NOT NULL, seconds REAL NOT NULL,
+    PRIMARY KEY (task_id, round, device, model_hash));
+CREATE TABLE IF NOT EXISTS actions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, task_id INTEGER NOT NULL, round INTEGER NOT NULL,
+    action TEXT NOT NULL, subject TEXT NOT NULL, tx_hash TEXT NOT NULL, gas_used INTEGER NOT NULL);
+"""
+
+
+@dataclass(frozen=True)
+class Score:
+    """The outcome of evaluating one submission."""
+
+    accuracy_bp: int
+    reason: int
+    detail: str = ""
+    seconds: float = 0.0
+
+
+class Checkpoint:
+    """The sqlite file at ``path`` (created with its schema on first use)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")
+        self.db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self.db.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One atomic unit: a batch of events and the watermark move together."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    # --- watermark and applied events ----------------------------------------------------------
+
+    def get(self, key: str, default: str | None = None) -> str | None:
+        row = self.db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return row[0] if row else default
+
+    def set(self, key: str, value: str) -> None:
+        self.db.execute("INSERT INTO meta(key, value) VALUES(?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                        (key, value))
+
+    @property
+    def next_block(self) -> int | None:
+        value = self.get("next_block")
+        return None if value is None else int(value)
+
+    def apply(self, ev: ChainEvent) -> bool:
+        """Records ``ev`` (or undoes it when ``removed``); False when it was already applied.
+
+        Must run inside :meth:`transaction` together with the watermark update.
+        """
+        if ev.removed:
+            cur = self.db.execute("DELETE FROM events WHERE tx_hash=? AND log_index=?", (ev.tx_hash, ev.log_index))
+            if cur.rowcount and ev.name == "ModelSubmitted":
+                self.db.execute("DELETE FROM submissions WHERE tx_hash=? AND log_index=?", (ev.tx_hash, ev.log_index))
+            return bool(cur.rowcount)
+        cur = self.db.execute(
+            "INSERT OR IGNORE INTO events(tx_hash, log_index, block_number, name) VALUES(?, ?, ?, ?)",
+            (ev.tx_hash, ev.log_index, ev.block_number, ev.name),
+        )
+        if not cur.rowcount:
+            return False
+        if ev.name == "ModelSubmitted":
+            s = Submission.from_event(ev)
+            self.db.execute(
+                "INSERT OR REPLACE INTO submissions VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (s.task_id, s.round, s.device.lower(), s.payee, s.model_hash, s.model_uri, s.threshold_bp,
+                 s.num_samples, ev.block_number, ev.tx_hash, ev.log_index),
+            )
+        return True
+
+    def applied_count(self, name: str | None = None) -> int:
+        if name is None:
+            return self.db.execute("SELECT COUNT(*) FROM events").fetchone()[0]
+        return self.db.execute("SELECT COUNT(*) FROM events WHERE name=?", (name,)).fetchone()[0]
+
+    # --- submissions and scores ----------------------------------------------------------------
+
+    def submissions(self, task_id: int, round_: int) -> list[Submission]:
+        rows = self.db.execute(
+            "SELECT task_id, round, device, payee, model_hash, model_uri, threshold_bp, num_samples FROM submissions "
+            "WHERE task_id=? AND round=? ORDER BY block_number, log_index",
+            (task_id, round_),
+        ).fetchall()
+        return [Submission(*row) for row in rows]
+
+    def score(self, sub: Submission) -> Score | None:
+        row = self.db.execute(
+            "SELECT accuracy_bp, reason, detail, seconds FROM scores WHERE task_id=? AND round=? AND device=? "
+            "AND model_hash=?",
+            (sub.task_id, sub.round, sub.device.lower(), sub.model_hash),
+        ).fetchone()
+        return Score(*row) if row else None
+
+    def save_score(self, sub: Submission, score: Score) -> None:
+        self.db.execute(
+            "INSERT OR REPLACE INTO scores VALUES(?, ?, ?, ?, ?, ?, ?, ?)",
+            (sub.task_id, sub.round, sub.device.lower(), sub.model_hash, score.accuracy_bp, score.reason,
+             score.detail, score.seconds),
+        )
+
+    def record_action(self, task_id: int, round_: int, action: str, subject: str, receipt: dict) -> None:
+        self.db.execute(
+            "INSERT INTO actions(at, task_id, round, action, subject, tx_hash, gas_used) VALUES(?, ?, ?, ?, ?, ?, ?)",
+            (time.time(), task_id, round_, action, subject, "0x" + bytes(receipt["transactionHash"]).hex(),
+             int(receipt["gasUsed"])),
+        )
+
+    def actions(self, action: str | None = None) -> list[tuple]:
+        q = "SELECT task_id, round, action, subject, tx_hash, gas_used FROM actions"
+        return self.db.execute(q + (" WHERE action=?" if action else "") + " ORDER BY id", (action,) if action else ()).fetchall()

@@ -1,0 +1,59 @@
+"""Fixtures shared by the suites that need real infrastructure: anvil, the MQTT broker, blobs.
+
+Each service is started by the fixture on a free loopback port and stopped at the end of the
+session; a final check makes sure no anvil, broker or TFF worker process outlives the tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+import psutil
+import pytest
+
+from fedoracle.blobstore import LocalBlobStore
+from fedoracle.chain import Chain, TaskRegistry, dev_account
+from fedoracle.services import Anvil, start_broker, stop_all
+
+
+def run(coro):
+    """Runs a coroutine to completion on a fresh event loop (tests stay plain functions)."""
+    return asyncio.run(coro)
+
+
+@pytest.fixture(scope="session")
+def anvil():
+    with Anvil() as node:
+        yield node
+
+
+@pytest.fixture(scope="session")
+def broker():
+    b = start_broker(os.environ.get("FEDORACLE_TEST_BROKER", "auto"))
+    yield b
+    b.stop()
+
+
+@pytest.fixture
+def blobs(tmp_path):
+    return LocalBlobStore(tmp_path / "blobs")
+
+
+@pytest.fixture(scope="session")
+def registry(anvil) -> TaskRegistry:
+    """A registry deployed once on the session's anvil (deployer: dev account 0); tests publish
+    their own tasks in it, which are independent by task id."""
+    return run(TaskRegistry.deploy(Chain(anvil.rpc_url, dev_account(0))))
+
+
+def pytest_sessionfinish(session, exitstatus):
+    stop_all()
+    from fedoracle.procs import stop_children
+
+    stop_children()
+
+
+def leftover_processes() -> list[str]:
+    """Descendants of this test process that are still alive (should be none at the end)."""
+    return [f"{p.pid}:{p.name()}" for p in psutil.Process().children(recursive=True) if p.is_running()]

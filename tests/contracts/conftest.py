@@ -1,0 +1,104 @@
+"""Fixtures for the FLTaskRegistry suite: accounts by role, a deployed registry, a published task."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+# `ape test` runs from .venv/bin, where the (non-editable) project is not importable: make the
+# checkout's own `fedoracle` package importable for fltask_harness.
+_ROOT = str(Path(__file__).resolve().parents[2])
+if _ROOT not in sys.path:
+    sys.path.insert(0, _ROOT)
+
+from fltask_harness import Params, TaskDriver, make_testset
+
+# Hypothesis profiles for the stateful test: `default` (>= 200 examples, a few minutes budget)
+# and `ci-long` (thorough), picked with HYPOTHESIS_PROFILE.
+_common = dict(
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
+    derandomize=False,
+)
+settings.register_profile("default", max_examples=200, stateful_step_count=25, **_common)
+settings.register_profile("ci-long", max_examples=2_000, stateful_step_count=50, **_common)
+settings.register_profile("quick", max_examples=30, stateful_step_count=20, **_common)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
+
+@pytest.fixture(scope="session")
+def deployer(accounts):
+    return accounts[0]
+
+
+@pytest.fixture(scope="session")
+def publisher(accounts):
+    return accounts[1]
+
+
+@pytest.fixture(scope="session")
+def oracle(accounts):
+    return accounts[2]
+
+
+@pytest.fixture(scope="session")
+def stranger(accounts):
+    return accounts[3]
+
+
+@pytest.fixture(scope="session")
+def devices(accounts):
+    return [accounts[i] for i in range(4, 10)]
+
+
+@pytest.fixture(scope="session")
+def payees(accounts):
+    return [accounts[i] for i in range(10, 16)]
+
+
+@pytest.fixture(scope="session")
+def registry(project, deployer):
+    return deployer.deploy(project.FLTaskRegistry)
+
+
+@pytest.fixture(scope="session")
+def testset():
+    return make_testset(num_groups=6, groups_per_round=2)
+
+
+@pytest.fixture
+def params(oracle, testset):
+    return Params.for_testset(oracle, testset)
+
+
+REWARD = 3 * 10**18
+
+
+@pytest.fixture
+def reward():
+    return REWARD
+
+
+@pytest.fixture
+def publish(registry, chain, publisher, oracle, testset):
+    """publish(**param_overrides, value=..., sender=..., ts=...) -> (TaskDriver, receipt)."""
+
+    def _publish(value=REWARD, sender=None, ts=None, **overrides):
+        ts = ts or testset
+        p = Params.for_testset(oracle, ts, **overrides)
+        receipt = registry.publish(p.as_tuple(), value=value, sender=sender or publisher)
+        task_id = registry.taskCount()
+        return TaskDriver(registry, chain, sender or publisher, oracle, ts, task_id), receipt
+
+    return _publish
+
+
+@pytest.fixture
+def task(publish):
+    """A published 3-round task (6 groups, 2 per round), round 1 open."""
+    driver, _ = publish()
+    return driver
