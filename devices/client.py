@@ -72,11 +72,13 @@ class Device:
         payee: who receives its rewards (its own address when ``None``).
         executor: where training runs (a shared pool in a fleet).
         name: label for logs.
+        kind: honest, malicious or unreliable (for reports; behaviour lives in ``train``).
+        tasks: the task ids this device joins (``None``: every task it hears of).
     """
 
     def __init__(self, account: LocalAccount, rpc_url: str, registry: str, blobs: BlobStore, broker_url: str,
                  train: Trainer, *, payee: str | None = None, executor: Executor | None = None,
-                 name: str | None = None, kind: str = "honest") -> None:
+                 name: str | None = None, kind: str = "honest", tasks: set[int] | None = None) -> None:
         self.account = account
         self.registry = TaskRegistry(Chain(rpc_url, account), registry)
         self.blobs = blobs
@@ -86,6 +88,7 @@ class Device:
         self.executor = executor
         self.name = name or account.address[:10]
         self.kind = kind
+        self.tasks = tasks
         self.stats = DeviceStats()
         self._handled: set[tuple[int, int]] = set()
         self._settled_tasks: set[int] = set()
@@ -127,6 +130,8 @@ class Device:
         try:
             doc = json.loads(payload)
             if doc.get("registry", "").lower() != self.registry.address.lower():
+                return
+            if self.tasks is not None and doc.get("task_id") not in self.tasks:
                 return
             if "/rounds/" in topic:
                 msg = mqtt.RoundMessage.model_validate(doc)

@@ -61,3 +61,11 @@ if [ "$(cat "$SHIM" 2>/dev/null)" != "$WANT" ]; then
   printf '%s\n' "$WANT" > "$SHIM" && chmod +x "$SHIM"
   ln -sf "$SHIM" "$ROOT/.cache/bin/solc"
 fi
+
+# 6. Compile the contracts (ape's build output is what the Python client loads).
+if fresh contracts "$ROOT"/contracts/*.sol "$ROOT/ape-config.yaml" "$ROOT/toolchain/package-lock.json" \
+   || [ ! -f "$ROOT/.build/__local__.json" ]; then
+  say "ape compile"
+  (cd "$ROOT" && "$ROOT/.venv/bin/ape" compile --force >/dev/null)
+  [ -f "$STAMPS/contracts.want" ] && done_ contracts || true
+fi

@@ -1,0 +1,119 @@
+"""The task publisher's side (the paper's "Bob"): ``init()``, Steps 1-3.
+
+Builds the model spec and the initial global model, splits the hidden test set into data
+groups and commits to them (salted Merkle root + seed commitment), stores what devices need in
+the public blob store (spec, initial model) and what only the oracle needs in the private vault
+(the groups and the secret), then publishes the task with its escrowed reward.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from fedoracle.blobstore import BlobStore
+from fedoracle.chain import TaskParams, TaskRegistry
+from fedoracle.codec import encode_with_hash
+from fedoracle.hidden import HiddenTestSet
+
+
+@dataclass
+class TaskPlan:
+    """What a publisher decides about a task (defaults: a quick MNIST task)."""
+
+    dataset: str = "mnist"
+    architecture: str = "small_cnn"
+    rounds: int = 3
+    threshold: float = 0.5
+    target_accuracy: float = 0.0
+    groups_per_round: int = 2
+    test_examples: int = 4_000
+    epsilon: float = 8.0
+    delta: float = 1e-5
+    clip: float = 1.0
+    reward_eth: float = 1.0
+    round_duration: int = 600
+    evaluation_window: int = 600
+    max_submissions_per_round: int = 0
+    seed: int = 0
+
+    def validate(self) -> None:
+        if not 0.0 <= self.threshold <= 1.0:
+            raise ValueError("threshold is an accuracy in [0, 1]")
+        if self.rounds < 1 or self.groups_per_round < 1:
+            raise ValueError("rounds and groups_per_round must be positive")
+
+
+@dataclass
+class PublishedTask:
+    """What :func:`publish_task` made."""
+
+    task_id: int
+    spec_hash: str
+    initial_model_hash: str
+    hidden: HiddenTestSet
+    block_number: int
+
+
+def hidden_test_set(x_test: np.ndarray, y_test: np.ndarray, plan: TaskPlan, vault: str | os.PathLike[str]
+                    ) -> HiddenTestSet:
+    """Splits ``plan.test_examples`` test examples into ``rounds x groups_per_round`` groups and
+    commits to them in ``vault``."""
+    from fedoracle.learning.data import encode_group, split_groups
+
+    rng = np.random.default_rng(plan.seed)
+    n = min(plan.test_examples, len(y_test))
+    idx = rng.permutation(len(y_test))[:n]
+    num_groups = plan.rounds * plan.groups_per_round
+    groups = [encode_group(x, y) for x, y in split_groups(x_test[idx], y_test[idx], num_groups)]
+    return HiddenTestSet.create(vault, groups, plan.groups_per_round)
+
+
+async def publish_task(registry: TaskRegistry, blobs: BlobStore, vault: str | os.PathLike[str], plan: TaskPlan,
+                       oracle: str, dataset=None) -> PublishedTask:
+    """Prepares and publishes one task (``init()``); returns its id and commitments.
+
+    Args:
+        registry: the registry, seen through the publisher's account.
+        blobs: the public blob store (spec and initial model go there).
+        vault: the private folder the oracle reads the hidden test set from.
+        plan: the task's parameters.
+        oracle: the oracle's address.
+        dataset: a loaded ``fedoracle.learning.data.Dataset`` (loaded from ``plan.dataset`` if None).
+    """
+    from fedoracle.learning.data import load_dataset
+    from fedoracle.learning.models import initial_weights, model_spec
+
+    plan.validate()
+    data = dataset if dataset is not None else load_dataset(plan.dataset)
+    spec = model_spec(plan.architecture, data.input_shape, data.num_classes)
+    if blobs.put(spec.canonical_json()) != spec.spec_hash:
+        raise AssertionError("spec hash is not the hash of its canonical JSON")
+    weights = initial_weights(spec, plan.seed)
+    model_bytes, model_hash = encode_with_hash(weights, spec)
+    blobs.put(model_bytes)
+    hidden = hidden_test_set(data.x_test, data.y_test, plan, Path(vault))
+    params = TaskParams(
+        oracle=oracle,
+        model_spec_hash=spec.spec_hash,
+        initial_model_hash=model_hash,
+        initial_model_uri=blobs.uri(model_hash),
+        threshold_bp=round(plan.threshold * 10_000),
+        target_accuracy_bp=round(plan.target_accuracy * 10_000),
+        test_set_root=hidden.commitment.root,
+        seed_commitment=hidden.commitment.seed_commitment,
+        num_groups=hidden.commitment.num_groups,
+        groups_per_round=plan.groups_per_round,
+        max_rounds=plan.rounds,
+        max_submissions_per_round=plan.max_submissions_per_round,
+        epsilon=plan.epsilon,
+        delta=plan.delta,
+        clip=plan.clip,
+        round_duration=plan.round_duration,
+        evaluation_window=plan.evaluation_window,
+    )
+    task_id, receipt = await registry.publish(params, int(plan.reward_eth * 10**18))
+    return PublishedTask(task_id, spec.spec_hash, model_hash, hidden, receipt["blockNumber"])

@@ -1,0 +1,130 @@
+"""The end-of-task report: what the chain recorded, joined with what the fleet knows about itself.
+
+Built from the registry's events and receipts (accuracy per round, verdicts, rewards, gas per
+function) and the fleet's status file (which device is honest, malicious or unreliable, and the
+ε each one spent). Written as ``report.json`` and two figures: accuracy per round, and verdicts
+and rewards by device class.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any
+
+from eth_utils import function_abi_to_4byte_selector
+
+from fedoracle.chain import ChainEvent, TaskRegistry
+from fedoracle.errors import Reason
+
+KINDS = ("honest", "unreliable", "malicious")
+
+
+async def gas_by_function(registry: TaskRegistry, tx_hashes: list[str]) -> dict[str, dict[str, float]]:
+    """Gas used per contract function over the given transactions (min / mean / max / count)."""
+    selectors = {function_abi_to_4byte_selector(f): f["name"] for f in registry.contract.abi if f.get("type") == "function"}
+    per: dict[str, list[int]] = defaultdict(list)
+    w3 = registry.chain.w3
+    for h in tx_hashes:
+        tx = await w3.eth.get_transaction(h)
+        receipt = await w3.eth.get_transaction_receipt(h)
+        data = bytes(tx["input"])
+        name = "deploy" if tx["to"] is None else selectors.get(data[:4], data[:4].hex())
+        per[name].append(int(receipt["gasUsed"]))
+    return {k: {"count": len(v), "min": min(v), "mean": sum(v) / len(v), "max": max(v)} for k, v in sorted(per.items())}
+
+
+def build_report(task_id: int, events: list[ChainEvent], fleet: dict[str, Any], gas: dict[str, Any],
+                 extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Joins the task's events with the fleet's view of its devices."""
+    devices = {d["address"].lower(): d for d in fleet.get("devices", [])}
+    kind_of = lambda addr: devices.get(addr.lower(), {}).get("kind", "unknown")  # noqa: E731
+    payee_kind = {d["payee"].lower(): d["kind"] for d in devices.values()}
+    rounds: dict[int, dict[str, Any]] = {}
+    verdicts: dict[str, Counter] = {k: Counter() for k in KINDS}
+    reasons: Counter = Counter()
+    rewards: Counter = Counter()
+    per_device: dict[str, dict[str, Any]] = defaultdict(lambda: {"accepted": 0, "rejected": 0, "reward_wei": 0})
+    for ev in events:
+        a = ev.args
+        if a.get("taskId") != task_id:
+            continue
+        if ev.name == "ModelSubmitted":
+            rounds.setdefault(a["round"], {"round": a["round"], "submissions": 0})["submissions"] += 1
+        elif ev.name == "VerdictPosted":
+            kind = kind_of(a["device"])
+            verdicts.setdefault(kind, Counter())["accepted" if a["accepted"] else "rejected"] += 1
+            reasons[Reason(a["reason"]).name] += 1
+            per_device[a["device"].lower()]["accepted" if a["accepted"] else "rejected"] += 1
+        elif ev.name == "GlobalModelUpdated":
+            r = rounds.setdefault(a["round"], {"round": a["round"], "submissions": 0})
+            r.update(global_accuracy=a["globalAccuracyBp"] / 10_000, accepted=a["acceptedCount"],
+                     reward_per_accepted_wei=a["rewardPerAccepted"], model_hash="0x" + a["modelHash"].hex())
+        elif ev.name == "RewardClaimed":
+            kind = payee_kind.get(a["payee"].lower(), kind_of(a["device"]))
+            rewards[kind] += a["amount"]
+            per_device[a["device"].lower()]["reward_wei"] += a["amount"]
+    eps = [d["epsilon_spent"] for d in devices.values() if d.get("epsilon_spent") is not None]
+    report = {
+        "task_id": task_id,
+        "rounds": [rounds[r] for r in sorted(rounds)],
+        "verdicts_by_class": {k: dict(v) for k, v in verdicts.items()},
+        "rejection_reasons": dict(reasons),
+        "rewards_wei_by_class": {k: rewards.get(k, 0) for k in KINDS},
+        "devices_by_class": dict(Counter(d["kind"] for d in devices.values())),
+        "epsilon_spent": {"max": max(eps) if eps else None, "min": min(eps) if eps else None,
+                          "per_device": {a: d.get("epsilon_spent") for a, d in devices.items()}},
+        "devices": {a: {"kind": kind_of(a), **v} for a, v in per_device.items()},
+        "gas": gas,
+    }
+    if extra:
+        report.update(extra)
+    return report
+
+
+def write_report(report: dict[str, Any], out: Path) -> list[Path]:
+    """Writes ``report.json``, ``accuracy.png`` and ``verdicts.png`` into ``out``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / "report.json", out / "accuracy.png", out / "verdicts.png"]
+    paths[0].write_text(json.dumps(report, indent=1, default=str))
+
+    rounds = [r for r in report["rounds"] if "global_accuracy" in r]
+    fig, ax = plt.subplots(figsize=(5.5, 3.6), dpi=120)
+    xs = [0] + [r["round"] for r in rounds]
+    ys = [report.get("initial_accuracy", float("nan"))] + [100 * r["global_accuracy"] for r in rounds]
+    ax.plot(xs, ys, marker="o", color="#1f77b4", label="global model")
+    if report.get("threshold") is not None:
+        ax.axhline(100 * report["threshold"], ls="--", color="#d62728", lw=1, label="acceptance threshold")
+    ax.set_xlabel("round")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(f"Task {report['task_id']}: global accuracy per round")
+    ax.set_xticks(xs)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(paths[1])
+    plt.close(fig)
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(8, 3.6), dpi=120)
+    kinds = list(KINDS)
+    acc = [report["verdicts_by_class"].get(k, {}).get("accepted", 0) for k in kinds]
+    rej = [report["verdicts_by_class"].get(k, {}).get("rejected", 0) for k in kinds]
+    ax1.bar(kinds, acc, color="#2ca02c", label="accepted")
+    ax1.bar(kinds, rej, bottom=acc, color="#d62728", label="rejected")
+    ax1.set_title("verdicts by device class")
+    ax1.set_ylabel("submissions")
+    ax1.legend()
+    eth = [report["rewards_wei_by_class"].get(k, 0) / 1e18 for k in kinds]
+    ax2.bar(kinds, eth, color="#9467bd")
+    ax2.set_title("rewards paid by class")
+    ax2.set_ylabel("ETH")
+    fig.tight_layout()
+    fig.savefig(paths[2])
+    plt.close(fig)
+    return paths
