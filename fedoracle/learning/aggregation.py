@@ -1,0 +1,143 @@
+"""Aggregation of qualified updates into the next global model, as TensorFlow Federated computations.
+
+``fedavg`` is a federated computation: the updates are placed at ``tff.CLIENTS`` and reduced with
+``tff.federated_mean`` (weighted by the devices' declared sample counts when given). TFF 0.87 has
+no federated intrinsic that gathers all client values, which coordinate-wise order statistics
+need, so ``median`` and ``trimmed_mean`` are ``tff.tensorflow.computation``s over the updates
+stacked along a new leading axis (one sort per tensor along that axis).
+
+Computations are built once per (tensor layout, rule) and cached; calls are thread-safe.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from fedoracle.learning.runtime import tff_runtime
+
+RULES = ("fedavg", "median", "trimmed_mean")
+
+_lock = threading.Lock()
+_cache: dict[tuple[Any, ...], Callable[..., Any]] = {}
+
+
+def _layout(update: Sequence[np.ndarray]) -> tuple[tuple[str, tuple[int, ...]], ...]:
+    return tuple((str(u.dtype), tuple(u.shape)) for u in update)
+
+
+def _fedavg_computation(layout: tuple[tuple[str, tuple[int, ...]], ...], weighted: bool) -> Callable[..., Any]:
+    tff = tff_runtime()
+    value_type = tff.StructType([(None, tff.TensorType(np.dtype(d), s)) for d, s in layout])
+    if weighted:
+
+        @tff.federated_computation(
+            tff.FederatedType(value_type, tff.CLIENTS), tff.FederatedType(np.float32, tff.CLIENTS)
+        )
+        def weighted_mean(values, weights):  # noqa: ANN001, ANN202
+            return tff.federated_mean(values, weight=weights)
+
+        return weighted_mean
+
+    @tff.federated_computation(tff.FederatedType(value_type, tff.CLIENTS))
+    def mean(values):  # noqa: ANN001, ANN202
+        return tff.federated_mean(values)
+
+    return mean
+
+
+def _order_statistic_computation(layout: tuple[tuple[str, tuple[int, ...]], ...], rule: str) -> Callable[..., Any]:
+    tff = tff_runtime()
+    stacked_type = tff.StructType([(None, tff.TensorType(np.dtype(d), (None, *s))) for d, s in layout])
+
+    @tff.tensorflow.computation(stacked_type, np.float32)
+    def order_statistic(stacked, trim_fraction):  # noqa: ANN001, ANN202
+        def reduce(values: tf.Tensor) -> tf.Tensor:
+            n = tf.shape(values)[0]
+            ranked = tf.sort(values, axis=0)
+            if rule == "median":
+                low, high = (n - 1) // 2, n // 2
+                return (ranked[low] + ranked[high]) / 2
+            k = tf.cast(tf.floor(trim_fraction * tf.cast(n, tf.float32)), tf.int32)
+            return tf.reduce_mean(ranked[k : n - k], axis=0)
+
+        return [reduce(values) for values in stacked]
+
+    return order_statistic
+
+
+def _computation(layout: tuple[tuple[str, tuple[int, ...]], ...], rule: str, weighted: bool) -> Callable[..., Any]:
+    key = (layout, rule, weighted)
+    with _lock:
+        if key not in _cache:
+            if rule == "fedavg":
+                _cache[key] = _fedavg_computation(layout, weighted)
+            else:
+                _cache[key] = _order_statistic_computation(layout, rule)
+        return _cache[key]
+
+
+def aggregate(
+    updates: Sequence[Sequence[np.ndarray]],
+    *,
+    weights: Sequence[float] | None = None,
+    rule: str = "fedavg",
+    trim_fraction: float = 0.2,
+) -> list[np.ndarray]:
+    """Combines per-device updates (or models) tensor by tensor.
+
+    Args:
+        updates: one list of ``float32`` tensors per device, all with the same layout.
+        weights: per-device weights for ``fedavg`` (e.g. declared sample counts); ``None`` for an
+            unweighted mean. The order-statistic rules are unweighted and ignore them (a device
+            could inflate its declared count to pull a weighted median).
+        rule: ``"fedavg"`` (weighted mean), ``"median"`` (coordinate-wise median; the mean of the
+            two middle values for an even count) or ``"trimmed_mean"`` (coordinate-wise mean after
+            dropping the ``floor(trim_fraction * n)`` smallest and largest values).
+        trim_fraction: for ``trimmed_mean``, in [0, 0.5).
+
+    Returns:
+        The aggregate, one ``float32`` tensor per layout entry.
+
+    Raises:
+        ValueError: on an empty or inconsistent input or a bad option.
+    """
+    if rule not in RULES:
+        raise ValueError(f"unknown aggregation rule {rule!r}; expected one of {', '.join(RULES)}")
+    if not updates:
+        raise ValueError("nothing to aggregate")
+    layout = _layout(updates[0])
+    if any(_layout(u) != layout for u in updates):
+        raise ValueError("updates differ in tensor count, shape or dtype")
+    tff_runtime()
+    if rule == "fedavg":
+        if weights is None:
+            result = _computation(layout, rule, False)([list(u) for u in updates])
+        else:
+            w = np.asarray(weights, dtype=np.float32)
+            if w.shape != (len(updates),) or np.any(w < 0) or w.sum() <= 0:
+                raise ValueError(f"need one non-negative weight per update with a positive sum, got {weights}")
+            result = _computation(layout, rule, True)([list(u) for u in updates], list(w))
+    else:
+        if not 0.0 <= trim_fraction < 0.5:
+            raise ValueError(f"trim_fraction {trim_fraction} is not in [0, 0.5)")
+        stacked = [np.stack([u[i] for u in updates]) for i in range(len(layout))]
+        result = _computation(layout, rule, False)(stacked, np.float32(trim_fraction))
+    return [np.asarray(t) for t in result]
+
+
+def apply_update(global_weights: Sequence[np.ndarray], update: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """The next global model: ``global + update`` tensor by tensor, in the global model's dtypes.
+
+    Raises:
+        ValueError: when the layouts differ.
+    """
+    if _layout(global_weights) != tuple((str(g.dtype), tuple(u.shape)) for g, u in zip(global_weights, update)) or len(
+        global_weights
+    ) != len(update):
+        raise ValueError("update and global model differ in tensor count or shape")
+    return [(g + u).astype(g.dtype) for g, u in zip(global_weights, update)]

@@ -1,0 +1,218 @@
+"""Local differential privacy of a device's update: clipping, Gaussian noise calibrated to (ε, δ), accounting.
+
+A device releases ``clip(Δ, S) + N(0, std² I)``. The noise multiplier ``σ = std / sensitivity``
+follows from the per-release ``(ε, δ)`` through the analytic Gaussian mechanism (Balle & Wang,
+"Improving the Gaussian mechanism for differential privacy", ICML 2018), which is exact for any
+ε. The classic bound ``σ = sqrt(2 ln(1.25/δ)) / ε`` (Dwork & Roth 2014, Thm. A.1) is only proven
+for ε < 1 and, at the paper's ε = 8, gives far less noise than (ε, δ)-DP requires.
+
+Sensitivity (what the noise protects), chosen with ``num_samples`` in :func:`noise_std`:
+
+- ``num_samples=None`` (default, sound for any local training): the whole clipped update is the
+  unit of privacy. Clipping bounds a device's contribution to L2 norm ``S``, so the release is
+  (ε, δ)-DP between the device's update and no contribution (add/remove of one device, the
+  user-level adjacency of DP-FedAvg). ``std = σ·S``. (Between two arbitrary devices, i.e.
+  replacement, the distance is up to ``2S``; the same noise then gives the guarantee of ``σ/2``.)
+- ``num_samples=D`` (the paper's ÷D scaling, after Wei et al., IEEE TIFS 2020): the sensitivity
+  to one of the device's D samples is taken as ``S/D``, so ``std = σ·S/D``. This is exact when the
+  update is a mean of D per-sample contributions each clipped to ``S`` (one full-batch step of
+  per-sample-clipped SGD); for several local steps clipped as a whole it rests on Wei et al.'s
+  empirical-risk-minimiser argument, not on a worst-case bound. Supported for reproduction.
+
+Accounting across rounds composes one Gaussian event per release with dp-accounting.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Sequence
+from functools import lru_cache
+
+import numpy as np
+from scipy.special import log_ndtr, ndtr
+
+ACCOUNTANTS = ("pld", "rdp")
+PLD_DISCRETIZATION = 1e-3  # ε within ~1e-6 of the exact Gaussian composition, 10x faster than the 1e-4 default
+
+
+def global_norm(update: Sequence[np.ndarray]) -> float:
+    """L2 norm of all tensors of an update taken together."""
+    return float(math.sqrt(sum(float(np.sum(np.square(u, dtype=np.float64))) for u in update)))
+
+
+def clip_update(update: Sequence[np.ndarray], clip: float) -> list[np.ndarray]:
+    """Scales the update down to global L2 norm at most ``clip`` (unchanged when already within).
+
+    Raises:
+        ValueError: when ``clip`` is not positive.
+    """
+    if not clip > 0:
+        raise ValueError(f"clip bound must be positive, got {clip}")
+    norm = global_norm(update)
+    scale = min(1.0, clip / norm) if norm > 0 else 1.0
+    return [(np.asarray(u, dtype=np.float64) * scale).astype(u.dtype) for u in update]
+
+
+def classic_gaussian_sigma(epsilon: float, delta: float) -> float:
+    """The classic noise multiplier ``sqrt(2 ln(1.25/δ)) / ε`` (Dwork & Roth 2014, Thm. A.1).
+
+    Raises:
+        ValueError: unless ``0 < ε < 1`` and ``0 < δ < 1``: the theorem is proven only for ε < 1.
+    """
+    if not (0 < epsilon < 1 and 0 < delta < 1):
+        raise ValueError(f"the classic Gaussian bound holds only for 0 < ε < 1 and 0 < δ < 1, got ε={epsilon}, δ={delta}")
+    return math.sqrt(2.0 * math.log(1.25 / delta)) / epsilon
+
+
+def gaussian_delta(sigma: float, epsilon: float) -> float:
+    """The smallest δ for which ``N(0, σ²)`` noise on a sensitivity-1 query is (ε, δ)-DP.
+
+    Balle & Wang 2018, Thm. 8: ``δ = Φ(1/(2σ) - εσ) - e^ε Φ(-1/(2σ) - εσ)``.
+    """
+    a, b = 1.0 / (2.0 * sigma), epsilon * sigma
+    return float(max(ndtr(a - b) - math.exp(epsilon + log_ndtr(-a - b)), 0.0))
+
+
+def _bisect(decreasing: object, target: float, lo: float, hi: float) -> float:
+    """Smallest x in [lo, hi] (geometric bisection) with decreasing(x) <= target."""
+    for _ in range(200):
+        mid = math.sqrt(lo * hi)
+        if decreasing(mid) <= target:  # type: ignore[operator]
+            hi = mid
+        else:
+            lo = mid
+        if hi / lo < 1 + 1e-12:
+            break
+    return hi
+
+
+def gaussian_sigma(epsilon: float, delta: float) -> float:
+    """Noise multiplier σ of the analytic Gaussian mechanism: the least σ that is (ε, δ)-DP.
+
+    Solves :func:`gaussian_delta` ``(σ, ε) = δ`` by bisection. Valid for every ε > 0 and
+    0 < δ < 1, unlike the classic ``sqrt(2 ln(1.25/δ)) / ε`` (:func:`classic_gaussian_sigma`),
+    which holds only for ε < 1 and is larger there. Multiply by the sensitivity for the noise std.
+
+    Raises:
+        ValueError: when ε ≤ 0 or δ is not in (0, 1).
+    """
+    if not (epsilon > 0 and 0 < delta < 1):
+        raise ValueError(f"need ε > 0 and 0 < δ < 1, got ε={epsilon}, δ={delta}")
+    hi = 1.0
+    while gaussian_delta(hi, epsilon) > delta:
+        hi *= 2.0
+    return _bisect(lambda s: gaussian_delta(s, epsilon), delta, 1e-9, hi)
+
+
+def gaussian_epsilon(sigma: float, delta: float) -> float:
+    """The least ε for which noise multiplier σ is (ε, δ)-DP (inverse of :func:`gaussian_sigma`)."""
+    if gaussian_delta(sigma, 0.0) <= delta:
+        return 0.0
+    hi = 1.0
+    while gaussian_delta(sigma, hi) > delta:
+        hi *= 2.0
+    return _bisect(lambda e: gaussian_delta(sigma, e), delta, 1e-12, hi)
+
+
+def noise_std(clip: float, epsilon: float, delta: float, *, num_samples: int | None = None) -> float:
+    """Per-coordinate noise std ``σ(ε, δ) · sensitivity``; sensitivity ``S``, or ``S/D`` with ``num_samples=D``.
+
+    See the module docstring for what each choice protects.
+    """
+    if num_samples is not None and num_samples < 1:
+        raise ValueError(f"num_samples must be positive, got {num_samples}")
+    sensitivity = clip if num_samples is None else clip / num_samples
+    return gaussian_sigma(epsilon, delta) * sensitivity
+
+
+def add_noise(
+    update: Sequence[np.ndarray],
+    clip: float,
+    epsilon: float,
+    delta: float,
+    rng: np.random.Generator,
+    *,
+    num_samples: int | None = None,
+) -> list[np.ndarray]:
+    """Clips the update to L2 norm ``clip`` and adds i.i.d. ``N(0, noise_std²)`` to every coordinate.
+
+    Args:
+        update: the device's update (trained weights minus global weights).
+        clip: the clip bound S.
+        epsilon: per-release ε.
+        delta: per-release δ.
+        rng: source of the noise.
+        num_samples: ``None`` for update-level sensitivity ``S``; the device's sample count D for
+            the paper's ÷D scaling (sensitivity ``S/D``). See the module docstring.
+
+    Returns:
+        The privatised update, in the input dtypes.
+    """
+    std = noise_std(clip, epsilon, delta, num_samples=num_samples)
+    return [
+        (u.astype(np.float64) + rng.normal(0.0, std, size=u.shape)).astype(u.dtype) for u in clip_update(update, clip)
+    ]
+
+
+class PrivacyAccountant:
+    """The (ε, δ) one device has spent over the rounds it released a noised update in.
+
+    Each release is a Gaussian mechanism with noise multiplier σ (noise std over sensitivity);
+    releases compose without subsampling amplification (a device's every release is counted).
+    ``method="pld"`` (default) uses dp-accounting's privacy-loss-distribution accountant, which
+    is tight for Gaussian composition; ``"rdp"`` its Rényi-DP accountant (looser, never below PLD).
+    ε is computed when asked and cached per release history, so a fleet of devices with the same
+    history pays for it once.
+    """
+
+    def __init__(self, delta: float, *, method: str = "pld") -> None:
+        """Starts with nothing spent.
+
+        Args:
+            delta: the δ at which ε is reported.
+            method: ``"pld"`` or ``"rdp"``.
+        """
+        if method not in ACCOUNTANTS:
+            raise ValueError(f"unknown accountant {method!r}; expected one of {', '.join(ACCOUNTANTS)}")
+        if not 0 < delta < 1:
+            raise ValueError(f"δ must be in (0, 1), got {delta}")
+        self.delta = delta
+        self.method = method
+        self._releases: Counter[float] = Counter()
+
+    @property
+    def rounds(self) -> int:
+        """Number of releases recorded."""
+        return sum(self._releases.values())
+
+    def record(self, noise_multiplier: float, count: int = 1) -> None:
+        """Records ``count`` releases with noise multiplier σ (e.g. ``gaussian_sigma(ε, δ)``)."""
+        if not noise_multiplier > 0 or count < 1:
+            raise ValueError(f"need σ > 0 and count ≥ 1, got σ={noise_multiplier}, count={count}")
+        self._releases[float(noise_multiplier)] += count
+
+    def epsilon(self) -> float:
+        """ε spent so far at the accountant's δ (0 before any release)."""
+        if not self._releases:
+            return 0.0
+        return _composed_epsilon(tuple(sorted(self._releases.items())), self.delta, self.method)
+
+    def spent(self) -> tuple[float, float]:
+        """``(ε, δ)`` spent so far."""
+        return self.epsilon(), self.delta
+
+
+@lru_cache(maxsize=4096)
+def _composed_epsilon(releases: tuple[tuple[float, int], ...], delta: float, method: str) -> float:
+    import dp_accounting
+
+    if method == "pld":
+        accountant: dp_accounting.PrivacyAccountant = dp_accounting.pld.PLDAccountant(
+            value_discretization_interval=PLD_DISCRETIZATION
+        )
+    else:
+        accountant = dp_accounting.rdp.RdpAccountant()
+    for sigma, count in releases:
+        accountant.compose(dp_accounting.GaussianDpEvent(sigma), count)
+    return float(accountant.get_epsilon(delta))

@@ -1,0 +1,106 @@
+"""Aggregation as TFF computations: FedAvg, coordinate-wise median and trimmed mean."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fedoracle.learning.aggregation import aggregate, apply_update
+
+SHAPES = [(3, 2), (4,)]
+
+
+def _model(rng: np.random.Generator, scale: float = 1.0) -> list[np.ndarray]:
+    return [(rng.normal(size=s) * scale).astype(np.float32) for s in SHAPES]
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.integers(1, 8), st.integers(0, 2**32 - 1), st.booleans())
+def test_fedavg_of_identical_models_is_that_model(n: int, seed: int, weighted: bool) -> None:
+    """The (weighted) mean of n copies of a model is the model (up to float32 rounding)."""
+    rng = np.random.default_rng(seed)
+    model = _model(rng)
+    weights = rng.integers(1, 1000, size=n).tolist() if weighted else None
+    result = aggregate([model] * n, weights=weights)
+    for got, want in zip(result, model):
+        assert got.dtype == np.float32 and got.shape == want.shape
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+
+
+def test_fedavg_weights_by_sample_counts() -> None:
+    """Weighted FedAvg is sum(n_i w_i) / sum(n_i); unweighted is the plain mean."""
+    rng = np.random.default_rng(0)
+    models = [_model(rng) for _ in range(5)]
+    counts = [10, 20, 30, 400, 5]
+    for got, i in zip(aggregate(models, weights=counts), range(len(SHAPES))):
+        np.testing.assert_allclose(got, np.average([m[i] for m in models], axis=0, weights=counts), rtol=1e-5, atol=1e-6)
+    for got, i in zip(aggregate(models), range(len(SHAPES))):
+        np.testing.assert_allclose(got, np.mean([m[i] for m in models], axis=0), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("rule", ["median", "trimmed_mean"])
+@settings(max_examples=15, deadline=None)
+@given(st.integers(5, 12), st.integers(0, 2**32 - 1), st.floats(1e3, 1e6), st.data())
+def test_robust_rules_stay_in_the_honest_range(rule: str, n: int, seed: int, outlier: float, data: st.DataObject) -> None:
+    """With f outliers (f < n/2 for the median, f <= floor(0.2 n) for the trimmed mean) every
+    coordinate of the aggregate lies between the honest minimum and maximum."""
+    f_max = (n - 1) // 2 if rule == "median" else int(np.floor(0.2 * n))
+    f = data.draw(st.integers(0, f_max))
+    rng = np.random.default_rng(seed)
+    honest = [_model(rng) for _ in range(n - f)]
+    outliers = [[np.full(s, outlier * rng.choice([-1, 1]), np.float32) for s in SHAPES] for _ in range(f)]
+    result = aggregate(honest + outliers, rule=rule, trim_fraction=0.2)
+    for i, got in enumerate(result):
+        stack = np.stack([h[i] for h in honest])
+        assert np.all(got >= stack.min(axis=0) - 1e-6) and np.all(got <= stack.max(axis=0) + 1e-6)
+
+
+def test_median_and_trimmed_mean_match_numpy() -> None:
+    """The order statistics equal numpy's median and a sorted-slice mean (even and odd counts)."""
+    rng = np.random.default_rng(1)
+    for n in (4, 5, 10):
+        models = [_model(rng) for _ in range(n)]
+        k = int(np.floor(0.2 * n))
+        for i, got in enumerate(aggregate(models, rule="median")):
+            np.testing.assert_allclose(got, np.median([m[i] for m in models], axis=0), rtol=1e-6)
+        for i, got in enumerate(aggregate(models, rule="trimmed_mean", trim_fraction=0.2)):
+            ranked = np.sort([m[i] for m in models], axis=0)
+            np.testing.assert_allclose(got, ranked[k : n - k].mean(axis=0), rtol=1e-5, atol=1e-6)
+
+
+def test_apply_update_adds_in_the_global_dtype() -> None:
+    """The next global model is global + update."""
+    rng = np.random.default_rng(2)
+    g, u = _model(rng), _model(rng)
+    for got, a, b in zip(apply_update(g, u), g, u):
+        assert got.dtype == np.float32
+        np.testing.assert_array_equal(got, a + b)
+    with pytest.raises(ValueError):
+        apply_update(g, u[:1])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"rule": "krum"}, "unknown"),
+        ({"rule": "trimmed_mean", "trim_fraction": 0.5}, "trim_fraction"),
+        ({"weights": [1.0]}, "weight"),
+        ({"weights": [1.0, -1.0]}, "weight"),
+    ],
+)
+def test_bad_options_are_refused(kwargs: dict, match: str) -> None:
+    """Unknown rules, bad trim fractions and bad weights raise ValueError."""
+    rng = np.random.default_rng(3)
+    with pytest.raises(ValueError, match=match):
+        aggregate([_model(rng), _model(rng)], **kwargs)
+
+
+def test_mismatched_layouts_are_refused() -> None:
+    """Updates with different tensor shapes cannot be aggregated."""
+    rng = np.random.default_rng(4)
+    with pytest.raises(ValueError, match="differ"):
+        aggregate([_model(rng), [np.zeros((2, 3), np.float32), np.zeros(4, np.float32)]])
+    with pytest.raises(ValueError, match="nothing"):
+        aggregate([])

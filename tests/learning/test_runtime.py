@@ -1,0 +1,50 @@
+"""TFF runtime: computations work from any thread, and no worker_binary outlives its process."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import psutil
+
+from fedoracle.learning.aggregation import aggregate
+from fedoracle.learning.runtime import stop_workers, tff_runtime, worker_processes
+
+_CHILD = """
+import json, numpy as np
+from fedoracle.learning.aggregation import aggregate
+from fedoracle.learning.runtime import worker_processes
+aggregate([[np.ones(3, np.float32)]] * 2)
+print(json.dumps([p.pid for p in worker_processes()]), flush=True)
+"""
+
+
+def test_workers_are_stopped_at_interpreter_exit() -> None:
+    """A script that ran a TFF computation exits with its pipes closed and leaves no worker behind."""
+    done = subprocess.run([sys.executable, "-c", _CHILD], capture_output=True, text=True, timeout=120, check=True)
+    pids = json.loads(done.stdout.strip().splitlines()[-1])
+    assert pids, "the computation should have started a worker"
+    for pid in pids:
+        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
+def test_computations_run_from_fresh_threads() -> None:
+    """A thread that never set a TFF context can still call a computation."""
+    results: list[list[np.ndarray]] = []
+    thread = threading.Thread(target=lambda: results.append(aggregate([[np.full(2, 3.0, np.float32)]] * 3)))
+    thread.start()
+    thread.join()
+    np.testing.assert_allclose(results[0][0], [3.0, 3.0])
+
+
+def test_stop_workers_then_run_again() -> None:
+    """After stopping the workers a new computation call starts a fresh one."""
+    tff_runtime()
+    aggregate([[np.ones(2, np.float32)]])
+    assert stop_workers() >= 1
+    assert not worker_processes()
+    np.testing.assert_allclose(aggregate([[np.ones(2, np.float32)]] * 2)[0], [1.0, 1.0])
+    assert worker_processes()
