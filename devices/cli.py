@@ -34,6 +34,8 @@ def cli() -> None:
 @click.option("--lr", "learning_rate", default=1e-4, show_default=True)
 @click.option("--optimizer", default="adam", show_default=True, type=click.Choice(["adam", "sgd"]))
 @click.option("--no-dp", is_flag=True, help="Submit without clipping and noise (non-DP baseline).")
+@click.option("--dp-scaling", default="sample", show_default=True, type=click.Choice(["sample", "update"]),
+              help="Noise sensitivity: 'sample' = S/D (the paper's ÷D), 'update' = S (whole update; much more noise).")
 @click.option("--pre-evaluate", is_flag=True, help="Skip submitting when local accuracy is below the threshold.")
 @click.option("--key-seed", envvar="FEDORACLE_KEY_SEED", default="fedoracle-fleet", show_default=True,
               help="Seed the devices' keys and payees are derived from.")
@@ -42,7 +44,7 @@ def cli() -> None:
 @click.option("--seed", default=0, show_default=True, help="Seeds data partitioning and training.")
 @click.option("--status-file", default=None, help="Write the fleet's state (JSON) here.")
 def run(rpc_url, registry, broker_url, blob_store, count, first_index, malicious, unreliable, flip_rate, emd, dataset,
-        data_path, samples_per_device, epochs, batch_size, learning_rate, optimizer, no_dp, pre_evaluate, key_seed,
+        data_path, samples_per_device, epochs, batch_size, learning_rate, optimizer, no_dp, dp_scaling, pre_evaluate, key_seed,
         fund_from, seed, status_file) -> None:
     """Run P devices in this process until interrupted."""
     from devices.client import TrainingConfig
@@ -53,7 +55,8 @@ def run(rpc_url, registry, broker_url, blob_store, count, first_index, malicious
                          dataset=dataset, data_path=data_path, samples_per_device=samples_per_device,
                          key_seed=key_seed, first_index=first_index, seed=seed,
                          training=TrainingConfig(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
-                                                 optimizer=optimizer, dp=not no_dp, pre_evaluate=pre_evaluate))
+                                                 optimizer=optimizer, dp=not no_dp, dp_scaling=dp_scaling,
+                                                 pre_evaluate=pre_evaluate))
 
     async def main() -> None:
         fleet = Fleet(config, rpc_url, registry, open_store(blob_store), broker_url, status_file=status_file)

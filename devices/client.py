@@ -40,6 +40,7 @@ class TrainingConfig:
     learning_rate: float = 1e-4
     optimizer: str = "adam"
     dp: bool = True
+    dp_scaling: str = "sample"  # "sample": the paper's sensitivity S/D; "update": S (see privacy.py)
     pre_evaluate: bool = False
 
 
@@ -93,6 +94,7 @@ class Device:
         self._handled: set[tuple[int, int]] = set()
         self._settled_tasks: set[int] = set()
         self._busy = asyncio.Lock()
+        self._claiming = asyncio.Lock()
         self.connected = asyncio.Event()
 
     @property
@@ -200,11 +202,12 @@ class Device:
             await self._claim_settled(task_id, r)
 
     async def _claim_settled(self, task_id: int, round_: int) -> None:
-        if (task_id, round_) in self.stats.claims:
-            return
-        amount = await self.registry.claimable(task_id, round_, self.address)
-        if amount:
-            await self.registry.claim(task_id, round_, self.address)
-            self.stats.claims.append((task_id, round_))
-            self.stats.claimed_wei += amount
-            log.info("%s claimed %d wei for task %d round %d", self.name, amount, task_id, round_)
+        async with self._claiming:  # one claim at a time: a second would race the first
+            if (task_id, round_) in self.stats.claims:
+                return
+            amount = await self.registry.claimable(task_id, round_, self.address)
+            if amount:
+                await self.registry.claim(task_id, round_, self.address)
+                self.stats.claims.append((task_id, round_))
+                self.stats.claimed_wei += amount
+                log.info("%s claimed %d wei for task %d round %d", self.name, amount, task_id, round_)

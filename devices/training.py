@@ -42,11 +42,12 @@ class LocalTrainer:
         self._accountant = None
         self.target_delta: float | None = None
         self._lock = threading.Lock()
+        self._validator = None
 
     @property
     def epsilon_spent(self) -> float | None:
         """ε spent so far at the task's δ (``None`` before the first DP round)."""
-        return None if self._accountant is None else float(self._accountant.epsilon(self.target_delta))
+        return None if self._accountant is None else float(self._accountant.epsilon())
 
     def __call__(self, spec: ModelSpec, global_weights: list[np.ndarray], task: dict[str, Any]
                  ) -> tuple[list[np.ndarray], int, float | None]:
@@ -62,17 +63,20 @@ class LocalTrainer:
             if self.config.dp:
                 epsilon, delta = task["epsilonMilli"] / 1e3, task["deltaE18"] / 1e18
                 clip = task["clipMicro"] / 1e6
-                update = add_noise(update, clip, epsilon, delta, self.rng)
+                d = len(self.y) if self.config.dp_scaling == "sample" else None
+                update = add_noise(update, clip, epsilon, delta, self.rng, num_samples=d)
                 if self._accountant is None:
-                    self._accountant = PrivacyAccountant(gaussian_sigma(epsilon, delta))
+                    self._accountant = PrivacyAccountant(delta)
                     self.target_delta = delta
-                self._accountant.step()
+                self._accountant.record(gaussian_sigma(epsilon, delta))
             local_acc = None
             if self.config.pre_evaluate and len(self.y_val):
-                from fedoracle.learning.models import keras_accuracy
+                from fedoracle.learning.evaluation import Evaluator
 
+                if self._validator is None or self._validator[0] != spec.spec_hash:
+                    self._validator = (spec.spec_hash, Evaluator(spec, self.x_val, self.y_val))
                 candidate = [g + u for g, u in zip(global_weights, update)]
-                local_acc = keras_accuracy(spec, candidate, self.x_val, self.y_val)
+                local_acc = self._validator[1].evaluate(candidate).accuracy
             return update, int(len(self.y)), local_acc
 
 
@@ -86,14 +90,13 @@ def make_trainers(config) -> list[tuple[str, LocalTrainer]]:
         ``(kind, trainer)`` per device, kinds in ``{"honest", "malicious", "unreliable"}``.
     """
     from fedoracle.learning.data import load_dataset
-    from fedoracle.learning.partition import assign_kinds, make_shards
+    from fedoracle.learning.partition import fleet_kinds, partition
 
     data = load_dataset(config.dataset, path=config.data_path)
-    kinds = assign_kinds(config.count, malicious=config.malicious, unreliable=config.unreliable, seed=config.seed)
-    shards = make_shards(data.y_train, kinds, samples_per_device=config.samples_per_device, emd=config.emd,
-                         flip_rate=config.flip_rate, num_classes=data.num_classes, seed=config.seed)
-    out = []
-    for i, (kind, shard) in enumerate(zip(kinds, shards)):
-        out.append((kind, LocalTrainer(data.x_train[shard.indices], shard.labels, config.training,
-                                       seed=config.seed * 100_003 + i)))
-    return out
+    kinds = fleet_kinds(config.count, config.seed, malicious=config.malicious, unreliable=config.unreliable)
+    shard_size = config.samples_per_device or min(2_000, len(data.y_train) // max(1, config.count))
+    shards = partition(data.y_train, kinds, shard_size, config.seed, num_classes=data.num_classes,
+                       target_emd=config.emd, flip_rate=config.flip_rate)
+    return [(str(shard.kind), LocalTrainer(data.x_train[shard.indices], shard.labels, config.training,
+                                           seed=config.seed * 100_003 + i))
+            for i, shard in enumerate(shards)]

@@ -219,7 +219,10 @@ class Chain:
                     "from": account.address,
                     "value": value,
                     "nonce": self._nonce,
-                    "gas": int(gas * 1.2) + 10_000,
+                    # Headroom: the estimate is taken on the current state, and a call's path can
+                    # change before it is mined (the submission that hits the cap also closes
+                    # the round). Unused gas is not charged.
+                    "gas": int(gas * 1.25) + 60_000,
                     "chainId": await self.chain_id(),
                 }
             )
@@ -232,8 +235,18 @@ class Chain:
             self._nonce += 1
         receipt = await self._retry(lambda: self.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=120))
         if receipt["status"] != 1:
-            raise ChainError(f"transaction {tx_hash.hex()} reverted")
+            raise ChainError(f"transaction 0x{tx_hash.hex()} reverted: {await self._replay(fn, value, receipt, decoder)}")
         return receipt
+
+    async def _replay(self, fn: Any, value: int, receipt: dict[str, Any], decoder: _ErrorDecoder | None) -> str:
+        """Why a mined transaction reverted: the call replayed on the state of its block."""
+        try:
+            await fn.call({"from": self.address, "value": value}, block_identifier=receipt["blockNumber"])
+        except (ContractCustomError, ContractPanicError, ContractLogicError) as exc:
+            return _revert_message(exc, decoder)
+        except Exception as exc:  # noqa: BLE001 - diagnosis only
+            return f"(replay failed: {exc})"
+        return f"out of gas? (used {receipt['gasUsed']} of the limit)"
 
 
 def _revert_message(exc: Exception, decoder: _ErrorDecoder | None) -> str:

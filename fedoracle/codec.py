@@ -105,6 +105,15 @@ def _name(i: int) -> str:
     return f"w{i:04d}"
 
 
+def header_metadata(fmt: str, spec_hash: str) -> dict[str, str]:
+    """The safetensors metadata of a model blob: ONE key holding canonical JSON.
+
+    safetensors writes its metadata map in no fixed order, so two keys would make the bytes (and
+    the content hash) of identical weights vary from call to call.
+    """
+    return {"fedoracle": json.dumps({"format": fmt, "spec": spec_hash}, sort_keys=True, separators=(",", ":"))}
+
+
 def encode(weights: Sequence[np.ndarray], spec: ModelSpec) -> bytes:
     """Encodes ``weights`` (in model order) as canonical bytes that claim to follow ``spec``.
 
@@ -114,9 +123,9 @@ def encode(weights: Sequence[np.ndarray], spec: ModelSpec) -> bytes:
     """
     from safetensors.numpy import save
 
-    arrays = [np.ascontiguousarray(w) for w in weights]
+    arrays = [np.require(w, requirements="C") for w in weights]  # keeps rank-0 tensors rank 0
     _check_tensors(arrays, spec)
-    data = save({_name(i): a for i, a in enumerate(arrays)}, metadata={"format": FORMAT, "spec": spec.spec_hash})
+    data = save({_name(i): a for i, a in enumerate(arrays)}, metadata=header_metadata(FORMAT, spec.spec_hash))
     if len(data) > spec.max_bytes:
         raise ModelRejected(Reason.TOO_LARGE, f"{len(data)} bytes > limit {spec.max_bytes}")
     return data
@@ -178,7 +187,10 @@ def _metadata(data: bytes) -> dict[str, str]:
     meta = header.get("__metadata__") or {}
     if not isinstance(meta, dict):
         raise ValueError("metadata is not an object")
-    return meta
+    inner = json.loads(meta.get("fedoracle", "{}"))
+    if not isinstance(inner, dict):
+        raise ValueError("fedoracle metadata is not an object")
+    return inner
 
 
 def _check_tensors(arrays: Sequence[np.ndarray], spec: ModelSpec) -> None:

@@ -32,7 +32,8 @@ from fedoracle.services import Anvil, start_broker
 log = logging.getLogger(__name__)
 
 PUBLISHER, ORACLE, FAUCET = 0, 1, 2
-DEFAULT_THRESHOLD = {"mnist": 0.80, "fashion_mnist": 0.60, "cifar10": 0.30}
+DEFAULT_CLIP = 5.0  # about the L2 norm of an honest round-1 update of small_cnn (measured)
+DEFAULT_THRESHOLD = {"mnist": 0.50, "fashion_mnist": 0.40, "cifar10": 0.20}
 
 
 @dataclass
@@ -46,13 +47,17 @@ class DemoConfig:
     rounds: int = 3
     malicious: float = 0.2
     unreliable: float = 0.2
-    flip_rate: float = 0.2
+    flip_rate: float = 1.0
     emd: float = 1.5
     epsilon: float = 8.0
     delta: float = 1e-5
     clip: float | None = None
     threshold: float | None = None
     samples_per_device: int | None = None
+    epochs: int = 3
+    batch_size: int = 128
+    learning_rate: float = 2e-3
+    threshold_margin: float = 0.05
     out: str = "runs"
     timeout: int = 900
     quiet: bool = False
@@ -97,7 +102,6 @@ class Demo:
     async def run(self) -> dict:
         cfg = self.config
         from fedoracle.learning.data import load_dataset
-        from fedoracle.learning.privacy import default_clip
         from fedoracle.publisher import TaskPlan, publish_task
 
         with Anvil(accounts=10, state_dir=self.dir) as anvil, start_broker() as broker:
@@ -109,7 +113,7 @@ class Demo:
             plan = TaskPlan(dataset=cfg.dataset, architecture=cfg.architecture, rounds=cfg.rounds,
                             threshold=cfg.threshold if cfg.threshold is not None else DEFAULT_THRESHOLD[cfg.dataset],
                             epsilon=cfg.epsilon, delta=cfg.delta,
-                            clip=cfg.clip if cfg.clip is not None else default_clip(cfg.architecture),
+                            clip=cfg.clip if cfg.clip is not None else DEFAULT_CLIP,
                             max_submissions_per_round=cfg.count, round_duration=max(120, cfg.timeout // max(1, cfg.rounds)),
                             evaluation_window=600)
             published = await publish_task(registry, blobs, vault, plan, dev_account(ORACLE).address, dataset=data)
@@ -118,7 +122,8 @@ class Demo:
             relay = Relay(anvil.rpc_url, registry.address, broker.url, from_block=0)
             relay_task = asyncio.create_task(relay.run())
             self._spawn("oracle", ["oracle", "run", *common, "--key", f"dev:{ORACLE}", "--vault", str(vault),
-                                   "--state-dir", str(self.dir / "oracle")])
+                                   "--state-dir", str(self.dir / "oracle"),
+                                   "--threshold-margin", str(cfg.threshold_margin)])
             fleet_args = ["devices", "run", *common, "--broker-url", broker.url, "--count", str(cfg.count),
                           "--malicious", str(cfg.malicious), "--unreliable", str(cfg.unreliable),
                           "--flip-rate", str(cfg.flip_rate), "--emd", str(cfg.emd), "--dataset", cfg.dataset,
@@ -127,6 +132,8 @@ class Demo:
                 fleet_args += ["--data-path", cfg.data_path]
             if cfg.samples_per_device:
                 fleet_args += ["--samples-per-device", str(cfg.samples_per_device)]
+            fleet_args += ["--epochs", str(cfg.epochs), "--batch-size", str(cfg.batch_size),
+                           "--lr", str(cfg.learning_rate)]
             self._spawn("devices", fleet_args)
             try:
                 await self._follow(registry, task_id, published.block_number)

@@ -1,13 +1,11 @@
-"""Stopping the child processes a run leaves behind (TFF's ``worker_binary`` above all).
+"""Stopping every child process a run started, whatever started it.
 
-TensorFlow Federated's local runtime starts a ``worker_binary`` child that is not stopped at
-exit and keeps inherited pipes open (a piped script then hangs). Everything that starts TFF
-registers :func:`stop_children` at exit; the services module stops anvil and the broker.
+The services module stops anvil and the broker, and ``fedoracle.learning.runtime`` stops TFF's
+``worker_binary``; this is the last sweep the demo and the test session make at exit.
 """
 
 from __future__ import annotations
 
-import atexit
 import logging
 
 log = logging.getLogger(__name__)
@@ -42,17 +40,3 @@ def _name(p) -> str:
         return p.name()
     except Exception:  # noqa: BLE001 - gone or inaccessible
         return ""
-
-
-def stop_tff_workers() -> None:
-    """Stops TFF's ``worker_binary`` children of this process."""
-    stopped = stop_children(("worker_binary",))
-    if stopped:
-        log.debug("stopped %d TFF worker(s)", len(stopped))
-
-
-def register_tff_cleanup() -> None:
-    """Registers :func:`stop_tff_workers` to run at interpreter exit (idempotent)."""
-    if not getattr(register_tff_cleanup, "_done", False):
-        atexit.register(stop_tff_workers)
-        register_tff_cleanup._done = True  # type: ignore[attr-defined]

@@ -45,7 +45,10 @@ def build_report(task_id: int, events: list[ChainEvent], fleet: dict[str, Any], 
     verdicts: dict[str, Counter] = {k: Counter() for k in KINDS}
     reasons: Counter = Counter()
     rewards: Counter = Counter()
-    per_device: dict[str, dict[str, Any]] = defaultdict(lambda: {"accepted": 0, "rejected": 0, "reward_wei": 0})
+    per_device: dict[str, dict[str, Any]] = defaultdict(lambda: {"accepted": 0, "rejected": 0, "reward_wei": 0,
+                                                                 "accuracy_bp": []})
+    accuracy: dict[tuple[int, str], list[int]] = defaultdict(list)
+    thresholds: dict[int, int] = {}
     for ev in events:
         a = ev.args
         if a.get("taskId") != task_id:
@@ -57,10 +60,18 @@ def build_report(task_id: int, events: list[ChainEvent], fleet: dict[str, Any], 
             verdicts.setdefault(kind, Counter())["accepted" if a["accepted"] else "rejected"] += 1
             reasons[Reason(a["reason"]).name] += 1
             per_device[a["device"].lower()]["accepted" if a["accepted"] else "rejected"] += 1
+            per_device[a["device"].lower()]["accuracy_bp"].append(a["accuracyBp"])
+            accuracy[(a["round"], kind)].append(a["accuracyBp"])
         elif ev.name == "GlobalModelUpdated":
             r = rounds.setdefault(a["round"], {"round": a["round"], "submissions": 0})
             r.update(global_accuracy=a["globalAccuracyBp"] / 10_000, accepted=a["acceptedCount"],
                      reward_per_accepted_wei=a["rewardPerAccepted"], model_hash="0x" + a["modelHash"].hex())
+        elif ev.name == "TaskPublished":
+            thresholds[1] = a["thresholdBp"]
+        elif ev.name == "RoundOpened" and a["round"] > 1:
+            thresholds[a["round"]] = thresholds.get(a["round"] - 1, 0)
+        elif ev.name == "ThresholdAnnounced":
+            thresholds[a["round"]] = a["thresholdBp"]
         elif ev.name == "RewardClaimed":
             kind = payee_kind.get(a["payee"].lower(), kind_of(a["device"]))
             rewards[kind] += a["amount"]
@@ -70,7 +81,11 @@ def build_report(task_id: int, events: list[ChainEvent], fleet: dict[str, Any], 
         "task_id": task_id,
         "rounds": [rounds[r] for r in sorted(rounds)],
         "verdicts_by_class": {k: dict(v) for k, v in verdicts.items()},
+        "candidate_accuracy_by_round_and_class": {
+            f"{r}/{k}": {"min": min(v) / 1e4, "mean": sum(v) / len(v) / 1e4, "max": max(v) / 1e4}
+            for (r, k), v in sorted(accuracy.items())},
         "rejection_reasons": dict(reasons),
+        "threshold_by_round": {str(r): bp / 10_000 for r, bp in sorted(thresholds.items())},
         "rewards_wei_by_class": {k: rewards.get(k, 0) for k in KINDS},
         "devices_by_class": dict(Counter(d["kind"] for d in devices.values())),
         "epsilon_spent": {"max": max(eps) if eps else None, "min": min(eps) if eps else None,
@@ -96,17 +111,24 @@ def write_report(report: dict[str, Any], out: Path) -> list[Path]:
 
     rounds = [r for r in report["rounds"] if "global_accuracy" in r]
     fig, ax = plt.subplots(figsize=(5.5, 3.6), dpi=120)
-    xs = [0] + [r["round"] for r in rounds]
-    ys = [report.get("initial_accuracy", float("nan"))] + [100 * r["global_accuracy"] for r in rounds]
-    ax.plot(xs, ys, marker="o", color="#1f77b4", label="global model")
-    if report.get("threshold") is not None:
-        ax.axhline(100 * report["threshold"], ls="--", color="#d62728", lw=1, label="acceptance threshold")
+    xs = [r["round"] for r in rounds]
+    ax.plot(xs, [100 * r["global_accuracy"] for r in rounds], marker="o", color="#1f77b4", label="global model")
+    for kind, color in (("honest", "#2ca02c"), ("unreliable", "#ff7f0e"), ("malicious", "#7f7f7f")):
+        means = [report["candidate_accuracy_by_round_and_class"].get(f"{x}/{kind}", {}).get("mean") for x in xs]
+        pts = [(x, 100 * m) for x, m in zip(xs, means) if m is not None]
+        if pts:
+            ax.plot(*zip(*pts), ls=":", marker=".", color=color, label=f"{kind} candidates (mean)")
+    th = report.get("threshold_by_round") or {}
+    if th:
+        rs = sorted(int(r) for r in th)
+        ax.step(rs, [100 * th[str(r)] for r in rs], where="mid", ls="--", color="#d62728", lw=1, label="threshold")
     ax.set_xlabel("round")
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(f"Task {report['task_id']}: global accuracy per round")
     ax.set_xticks(xs)
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right")
+    ax.set_ylim(0, 100)
+    ax.legend(loc="lower right", fontsize=7)
     fig.tight_layout()
     fig.savefig(paths[1])
     plt.close(fig)

@@ -32,8 +32,10 @@ def cli() -> None:
               type=click.Choice(["fedavg", "median", "trimmed_mean"]))
 @click.option("--from-block", default=0, show_default=True, help="First block when there is no checkpoint.")
 @click.option("--poll-interval", default=0.2, show_default=True)
+@click.option("--threshold-margin", default=None, type=float,
+              help="Dynamic threshold: raise each round's threshold to the last global accuracy minus this.")
 def run(rpc_url, registry, key, blob_store, vault, state_dir, confirmations, workers, aggregation, from_block,
-        poll_interval) -> None:
+        poll_interval, threshold_margin) -> None:
     """Run the oracle daemon until interrupted (SIGINT/SIGTERM stop it cleanly)."""
     from fedoracle.blobstore import open_store
     from fedoracle.chain import Chain, load_account
@@ -44,7 +46,8 @@ def run(rpc_url, registry, key, blob_store, vault, state_dir, confirmations, wor
     async def main() -> None:
         blobs = open_store(blob_store)
         config = OracleConfig(vault=Path(vault), state_dir=Path(state_dir), confirmations=confirmations,
-                              poll_interval=poll_interval, aggregation=aggregation, from_block=from_block)
+                              poll_interval=poll_interval, aggregation=aggregation, from_block=from_block,
+                              threshold_margin=threshold_margin)
         pool = InProcessPool(Scorer(blobs, vault), workers=workers)
         oracle = Oracle(Chain(rpc_url, load_account(key)), registry, blobs, pool, config)
         loop = asyncio.get_running_loop()

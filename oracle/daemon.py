@@ -58,6 +58,7 @@ class OracleConfig:
     aggregation: str = "fedavg"  # fedavg | median | trimmed_mean
     trim_fraction: float = 0.2
     from_block: int = 0
+    threshold_margin: float | None = None  # raise round r's threshold to global_{r-1} - margin
 
 
 @dataclass
@@ -167,6 +168,7 @@ class Oracle:
             del self.tasks[task_id]
             return
         if phase == Phase.OPEN:
+            await self._follow_threshold(task_id, round_, state["thresholdBp"])
             await self._prefetch(view, round_)
             if time.time() > state["deadline"]:
                 await self._send(task_id, round_, "close", "", self.registry.close_submissions(task_id))
@@ -175,6 +177,20 @@ class Oracle:
             await self._settle_round(view, round_, state)
         elif phase == Phase.AWAITING_FINALIZE:
             await self._finalize(view, round_)
+
+    async def _follow_threshold(self, task_id: int, round_: int, current_bp: int) -> None:
+        """The dynamic threshold: at most ``margin`` below the last global model's accuracy.
+
+        A threshold can only go up, and a submission is judged by the threshold in force when it
+        was made, so announcing right after a round opens (before devices have trained) is fair.
+        """
+        if self.config.threshold_margin is None or round_ < 2:
+            return
+        previous = await self.registry.get_round(task_id, round_ - 1)
+        target = previous["globalAccuracyBp"] - round(self.config.threshold_margin * 10_000)
+        if target > current_bp:
+            await self._send(task_id, round_, "threshold", str(target),
+                             self.registry.announce_threshold(task_id, min(target, 10_000)))
 
     async def _send(self, task_id: int, round_: int, action: str, subject: str, tx) -> dict | None:
         receipt = await tx
@@ -257,6 +273,9 @@ class Oracle:
                              "global_accuracy_bp": accuracy, "model_hash": new_hash})
         await self._send(task_id, round_, "aggregate", new_hash,
                          self.registry.aggregate(task_id, new_hash, self.blobs.uri(new_hash), accuracy))
+        state = await self.registry.get_state(task_id)
+        if state["phase"] == Phase.OPEN:  # announce the next round's threshold before devices train
+            await self._follow_threshold(task_id, state["round"], state["thresholdBp"])
 
     def _aggregate_weights(self, ctx: RoundContext, accepted: list[Submission]):
         if not accepted:

@@ -72,21 +72,24 @@ def test_slice_publish_submit_verdict_aggregate_claim(registry, anvil, broker, t
         try:
             while (await registry.get_state(task_id))["phase"] != Phase.FINALIZED:
                 await asyncio.sleep(0.2)
-            for d in devices:
-                await d.claim_all(task_id)
+            # Devices claim by themselves once they hear the task is finalized.
+            while sum(d.stats.claimed_wei > 0 for d in devices) < 2:
+                await asyncio.sleep(0.2)
             verdicts = [await registry.get_verdict(task_id, 1, d.address) for d in devices]
             rec = await registry.get_round(task_id, 1)
-            return task_id, verdicts, rec, oracle.checkpoint.actions("verdict")
+            payees = [await registry.chain.balance(d.payee) for d in devices]
+            return task_id, verdicts, rec, oracle.checkpoint.actions("verdict"), payees
         finally:
             oracle.stopped.set()
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
 
-    task_id, verdicts, rec, verdict_txs = run(asyncio.wait_for(go(), 300))
+    task_id, verdicts, rec, verdict_txs, payees = run(asyncio.wait_for(go(), 300))
     honest, garbage = verdicts[:2], verdicts[2]
     assert [v["status"] for v in honest] == [Status.CLAIMED, Status.CLAIMED]
     assert all(v["accuracyBp"] >= 5000 for v in honest)
     assert garbage["status"] == Status.REJECTED and garbage["reason"] == Reason.BELOW_THRESHOLD
     assert rec["accepted"] == 2 and rec["settled"] and rec["globalAccuracyBp"] >= 5000
     assert len(verdict_txs) == 3  # exactly one verdict transaction per submission
+    assert rec["rewardPerAccepted"] == 15 * 10**16  # one round: the whole 0.3 ETH, split in two

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from safetensors.numpy import save
 
-from fedoracle.codec import FORMAT, ModelSpec, decode, encode
+from fedoracle.codec import FORMAT, ModelSpec, decode, encode, header_metadata
 from fedoracle.errors import ModelRejected, Reason
 from fedoracle.hashing import content_hash
 
@@ -55,12 +55,6 @@ def test_round_trip_for_random_specs(case: tuple[list[np.ndarray], ModelSpec]) -
     assert [d.tobytes() for d in decoded] == [w.tobytes() for w in weights]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="safetensors 0.8 writes the header metadata from a Rust HashMap in random order, and "
-    "codec.encode stores two metadata keys (format, spec): equal weights can get different bytes "
-    "and hashes. Fix in codec.py (e.g. one metadata key), then drop this marker.",
-)
 def test_encoding_is_deterministic() -> None:
     """Encoding the same weights again gives the same bytes (needed for a stable content hash)."""
     weights = [np.arange(12, dtype=np.float32).reshape(3, 4)]
@@ -88,7 +82,7 @@ def _spec() -> tuple[list[np.ndarray], ModelSpec]:
 
 def _forged(tensors: dict[str, np.ndarray], spec: ModelSpec) -> bytes:
     """A well-formed blob that claims ``spec`` whatever its tensors are."""
-    return save(tensors, metadata={"format": FORMAT, "spec": spec.spec_hash})
+    return save(tensors, metadata=header_metadata(FORMAT, spec.spec_hash))
 
 
 @pytest.mark.parametrize(
@@ -110,7 +104,7 @@ def _forged(tensors: dict[str, np.ndarray], spec: ModelSpec) -> bytes:
         pytest.param(lambda w, s: b"garbage, not safetensors at all", Reason.UNDECODABLE, id="garbage"),
         pytest.param(lambda w, s: encode(w, s)[:-5], Reason.UNDECODABLE, id="truncated"),
         pytest.param(
-            lambda w, s: save({"w0000": w[0], "w0001": w[1]}, metadata={"format": "pickle", "spec": s.spec_hash}),
+            lambda w, s: save({"w0000": w[0], "w0001": w[1]}, metadata=header_metadata("pickle", s.spec_hash)),
             Reason.UNDECODABLE,
             id="format",
         ),
@@ -150,5 +144,6 @@ def test_header_is_canonical() -> None:
     weights, spec = _spec()
     data = encode(weights, spec)
     header = json.loads(data[8 : 8 + int.from_bytes(data[:8], "little")])
-    assert header["__metadata__"] == {"format": FORMAT, "spec": spec.spec_hash}
+    assert header["__metadata__"] == header_metadata(FORMAT, spec.spec_hash)
+    assert json.loads(header["__metadata__"]["fedoracle"]) == {"format": FORMAT, "spec": spec.spec_hash}
     assert sorted(k for k in header if k != "__metadata__") == ["w0000", "w0001"]

@@ -1,0 +1,56 @@
+"""The README's main job with tiny settings, run as a user runs it (a subprocess of the CLI)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+
+import psutil
+
+
+def processes_with_marker(marker: str) -> list[str]:
+    """Live processes whose environment carries ``marker`` (every child inherits it)."""
+    found = []
+    for p in psutil.process_iter(["pid", "name"]):
+        try:
+            if f"FEDORACLE_TEST_RUN={marker}" in "\0".join(f"{k}={v}" for k, v in p.environ().items()):
+                found.append(f"{p.pid}:{p.info['name']}")
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return found
+
+
+def test_demo_runs_the_whole_task_and_cleans_up(tmp_path):
+    marker = uuid.uuid4().hex
+    env = dict(os.environ, FEDORACLE_TEST_RUN=marker)
+    proc = subprocess.run(
+        [sys.executable, "-m", "fedoracle.cli", "demo", "--devices", "10", "--rounds", "2", "--out", str(tmp_path),
+         "--timeout", "400"],
+        env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Task 1 — finalized" in proc.stdout
+    (run_dir,) = list(tmp_path.iterdir())
+    report = json.loads((run_dir / "report.json").read_text())
+    for name in ("accuracy.png", "verdicts.png"):
+        assert (run_dir / name).stat().st_size > 10_000
+
+    accuracies = [r["global_accuracy"] for r in report["rounds"]]
+    assert len(accuracies) == 2 and accuracies[1] > accuracies[0]
+    assert report["phase"] == "finalized"
+    verdicts = report["verdicts_by_class"]
+    assert verdicts["malicious"].get("accepted", 0) == 0 and verdicts["malicious"]["rejected"] == 4
+    assert verdicts["honest"]["accepted"] >= 10  # 6 honest devices x 2 rounds, nearly all accepted
+    rewards = report["rewards_wei_by_class"]
+    assert rewards["honest"] > 0 and rewards["malicious"] == 0
+    # Every wei is accounted for: claimed by devices or refunded to the publisher, none left behind.
+    assert report["registry_balance_wei"] == 0
+    assert sum(rewards.values()) + report["refunded_wei"] == report["reward_wei"]
+    assert report["epsilon_spent"]["max"] > 8.0  # two ε = 8 releases compose to more than 8
+    assert {"submit", "postVerdict", "aggregate", "claim"} <= set(report["gas"])
+
+    leftovers = processes_with_marker(marker)
+    assert leftovers == [], f"processes left behind by the demo: {leftovers}"
