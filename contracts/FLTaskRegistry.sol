@@ -275,6 +275,8 @@ contract FLTaskRegistry is ReentrancyGuard {
     }
 
     modifier known(uint256 taskId) {
+        // An enum tag, not a balance or a time: slither's strict-equality warning does not apply.
+        // slither-disable-next-line incorrect-equality
         if (_states[taskId].phase == Phase.None) revert FLTaskUnknown(taskId);
         _;
     }
@@ -808,8 +810,10 @@ contract FLTaskRegistry is ReentrancyGuard {
     function _settle(uint256 taskId, TaskState storage s, RoundRecord storage rec) private returns (uint128) {
         TaskConfig storage c = _configs[taskId];
         uint32 accepted = s.accepted;
-        uint256 pool = c.reward / c.maxRounds;
-        if (s.round == c.maxRounds) pool = c.reward - pool * (c.maxRounds - 1);
+        uint16 maxRounds = c.maxRounds;
+        uint256 pool = c.reward / maxRounds;
+        // The last round also takes the rounding remainder, so the pools add up to the reward.
+        if (s.round == maxRounds) pool += c.reward % maxRounds;
         uint128 perAccepted = accepted == 0 ? 0 : uint128(pool / accepted);
         rec.accepted = accepted;
         rec.rewardPerAccepted = perAccepted;
