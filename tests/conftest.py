@@ -48,10 +48,18 @@ def registry(anvil) -> TaskRegistry:
 
 
 def pytest_sessionfinish(session, exitstatus):
+    """Stops what the session started, and fails the run if anything had outlived its test."""
     stop_all()
-    from fedoracle.procs import stop_children
+    from fedoracle.learning.runtime import stop_workers
 
-    stop_children()
+    stop_workers()  # TFF's worker_binary belongs to the session; stopping it is expected
+    left = leftover_processes()
+    if left:
+        from fedoracle.procs import stop_children
+
+        stop_children()
+        print(f"\nprocesses left behind by the tests (now stopped): {left}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def leftover_processes() -> list[str]:
