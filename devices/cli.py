@@ -22,6 +22,12 @@ def cli() -> None:
 @blobs_option
 @click.option("--count", default=10, show_default=True, help="Devices in this process (P).")
 @click.option("--first-index", default=0, show_default=True, help="Index of the first device (for multi-host fleets).")
+@click.option("--fleet-size", default=None, type=int,
+              help="Devices in the whole fleet when this process runs a slice of it (kinds and shards are drawn "
+                   "for the whole fleet) [default: first-index + count].")
+@click.option("--task", "tasks", multiple=True, type=int,
+              help="Join only this task id (repeatable) [default: every task on the registry].")
+@click.option("--train-workers", default=1, show_default=True, help="Threads training in parallel.")
 @click.option("--malicious", default=0.2, show_default=True, help="Share of label-flipping devices.")
 @click.option("--unreliable", default=0.2, show_default=True, help="Share of devices with skewed data.")
 @click.option("--flip-rate", default=0.2, show_default=True, help="λ: share of labels a malicious device flips.")
@@ -43,7 +49,7 @@ def cli() -> None:
               help="Key of a faucet account that tops devices up with gas money (dev chains), e.g. dev:0.")
 @click.option("--seed", default=0, show_default=True, help="Seeds data partitioning and training.")
 @click.option("--status-file", default=None, help="Write the fleet's state (JSON) here.")
-def run(rpc_url, registry, broker_url, blob_store, count, first_index, malicious, unreliable, flip_rate, emd, dataset,
+def run(rpc_url, registry, broker_url, blob_store, count, first_index, fleet_size, tasks, train_workers, malicious, unreliable, flip_rate, emd, dataset,
         data_path, samples_per_device, epochs, batch_size, learning_rate, optimizer, no_dp, dp_scaling, pre_evaluate, key_seed,
         fund_from, seed, status_file) -> None:
     """Run P devices in this process until interrupted."""
@@ -53,7 +59,8 @@ def run(rpc_url, registry, broker_url, blob_store, count, first_index, malicious
 
     config = FleetConfig(count=count, malicious=malicious, unreliable=unreliable, flip_rate=flip_rate, emd=emd,
                          dataset=dataset, data_path=data_path, samples_per_device=samples_per_device,
-                         key_seed=key_seed, first_index=first_index, seed=seed,
+                         key_seed=key_seed, first_index=first_index, seed=seed, fleet_size=fleet_size,
+                         tasks=list(tasks) or None, train_workers=train_workers,
                          training=TrainingConfig(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
                                                  optimizer=optimizer, dp=not no_dp, dp_scaling=dp_scaling,
                                                  pre_evaluate=pre_evaluate))

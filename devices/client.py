@@ -7,11 +7,19 @@ Then it fetches the global model (verifying its hash), trains on its shard (``ge
 ``local_model_training``), clips and noises the update (``add_noise``), optionally pre-evaluates
 against the announced threshold to save gas, stores the blob and submits (``submit_model_update``).
 When a round it was accepted in is settled, it claims its reward to its payee.
+
+Robustness: a message is marked handled only once the chain has confirmed it (so a forged round
+message with a wrong global hash cannot shadow the genuine one), malformed payloads and messages
+for another registry or chain are logged and dropped, a submission that fails while its round is
+still open is retried with backoff, the device announces itself on a retained presence topic
+(``online`` on connect, ``offline`` as its last will and on a clean stop), and every action is
+logged with the device's name.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import random
@@ -54,6 +62,10 @@ class DeviceStats:
     claims: list[tuple[int, int]] = field(default_factory=list)
     verdicts: dict[tuple[int, int], dict] = field(default_factory=dict)
     epsilon_spent: float = 0.0
+    connects: int = 0
+    dropped: list[tuple[str, str]] = field(default_factory=list)
+    submit_attempts: dict[tuple[int, int], int] = field(default_factory=dict)
+    training: list[tuple[int, int]] = field(default_factory=list)
 
 
 Trainer = Callable[[ModelSpec, list[np.ndarray], dict[str, Any]], tuple[list[np.ndarray], int, float | None]]
@@ -75,11 +87,13 @@ class Device:
         name: label for logs.
         kind: honest, malicious or unreliable (for reports; behaviour lives in ``train``).
         tasks: the task ids this device joins (``None``: every task it hears of).
+        submit_retries: attempts at a submission that fails while its round is still open.
     """
 
     def __init__(self, account: LocalAccount, rpc_url: str, registry: str, blobs: BlobStore, broker_url: str,
                  train: Trainer, *, payee: str | None = None, executor: Executor | None = None,
-                 name: str | None = None, kind: str = "honest", tasks: set[int] | None = None) -> None:
+                 name: str | None = None, kind: str = "honest", tasks: set[int] | None = None,
+                 submit_retries: int = 5) -> None:
         self.account = account
         self.registry = TaskRegistry(Chain(rpc_url, account), registry)
         self.blobs = blobs
@@ -90,11 +104,14 @@ class Device:
         self.name = name or account.address[:10]
         self.kind = kind
         self.tasks = tasks
+        self.submit_retries = submit_retries
         self.stats = DeviceStats()
         self._handled: set[tuple[int, int]] = set()
         self._settled_tasks: set[int] = set()
         self._busy = asyncio.Lock()
         self._claiming = asyncio.Lock()
+        self._jobs: set[asyncio.Task] = set()
+        self._chain_id: int | None = None
         self.connected = asyncio.Event()
 
     @property
@@ -102,84 +119,155 @@ class Device:
         return self.account.address
 
     async def run(self) -> None:
-        """Listens forever, reconnecting to the broker with backoff."""
+        """Listens until cancelled, reconnecting to the broker with backoff.
+
+        Cancelling it also cancels the device's round and claim jobs (a killed device): a
+        training call already in a worker thread finishes there, but nothing is submitted.
+        """
         import aiomqtt
 
         delay = 0.1
         me = self.address.lower()
-        while True:
-            try:
-                async with mqtt.client(self.broker_url, identifier=f"dev-{me}",
-                                       will=(mqtt.presence_topic(me), b"offline")) as client:
-                    delay = 0.1
-                    await client.publish(mqtt.presence_topic(me), b"online", qos=mqtt.QOS, retain=True)
-                    await client.subscribe(mqtt.round_topic("+", "+"), qos=mqtt.QOS)
-                    await client.subscribe(mqtt.task_topic("+"), qos=mqtt.QOS)
-                    await client.subscribe(mqtt.verdict_topic("+", me), qos=mqtt.QOS)
-                    self.connected.set()
-                    async for message in client.messages:
-                        await self.on_message(str(message.topic), bytes(message.payload))
-            except aiomqtt.MqttError as exc:
-                self.connected.clear()
-                log.info("%s lost the broker (%s); reconnecting in %.1fs", self.name, exc, delay)
-                await asyncio.sleep(delay * (1 + random.random()))
-                delay = min(delay * 2, 5.0)
+        try:
+            while True:
+                try:
+                    async with mqtt.client(self.broker_url, identifier=f"dev-{me}",
+                                           will=(mqtt.presence_topic(me), b"offline")) as client:
+                        await client.subscribe(mqtt.round_topic("+", "+"), qos=mqtt.QOS)
+                        await client.subscribe(mqtt.task_topic("+"), qos=mqtt.QOS)
+                        await client.subscribe(mqtt.verdict_topic("+", me), qos=mqtt.QOS)
+                        await client.publish(mqtt.presence_topic(me), b"online", qos=mqtt.QOS, retain=True)
+                        delay = 0.1
+                        self.stats.connects += 1
+                        self.connected.set()
+                        log.info("%s connected to %s (connection %d)", self.name, self.broker_url, self.stats.connects)
+                        try:
+                            async for message in client.messages:
+                                await self.on_message(str(message.topic), bytes(message.payload))
+                        except asyncio.CancelledError:
+                            # A clean stop: say so, as the last will would on a crash.
+                            with contextlib.suppress(Exception):
+                                await asyncio.wait_for(client.publish(mqtt.presence_topic(me), b"offline",
+                                                                      qos=mqtt.QOS, retain=True), 1.0)
+                            raise
+                except aiomqtt.MqttError as exc:
+                    self.connected.clear()
+                    log.info("%s lost the broker (%s); reconnecting in %.1fs", self.name, exc, delay)
+                    await asyncio.sleep(delay * (1 + random.random()))
+                    delay = min(delay * 2, 5.0)
+        finally:
+            self.connected.clear()
+            for job in list(self._jobs):
+                job.cancel()
+            if self._jobs:
+                await asyncio.gather(*self._jobs, return_exceptions=True)
+
+    def _spawn(self, coro) -> None:
+        job = asyncio.ensure_future(self._guarded(coro))
+        self._jobs.add(job)  # keep a reference (the loop holds only weak ones) and cancel on stop
+        job.add_done_callback(self._jobs.discard)
+
+    def _drop(self, topic: str, why: str) -> None:
+        self.stats.dropped.append((topic, why))
+        log.warning("%s: dropped a message on %s: %s", self.name, topic, why)
 
     async def on_message(self, topic: str, payload: bytes) -> None:
-        """Dispatches one MQTT message (malformed ones are logged and dropped)."""
+        """Dispatches one MQTT message; malformed or foreign ones are logged and dropped."""
         if not payload:
+            return  # a cleared retained topic
+        if not topic.startswith(mqtt.PREFIX + "/tasks/"):
             return
         try:
             doc = json.loads(payload)
-            if doc.get("registry", "").lower() != self.registry.address.lower():
-                return
+            if not isinstance(doc, dict):
+                raise ValueError(f"expected a JSON object, got {type(doc).__name__}")
             if self.tasks is not None and doc.get("task_id") not in self.tasks:
+                return
+            registry = doc.get("registry")
+            if not isinstance(registry, str) or registry.lower() != self.registry.address.lower():
+                log.info("%s: ignored a message on %s for registry %r (ours is %s)", self.name, topic, registry,
+                         self.registry.address)
                 return
             if "/rounds/" in topic:
                 msg = mqtt.RoundMessage.model_validate(doc)
-                asyncio.ensure_future(self._guarded(self.handle_round(msg)))
+                self._check_topic(topic, mqtt.round_topic(msg.task_id, msg.round))
+                if (msg.task_id, msg.round) not in self._handled:
+                    self._spawn(self.handle_round(msg))
             elif "/verdicts/" in topic:
                 v = mqtt.VerdictMessage.model_validate(doc)
-                self.stats.verdicts[(v.task_id, v.round)] = {"accepted": v.accepted, "accuracy_bp": v.accuracy_bp,
-                                                             "reason": v.reason}
-            else:
+                self._check_topic(topic, mqtt.verdict_topic(v.task_id, v.device))
+                if v.device.lower() == self.address.lower():
+                    self.stats.verdicts[(v.task_id, v.round)] = {"accepted": v.accepted, "accuracy_bp": v.accuracy_bp,
+                                                                 "reason": v.reason}
+                    log.info("%s: verdict for task %d round %d: %s (%.2f%%)", self.name, v.task_id, v.round,
+                             "accepted" if v.accepted else f"rejected (reason {v.reason})", v.accuracy_bp / 100)
+            elif topic.count("/") == 3:  # sfl/v1/tasks/<task>
                 task = mqtt.TaskMessage.model_validate(doc)
+                self._check_topic(topic, mqtt.task_topic(task.task_id))
                 if task.phase in ("finalized", "cancelled"):
-                    asyncio.ensure_future(self._guarded(self.claim_all(task.task_id)))
-        except ValueError as exc:
-            log.warning("%s: dropped a malformed message on %s: %s", self.name, topic, exc)
+                    self._spawn(self.claim_all(task.task_id))
+        except ValueError as exc:  # bad JSON, bad UTF-8, schema errors (pydantic's are ValueErrors)
+            self._drop(topic, str(exc).splitlines()[0][:200])
+
+    @staticmethod
+    def _check_topic(topic: str, expected: str) -> None:
+        if topic != expected:
+            raise ValueError(f"payload belongs on {expected}")
 
     async def _guarded(self, coro) -> None:
         try:
             await coro
+        except asyncio.CancelledError:
+            raise
         except ChainError as exc:
             log.warning("%s: %s", self.name, exc)
         except Exception:
             log.exception("%s: unexpected error", self.name)
 
     async def handle_round(self, msg: mqtt.RoundMessage) -> None:
-        """Trains and submits for a round, at most once, after checking the message on-chain."""
+        """Trains and submits for a round, at most once, after checking the message on-chain.
+
+        The round is marked handled only when the chain confirms the message (or says the round
+        is over): a forged message is dropped without shadowing the genuine one, and a retained
+        replay or a reconnect finds the round handled (in this process) or the commitment on-chain
+        (across restarts).
+        """
         key = (msg.task_id, msg.round)
         async with self._busy:
             if key in self._handled:
                 return
-            self._handled.add(key)
+            if self._chain_id is None:
+                self._chain_id = await self.registry.chain.chain_id()
+            if msg.chain_id != self._chain_id:
+                self._drop(mqtt.round_topic(*key), f"chain id {msg.chain_id} is not ours ({self._chain_id})")
+                return
             if msg.round > 1:
                 await self._claim_settled(msg.task_id, msg.round - 1)
             state = await self.registry.get_state(msg.task_id)
-            if state["phase"] != Phase.OPEN or state["round"] != msg.round:
+            if state["round"] > msg.round or (state["round"] == msg.round and state["phase"] != Phase.OPEN):
+                self._handled.add(key)
                 self.stats.skipped.append((*key, "round not open on-chain"))
+                log.info("%s: task %d round %d is no longer open; skipped", self.name, *key)
+                return
+            if state["phase"] != Phase.OPEN or state["round"] != msg.round:
+                self._drop(mqtt.round_topic(*key), f"round {msg.round} is not open on-chain "
+                                                   f"(chain: round {state['round']}, {state['phase'].name})")
                 return
             task = await self.registry.get_task(msg.task_id)
             if task["globalModelHash"] != msg.global_model_hash:
-                self.stats.skipped.append((*key, "global model hash differs from the chain's"))
+                self._drop(mqtt.round_topic(*key), f"global model {msg.global_model_hash[:10]} differs from the "
+                                                   f"chain's {task['globalModelHash'][:10]}")
                 return
+            self._handled.add(key)
             if int.from_bytes(await self.registry.get_commitment(*key, self.address), "big"):
                 self.stats.skipped.append((*key, "already submitted"))
+                log.info("%s: task %d round %d already submitted on-chain; skipped", self.name, *key)
                 return
             spec = spec_from_blob(self.blobs.get(task["modelSpecHash"]), task["modelSpecHash"])
             global_weights = decode(self.blobs.get(msg.global_model_hash, max_bytes=spec.max_bytes), spec,
                                     expected_hash=msg.global_model_hash)
+            log.info("%s: training for task %d round %d from %s", self.name, *key, msg.global_model_hash[:10])
+            self.stats.training.append(key)
             loop = asyncio.get_running_loop()
             update, num_samples, local_acc = await loop.run_in_executor(
                 self.executor, self.train, spec, global_weights, {**task, "thresholdBp": state["thresholdBp"],
@@ -188,12 +276,40 @@ class Device:
                 # The paper's gas-saving step: a device that cannot pass the announced threshold
                 # on its own validation data does not submit.
                 self.stats.skipped.append((*key, f"pre-evaluation {local_acc:.4f} below threshold"))
+                log.info("%s: pre-evaluation %.4f below the threshold; not submitting", self.name, local_acc)
                 return
             data, digest = encode_with_hash(update, spec)
             self.blobs.put(data)
-            await self.registry.submit(msg.task_id, digest, self.blobs.uri(digest), self.payee, num_samples)
-            self.stats.submitted.append(key)
-            log.info("%s submitted %s for task %d round %d", self.name, digest[:10], *key)
+            if await self._submit(key, digest, num_samples):
+                self.stats.submitted.append(key)
+                log.info("%s: submitted %s for task %d round %d", self.name, digest[:10], *key)
+
+    async def _submit(self, key: tuple[int, int], digest: str, num_samples: int) -> bool:
+        """Submits, retrying with backoff while the round is still open; ``True`` once on-chain."""
+        delay = 0.5
+        for attempt in range(1, self.submit_retries + 1):
+            self.stats.submit_attempts[key] = attempt
+            try:
+                await self.registry.submit(key[0], digest, self.blobs.uri(digest), self.payee, num_samples)
+                return True
+            except ChainError as exc:
+                log.warning("%s: submit for task %d round %d failed (attempt %d): %s", self.name, *key, attempt, exc)
+                self.registry.chain.reset_nonce()
+                await asyncio.sleep(delay * (1 + random.random()))
+                delay = min(delay * 2, 5.0)
+                try:
+                    if int.from_bytes(await self.registry.get_commitment(*key, self.address), "big"):
+                        return True  # the failed call did land (a lost receipt)
+                    state = await self.registry.get_state(key[0])
+                except ChainError as exc2:
+                    log.warning("%s: cannot read the round's state: %s", self.name, exc2)
+                    continue
+                if state["phase"] != Phase.OPEN or state["round"] != key[1]:
+                    self.stats.skipped.append((*key, f"submit failed and the round closed: {exc}"))
+                    log.warning("%s: task %d round %d closed before a submission got through", self.name, *key)
+                    return False
+        self.stats.skipped.append((*key, "submit failed after retries"))
+        return False
 
     async def claim_all(self, task_id: int) -> None:
         """Claims every settled round of a task this device was accepted in."""
@@ -210,4 +326,5 @@ class Device:
                 await self.registry.claim(task_id, round_, self.address)
                 self.stats.claims.append((task_id, round_))
                 self.stats.claimed_wei += amount
-                log.info("%s claimed %d wei for task %d round %d", self.name, amount, task_id, round_)
+                log.info("%s: claimed %d wei for task %d round %d to %s", self.name, amount, task_id, round_,
+                         self.payee)

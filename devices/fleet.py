@@ -3,6 +3,9 @@
 Each device has its own key, payee, MQTT connection and data shard; training runs on a shared
 worker pool. Keys are derived from a fleet seed (``keccak256(seed, i)``) so a fleet can be
 restarted with the same identities; on a dev chain the fleet funds them from a faucet account.
+A fleet can be split over processes or hosts (``first_index``/``count`` slices of ``fleet_size``
+devices, down to one device per process); the devices need only the RPC URL, the broker URL and
+the blob store, never the oracle's files.
 The fleet writes its devices' state (kind, submissions, verdicts, claims, ε spent) to a JSON
 file, which the demo's report reads.
 """
@@ -44,6 +47,8 @@ class FleetConfig:
     seed: int = 0
     training: TrainingConfig = field(default_factory=TrainingConfig)
     train_workers: int = 1
+    fleet_size: int | None = None  # the whole fleet when this process runs a slice of it
+    tasks: list[int] | None = None  # join only these task ids (None: every task heard of)
 
 
 def device_key(key_seed: str, index: int) -> bytes:
@@ -104,7 +109,8 @@ class Fleet:
             account = Account.from_key(device_key(self.config.key_seed, index))
             self.devices.append(Device(account, self.rpc_url, self.registry, self.blobs, self.broker_url, trainer,
                                        payee=payee_address(self.config.key_seed, index), executor=self.executor,
-                                       name=f"{kind}-{index}", kind=kind))
+                                       name=f"{kind}-{index}", kind=kind,
+                                       tasks=set(self.config.tasks) if self.config.tasks else None))
         return self.devices
 
     def snapshot(self) -> dict:

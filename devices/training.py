@@ -83,20 +83,31 @@ class LocalTrainer:
 def make_trainers(config) -> list[tuple[str, LocalTrainer]]:
     """Loads the fleet's data set, splits it into shards by device kind, one trainer each.
 
+    The kinds and shards are drawn for the whole fleet (``config.fleet_size`` devices, or
+    ``first_index + count`` when unset) and this process takes devices ``first_index`` to
+    ``first_index + count - 1``: processes or hosts that each run a slice of one fleet with the
+    same seed get exactly the devices (kind, disjoint shard, training seed) that one process
+    running the whole fleet would have.
+
     Args:
         config: a :class:`devices.fleet.FleetConfig`.
 
     Returns:
-        ``(kind, trainer)`` per device, kinds in ``{"honest", "malicious", "unreliable"}``.
+        ``(kind, trainer)`` per device of this slice, kinds in ``{"honest", "malicious", "unreliable"}``.
     """
     from fedoracle.learning.data import load_dataset
     from fedoracle.learning.partition import fleet_kinds, partition
 
+    total = getattr(config, "fleet_size", None) or config.first_index + config.count
+    if config.first_index < 0 or config.first_index + config.count > total:
+        raise ValueError(f"devices {config.first_index}..{config.first_index + config.count - 1} "
+                         f"are not in a fleet of {total}")
     data = load_dataset(config.dataset, path=config.data_path)
-    kinds = fleet_kinds(config.count, config.seed, malicious=config.malicious, unreliable=config.unreliable)
-    shard_size = config.samples_per_device or min(2_000, len(data.y_train) // max(1, config.count))
+    kinds = fleet_kinds(total, config.seed, malicious=config.malicious, unreliable=config.unreliable)
+    shard_size = config.samples_per_device or min(2_000, len(data.y_train) // max(1, total))
     shards = partition(data.y_train, kinds, shard_size, config.seed, num_classes=data.num_classes,
                        target_emd=config.emd, flip_rate=config.flip_rate)
-    return [(str(shard.kind), LocalTrainer(data.x_train[shard.indices], shard.labels, config.training,
-                                           seed=config.seed * 100_003 + i))
-            for i, shard in enumerate(shards)]
+    mine = range(config.first_index, config.first_index + config.count)
+    return [(str(shards[i].kind), LocalTrainer(data.x_train[shards[i].indices], shards[i].labels, config.training,
+                                               seed=config.seed * 100_003 + i))
+            for i in mine]

@@ -4,6 +4,10 @@ A small daemon of its own rather than a part of the oracle: it holds no key and 
 start it re-reads the registry's events from ``from_block`` and republishes the retained topics,
 which is idempotent), so it can run anywhere near the broker, be restarted freely, and be
 replaced by any other relay without trusting it: devices check every message against the chain.
+
+It keeps the latest payload of every retained topic in memory and republishes them all whenever
+it (re)connects, so a broker that restarts without persistence gets its retained state back and
+a device that reconnects to it still finds the open round.
 """
 
 from __future__ import annotations
@@ -44,7 +48,9 @@ class Relay:
         self.from_block = from_block
         self.poll_interval = poll_interval
         self._tasks: dict[int, dict] = {}
+        self._retained: dict[str, str] = {}
         self.published = 0
+        self.connects = 0
 
     def messages(self, ev: ChainEvent, chain_id: int) -> list[tuple[str, dict]]:
         """The (topic, payload) pairs an event becomes."""
@@ -96,6 +102,12 @@ class Relay:
             try:
                 async with mqtt.client(self.broker_url, identifier=f"fedoracle-relay-{id(self):x}") as client:
                     delay = 0.2
+                    self.connects += 1
+                    # A restarted broker may have lost the retained state: put it back (idempotent).
+                    for topic, text in list(self._retained.items()):
+                        await client.publish(topic, text, qos=mqtt.QOS, retain=True)
+                    if self.connects > 1:
+                        log.info("relay reconnected; republished %d retained topics", len(self._retained))
                     if ready is not None:
                         ready.set()
                     async for batch in follower.batches():
@@ -104,7 +116,9 @@ class Relay:
                                 pending.extend(self.messages(ev, chain_id))
                         while pending:
                             topic, payload = pending[0]
-                            await client.publish(topic, json.dumps(payload), qos=mqtt.QOS, retain=True)
+                            text = json.dumps(payload)
+                            await client.publish(topic, text, qos=mqtt.QOS, retain=True)
+                            self._retained[topic] = text
                             pending.pop(0)
                             self.published += 1
             except aiomqtt.MqttError as exc:
