@@ -276,8 +276,13 @@ def print_summary(report: dict) -> None:
     console.print(f"report: {report['run_dir']}/report.json, accuracy.png, verdicts.png")
 
 
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
 def run_demo(config: DemoConfig) -> int:
-    """Runs the demo; returns the process exit code."""
+    """Runs the demo; returns the process exit code (130 when interrupted)."""
+    signal.signal(signal.SIGTERM, _interrupt)  # a terminated demo cleans up like Ctrl-C
     demo = Demo(config)
     try:
         report = asyncio.run(demo.run())

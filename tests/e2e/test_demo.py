@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 import uuid
+
+import pytest
 
 import psutil
 
@@ -54,3 +58,25 @@ def test_demo_runs_the_whole_task_and_cleans_up(tmp_path):
 
     leftovers = processes_with_marker(marker)
     assert leftovers == [], f"processes left behind by the demo: {leftovers}"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupted_demo_stops_everything(tmp_path, sig):
+    """Ctrl-C (or SIGTERM) mid-run: exit code 130 and no process of the run left alive."""
+    marker = uuid.uuid4().hex
+    env = dict(os.environ, FEDORACLE_TEST_RUN=marker)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fedoracle.cli", "demo", "--devices", "4", "--rounds", "2", "--out", str(tmp_path)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    # Wait until the roles are up: the oracle's and the fleet's logs appear in the run folder.
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and not list(tmp_path.glob("*/devices.log")):
+        time.sleep(0.2)
+    assert list(tmp_path.glob("*/devices.log")), "the demo never started its fleet"
+    time.sleep(3)
+    assert len(processes_with_marker(marker)) >= 4  # demo, anvil, broker or oracle, fleet
+    proc.send_signal(sig)
+    assert proc.wait(timeout=60) == 130, proc.stderr.read()[-2000:]
+    time.sleep(0.5)
+    assert processes_with_marker(marker) == []
