@@ -167,9 +167,9 @@ class Device:
         self._jobs.add(job)  # keep a reference (the loop holds only weak ones) and cancel on stop
         job.add_done_callback(self._jobs.discard)
 
-    def _drop(self, topic: str, why: str) -> None:
+    def _drop(self, topic: str, why: str, level: int = logging.WARNING) -> None:
         self.stats.dropped.append((topic, why))
-        log.warning("%s: dropped a message on %s: %s", self.name, topic, why)
+        log.log(level, "%s: dropped a message on %s: %s", self.name, topic, why)
 
     async def on_message(self, topic: str, payload: bytes) -> None:
         """Dispatches one MQTT message; malformed or foreign ones are logged and dropped."""
@@ -185,8 +185,8 @@ class Device:
                 return
             registry = doc.get("registry")
             if not isinstance(registry, str) or registry.lower() != self.registry.address.lower():
-                log.info("%s: ignored a message on %s for registry %r (ours is %s)", self.name, topic, registry,
-                         self.registry.address)
+                # Several registries may share a broker: not alarming, but not ours.
+                self._drop(topic, f"registry {registry!r} is not ours ({self.registry.address})", logging.INFO)
                 return
             if "/rounds/" in topic:
                 msg = mqtt.RoundMessage.model_validate(doc)

@@ -123,7 +123,7 @@ def fleet_config(count: int, key_seed: str, **kw) -> FleetConfig:
 @contextlib.asynccontextmanager
 async def task_harness(anvil, broker_url: str, registry: TaskRegistry, tmp_path: Path, mnist, plan: TaskPlan,
                        fleet: FleetConfig | None = None, *, oracle: bool = True, threshold_margin: float | None = 0.05,
-                       start_devices: bool = True) -> AsyncIterator[Harness]:
+                       start_devices: bool = True, relay: bool = True) -> AsyncIterator[Harness]:
     """Publishes ``plan`` and runs relay, oracle and the fleet's devices until the block exits."""
     from oracle.daemon import Oracle, OracleConfig
     from oracle.pool import InProcessPool
@@ -141,16 +141,19 @@ async def task_harness(anvil, broker_url: str, registry: TaskRegistry, tmp_path:
     published = await publish_task(publisher, blobs, vault, plan, dev_account(ORACLE).address, dataset=mnist)
     for d in devices:
         d.tasks = {published.task_id}
-    relay = Relay(anvil.rpc_url, registry.address, broker_url, from_block=published.block_number)
+    relay_obj = Relay(anvil.rpc_url, registry.address, broker_url, from_block=published.block_number)
     orc = None
     if oracle:
         orc = Oracle(Chain(anvil.rpc_url, dev_account(ORACLE)), registry.address, blobs,
                      InProcessPool(Scorer(blobs, str(vault))),
                      OracleConfig(vault=vault, state_dir=tmp_path / "oracle", poll_interval=0.1,
                                   from_block=published.block_number, threshold_margin=threshold_margin))
-    h = Harness(publisher, published, blobs, relay, orc, devices)
+    h = Harness(publisher, published, blobs, relay_obj, orc, devices)
     ready = asyncio.Event()
-    h.jobs["relay"] = asyncio.create_task(relay.run(ready), name="relay")
+    if relay:
+        h.jobs["relay"] = asyncio.create_task(relay_obj.run(ready), name="relay")
+    else:
+        ready.set()
     if orc is not None:
         h.jobs["oracle"] = asyncio.create_task(orc.run(), name="oracle")
     if start_devices:
