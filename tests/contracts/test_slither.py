@@ -1,8 +1,8 @@
 """Static analysis gate: slither on FLTaskRegistry reports no high or medium finding, and every
 lower finding is one explained in docs/contract.md.
 
-slither-analyzer is not a project dependency yet: the test runs when a `slither` executable is
-found ($FEDORACLE_SLITHER, then PATH) and is skipped otherwise. Settings: slither.config.json.
+slither-analyzer is in the project's test dependencies (pyproject.toml), so the gate runs in the
+default suite; $FEDORACLE_SLITHER points it at another slither. Settings: slither.config.json.
 """
 
 import json
