@@ -15,20 +15,21 @@ import asyncio
 import json
 import logging
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from functools import cache
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 from eth_abi import decode as abi_decode
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_utils import event_abi_to_log_topic, function_signature_to_4byte_selector, to_checksum_address
 from web3 import AsyncHTTPProvider, AsyncWeb3
 from web3._utils.events import get_event_data
-from web3.exceptions import ContractCustomError, ContractLogicError, ContractPanicError
+from web3.exceptions import ContractCustomError, ContractLogicError, ContractPanicError, TimeExhausted, Web3RPCError
 
 from fedoracle.errors import ChainError, ConfigError
 from fedoracle.hashing import normalize_hash, to_bytes32
@@ -163,6 +164,11 @@ class Chain:
         self._nonce: int | None = None
         self._lock = asyncio.Lock()
         self._chain_id: int | None = None
+        #: Hooks called with a transaction's hash just before it is sent (``on_signed``: a
+        #: write-ahead record survives a crash at any later point) and right after the node
+        #: accepted it, before its receipt is awaited (``on_sent``).
+        self.on_signed: Callable[[str], None] | None = None
+        self.on_sent: Callable[[str], None] | None = None
 
     @property
     def address(self) -> str:
@@ -190,7 +196,9 @@ class Chain:
         for attempt in range(self.retries):
             try:
                 return await make_call()
-            except (OSError, asyncio.TimeoutError) as exc:  # aiohttp errors are OSErrors
+            # Connection-level failures (refused, reset, a dropped keep-alive connection, timeouts);
+            # aiohttp's connection errors are not all OSErrors.
+            except (OSError, asyncio.TimeoutError, aiohttp.ClientConnectionError) as exc:
                 if attempt == self.retries - 1:
                     raise ChainError(f"RPC {self.rpc_url} unreachable: {exc}") from exc
                 log.warning("rpc error, retrying in %.1fs: %s", delay, exc)
@@ -227,13 +235,23 @@ class Chain:
                 }
             )
             signed = account.sign_transaction(tx)
+            if self.on_signed is not None:
+                self.on_signed("0x" + bytes(signed.hash).hex())
             try:
                 tx_hash = await self._retry(lambda: self.w3.eth.send_raw_transaction(signed.raw_transaction))
-            except ValueError as exc:  # node rejected it (e.g. nonce too low after a restart)
+            except (ValueError, Web3RPCError, ChainError) as exc:
+                # The node rejected it (nonce too low after a restart or an outside transaction,
+                # "already known" after a resend) or could not be reached: ask for the nonce again.
                 self._nonce = None
                 raise ChainError(f"transaction rejected: {exc}") from exc
             self._nonce += 1
-        receipt = await self._retry(lambda: self.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=120))
+            if self.on_sent is not None:
+                self.on_sent("0x" + bytes(tx_hash).hex())
+        try:
+            receipt = await self._retry(lambda: self.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=120))
+        except TimeExhausted as exc:  # dropped, or stuck behind a nonce gap (e.g. after a reorg)
+            self._nonce = None
+            raise ChainError(f"transaction 0x{bytes(tx_hash).hex()} not mined: {exc}") from exc
         if receipt["status"] != 1:
             raise ChainError(f"transaction 0x{tx_hash.hex()} reverted: {await self._replay(fn, value, receipt, decoder)}")
         return receipt

@@ -16,6 +16,8 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 
+from web3.exceptions import BlockNotFound
+
 from fedoracle.chain import ChainEvent, TaskRegistry
 
 log = logging.getLogger(__name__)
@@ -61,7 +63,11 @@ class LogFollower:
         self._seen: OrderedDict[int, tuple[str, list[ChainEvent]]] = OrderedDict()
 
     async def _block_hash(self, number: int) -> str | None:
-        block = await self.registry.chain._retry(lambda: self.registry.chain.w3.eth.get_block(number))
+        """The node's hash of block ``number``; ``None`` when the chain is shorter (after a reorg)."""
+        try:
+            block = await self.registry.chain._retry(lambda: self.registry.chain.w3.eth.get_block(number))
+        except BlockNotFound:
+            return None
         return None if block is None else "0x" + bytes(block["hash"]).hex()
 
     async def _check_reorg(self) -> list[ChainEvent]:

@@ -34,14 +34,19 @@ def cli() -> None:
 @click.option("--poll-interval", default=0.2, show_default=True)
 @click.option("--threshold-margin", default=None, type=float,
               help="Dynamic threshold: raise each round's threshold to the last global accuracy minus this.")
+@click.option("--log-format", envvar="FEDORACLE_LOG_FORMAT", default="kv", show_default=True,
+              type=click.Choice(["text", "kv", "json"]), help="Log lines: key=value pairs, JSON objects, or plain.")
 def run(rpc_url, registry, key, blob_store, vault, state_dir, confirmations, workers, aggregation, from_block,
-        poll_interval, threshold_margin) -> None:
+        poll_interval, threshold_margin, log_format) -> None:
     """Run the oracle daemon until interrupted (SIGINT/SIGTERM stop it cleanly)."""
     from fedoracle.blobstore import open_store
     from fedoracle.chain import Chain, load_account
     from oracle.daemon import Oracle, OracleConfig
+    from oracle.logs import configure
     from oracle.pool import InProcessPool
     from oracle.scoring import Scorer
+
+    configure(log_format)
 
     async def main() -> None:
         blobs = open_store(blob_store)
@@ -64,16 +69,64 @@ def run(rpc_url, registry, key, blob_store, vault, state_dir, confirmations, wor
 @cli.command()
 @click.option("--state-dir", envvar="FEDORACLE_STATE_DIR", default=".fedoracle", show_default=True)
 @registry_option
-def log(state_dir: str, registry: str) -> None:
-    """Show the transactions this oracle sent (from its checkpoint)."""
-    from rich.console import Console
-    from rich.table import Table
+@click.option("--task", "task_id", type=int, default=None, help="Only this task.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
+def log(state_dir: str, registry: str, task_id: int | None, as_json: bool) -> None:
+    """Show what this oracle has done: its place in the chain, its scores and its transactions."""
+    import json
 
     from oracle.store import Checkpoint
 
-    cp = Checkpoint(Path(state_dir) / f"oracle-{registry.lower()}.sqlite")
-    table = Table("task", "round", "action", "subject", "tx", "gas")
-    for row in cp.actions():
-        table.add_row(*(str(c)[:18] for c in row))
-    Console().print(f"next block {cp.next_block}, {cp.applied_count()} events applied")
-    Console().print(table)
+    path = Path(state_dir) / f"oracle-{registry.lower()}.sqlite"
+    if not path.exists():
+        raise click.ClickException(f"no checkpoint at {path} (has the oracle run with this --state-dir?)")
+    cp = Checkpoint(path)
+    try:
+        report = oracle_log(cp, task_id)
+    finally:
+        cp.close()
+    if as_json:
+        click.echo(json.dumps(report, indent=1))
+    else:
+        render_log(report)
+
+
+def oracle_log(cp, task_id: int | None = None) -> dict:
+    """What ``fedoracle oracle log`` shows, from a checkpoint."""
+    from fedoracle.errors import Reason
+
+    scores = [{"task": r[0], "round": r[1], "device": r[2], "model_hash": r[3], "accuracy_bp": r[4],
+               "reason": Reason(r[5]).name, "detail": r[6], "seconds": round(r[7], 3)} for r in cp.scores(task_id)]
+    actions = cp.action_rows(task_id=task_id)
+    gas: dict[str, int] = {}
+    for a in actions:
+        gas[a["action"]] = gas.get(a["action"], 0) + a["gas_used"]
+    return {
+        "next_block": cp.next_block,
+        "events_applied": cp.applied_count(),
+        "submissions_seen": cp.applied_count("ModelSubmitted"),
+        "scores": scores,
+        "actions": actions,
+        "by_status": {s: sum(a["status"] == s for a in actions) for s in sorted({a["status"] for a in actions})},
+        "gas_by_action": gas,
+    }
+
+
+def render_log(report: dict) -> None:
+    """Prints an oracle log report as rich tables."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    console.print(f"next block {report['next_block']}, {report['events_applied']} events applied, "
+                  f"{report['submissions_seen']} submissions seen, transactions by status {report['by_status']}")
+    scores = Table("task", "round", "device", "accuracy", "reason", "seconds", title="scores")
+    for s in report["scores"]:
+        scores.add_row(str(s["task"]), str(s["round"]), s["device"][:12], f"{s['accuracy_bp'] / 100:.2f}%",
+                       s["reason"], f"{s['seconds']:.2f}")
+    console.print(scores)
+    table = Table("task", "round", "action", "subject", "tx", "block", "gas", "status", title="transactions")
+    for a in report["actions"]:
+        table.add_row(str(a["task_id"]), str(a["round"]), a["action"], a["subject"][:14], a["tx_hash"][:14],
+                      str(a["block_number"] or "-"), str(a["gas_used"]), a["status"])
+    console.print(table)

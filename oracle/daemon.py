@@ -17,10 +17,18 @@ AwaitingFinalize       post the final report (``finalize_contract`` + ``post_eva
 =====================  ==========================================================================
 
 Exactly once: every step is conditional on the chain's state (a verdict is posted only if the
-contract has none for that submission), the checkpoint's watermark and event keys move in one
-sqlite transaction per block range, and scores are cached. So a crash anywhere, a replayed
-range or a reorg (``removed`` logs drop the cached submission) never yields a second verdict or
-a missed one: the next reconciliation picks up where the chain stands.
+contract has none for that submission, and only for a submission whose on-chain commitment
+matches the mirrored log), the checkpoint's watermark and event keys move in one sqlite
+transaction per block range, and scores are cached. So a crash anywhere, a replayed range or a
+reorg (``removed`` logs drop the cached submission) never yields a second verdict or a missed
+one: the next reconciliation picks up where the chain stands. A transaction that reverts because
+the chain already moved on (``FLTaskVerdictAlreadyPosted`` after a crash between sending and
+recording, a round closed by its cap) counts as done. A mirrored submission the chain does not
+have (reorged away while the daemon was down) is dropped and the logs are read again.
+
+Nothing a device sends can stop the daemon: bad blobs become rejection verdicts with their
+reason; an unexpected error in one task's step is logged and retried with backoff, the other
+tasks go on; an RPC outage longer than :class:`~fedoracle.chain.Chain`'s retries is waited out.
 """
 
 from __future__ import annotations
@@ -28,23 +36,32 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from eth_abi import encode as abi_encode
+from eth_utils import keccak, to_checksum_address
 
 from fedoracle.blobstore import BlobStore
 from fedoracle.chain import Chain, ChainError, Phase, Status, Submission, TaskRegistry
 from fedoracle.codec import decode, encode_with_hash
-from fedoracle.errors import ConfigError, Reason
+from fedoracle.errors import ModelRejected, Reason
 from fedoracle.follow import LogFollower
+from fedoracle.hashing import to_bytes32
 from fedoracle.hidden import HiddenTestSet
+from oracle.faults import crash_point
+from oracle.logs import emit
 from oracle.pool import EvaluationPool
-from oracle.scoring import RoundContext, ScoreJob, Scorer
-from oracle.store import Checkpoint, Score
+from oracle.scoring import RoundContext, ScoreJob, Scorer, evaluator_hash
+from oracle.store import DROPPED, Checkpoint, Score
 
 log = logging.getLogger(__name__)
+
+#: Reverts that mean the chain already holds what the transaction was for (or moved past it).
+ALREADY_DONE = re.compile(r"FLTaskVerdictAlreadyPosted|FLTaskAlreadyDisclosed|FLTaskWrongPhase|FLTaskThresholdNotRaised")
 
 
 @dataclass
@@ -59,6 +76,7 @@ class OracleConfig:
     trim_fraction: float = 0.2
     from_block: int = 0
     threshold_margin: float | None = None  # raise round r's threshold to global_{r-1} - margin
+    max_backoff: float = 10.0  # seconds between retries of a failing step or an unreachable node
 
 
 @dataclass
@@ -70,6 +88,13 @@ class TaskView:
     test_root: str
     max_rounds: int
     history: list[dict] = field(default_factory=list)
+
+
+def commitment(sub: Submission) -> str:
+    """The contract's commitment of a submission: ``keccak256(abi.encode(hash, payee, thr, n))``."""
+    data = abi_encode(["bytes32", "address", "uint16", "uint32"],
+                      [to_bytes32(sub.model_hash), to_checksum_address(sub.payee), sub.threshold_bp, sub.num_samples])
+    return "0x" + keccak(data).hex()
 
 
 class Oracle:
@@ -91,8 +116,19 @@ class Oracle:
         self.config = config
         self.checkpoint = Checkpoint(Path(config.state_dir) / f"oracle-{self.registry.address.lower()}.sqlite")
         self.tasks: dict[int, TaskView] = {}
-        self._scoring: dict[tuple[int, int, str], asyncio.Task] = {}
+        self._unserved: dict[int, str] = {}  # names us, but its test set is not (yet) in the vault
+        # In-flight evaluations by (task, round, device, model hash): a submission replaced after a
+        # reorg has another hash, so it never inherits the score of the model it replaced.
+        self._scoring: dict[tuple[int, int, str, str], asyncio.Future] = {}
         self._scorer = Scorer(blobs, str(config.vault))
+        self._sending: tuple[int, int, str, str] | None = None
+        self._signed: str | None = None
+        self._retry_at: dict[int, tuple[float, float]] = {}  # task -> (not before, last delay)
+        self._rewind_to: int | None = None
+        self._caught_up = False
+        self._last_rescan: dict[int, float] = {}
+        chain.on_signed = self._on_signed
+        chain.on_sent = self._on_sent
         self.stopped = asyncio.Event()
 
     @property
@@ -112,49 +148,182 @@ class Oracle:
         cfg = await self.registry.get_task(task_id)
         if cfg["oracle"].lower() != self.address.lower():
             return
-        try:
-            HiddenTestSet.find(self.config.vault, cfg["testSetRoot"])
-        except ConfigError:
-            log.error("task %d names us as oracle but its test set %s is not in %s", task_id,
-                      cfg["testSetRoot"], self.config.vault)
+        root = cfg["testSetRoot"]
+        if not (Path(self.config.vault) / root.lower() / "secret.json").exists():
+            if task_id not in self._unserved:
+                emit(log, "unserved", logging.ERROR, task=task_id, reason="test set not in vault",
+                     test_root=root, vault=self.config.vault)
+            self._unserved[task_id] = root
             return
-        self.tasks[task_id] = TaskView(task_id, cfg["modelSpecHash"], cfg["testSetRoot"], cfg["maxRounds"])
-        log.info("serving task %d", task_id)
+        self._unserved.pop(task_id, None)
+        if (await self.registry.get_state(task_id))["phase"] in (Phase.FINALIZED, Phase.CANCELLED):
+            return
+        self.tasks[task_id] = TaskView(task_id, cfg["modelSpecHash"], root, cfg["maxRounds"])
+        emit(log, "serve", task=task_id)
+
+    async def _retry_unserved(self) -> None:
+        """Serves a task once its test set shows up in the vault (handed over late)."""
+        for task_id, root in list(self._unserved.items()):
+            if (Path(self.config.vault) / root.lower() / "secret.json").exists():
+                await self._maybe_serve(task_id)
+
+    async def _until_ok(self, what: str, make_call) -> None:
+        delay = 0.5
+        while not self.stopped.is_set():
+            try:
+                return await make_call()
+            except ChainError as exc:
+                emit(log, "rpc_wait", logging.WARNING, step=what, error=str(exc)[:200], retry_in=delay)
+                await self._sleep(delay)
+                delay = min(delay * 2, self.config.max_backoff)
+
+    async def _sleep(self, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(self.stopped.wait(), seconds)
+        except asyncio.TimeoutError:
+            pass
 
     async def run(self, ready: asyncio.Event | None = None) -> None:
         """Follows the chain and reconciles served tasks until :attr:`stopped` is set."""
         start = self.checkpoint.next_block
-        follower = LogFollower(self.registry, self.config.from_block if start is None else start,
-                               confirmations=self.config.confirmations, poll_interval=self.config.poll_interval)
-        await self._load_served()
+        follower = self._follower(self.config.from_block if start is None else start)
+        await self._until_ok("recover", self._recover_actions)
+        await self._until_ok("load", self._load_served)
+        emit(log, "start", oracle=self.address, registry=self.registry.address, from_block=follower.next_block,
+             tasks=",".join(map(str, self.tasks)) or "-")
         if ready is not None:
             ready.set()
+        outage = 0.5
         while not self.stopped.is_set():
-            batch = await follower.poll()
+            try:
+                batch = await follower.poll()
+            except ChainError as exc:  # the node stayed unreachable through Chain's retries
+                emit(log, "rpc_wait", logging.WARNING, step="poll", error=str(exc)[:200], retry_in=outage)
+                await self._sleep(outage)
+                outage = min(outage * 2, self.config.max_backoff)
+                continue
+            outage = 0.5
             if batch is not None:
-                with self.checkpoint.transaction():
-                    for ev in batch.events:
-                        self.checkpoint.apply(ev)
-                    self.checkpoint.set("next_block", str(batch.end + 1))
+                self._apply(batch)
                 for ev in batch.events:
                     if ev.name == "TaskPublished" and not ev.removed:
                         await self._maybe_serve(ev.args["taskId"])
+            self._caught_up = batch is None
+            await self._retry_unserved()
             for task_id in list(self.tasks):
-                try:
-                    await self.reconcile(task_id)
-                except ChainError as exc:
-                    log.warning("task %d: %s (will retry)", task_id, exc)
+                await self._reconcile_guarded(task_id)
+            if self._rewind_to is not None:
+                emit(log, "rescan", logging.WARNING, from_block=self._rewind_to)
+                self.checkpoint.set("next_block", str(self._rewind_to))
+                follower, self._rewind_to = self._follower(self._rewind_to), None
+                continue
             if batch is None:
-                try:
-                    await asyncio.wait_for(self.stopped.wait(), self.config.poll_interval)
-                except asyncio.TimeoutError:
-                    pass
+                await self._sleep(self.config.poll_interval)
+
+    def _follower(self, start: int) -> LogFollower:
+        return LogFollower(self.registry, start, confirmations=self.config.confirmations,
+                           poll_interval=self.config.poll_interval)
+
+    def _apply(self, batch) -> None:
+        with self.checkpoint.transaction():
+            for ev in batch.events:
+                self.checkpoint.apply(ev)
+            self.checkpoint.set("next_block", str(batch.end + 1))
+        removed = [ev for ev in batch.events if ev.removed]
+        if removed:
+            # Our own transactions may have been in the replaced blocks: ask the node for the nonce.
+            self.registry.chain.reset_nonce()
+            for ev in removed:
+                emit(log, "reorg_removed", logging.WARNING, event=ev.name, block=ev.block_number, tx=ev.tx_hash,
+                     task=ev.args.get("taskId"), device=ev.args.get("device"))
+        crash_point("after_commit")
+
+    async def _reconcile_guarded(self, task_id: int) -> None:
+        """One task's step; a failure is logged and retried later with backoff, never fatal."""
+        not_before, delay = self._retry_at.get(task_id, (0.0, 0.0))
+        if time.monotonic() < not_before:
+            return
+        try:
+            await self.reconcile(task_id)
+            self._retry_at.pop(task_id, None)
+            return
+        except ChainError as exc:
+            error, trace = str(exc)[:300], False
+        except Exception as exc:  # noqa: BLE001 - a daemon survives its own bugs; logged with the trace
+            error, trace = f"{type(exc).__name__}: {exc}"[:300], True
+        delay = min(max(delay * 2, self.config.poll_interval), self.config.max_backoff)
+        self._retry_at[task_id] = (time.monotonic() + delay, delay)
+        emit(log, "retry", logging.WARNING, task=task_id, error=error, retry_in=round(delay, 2))
+        if trace:
+            log.debug("task %d step failed", task_id, exc_info=True)
 
     async def close(self) -> None:
         for t in self._scoring.values():
             t.cancel()
         await self.pool.close()
         self.checkpoint.close()
+
+    # --- transactions ----------------------------------------------------------------------------
+
+    def _on_signed(self, tx_hash: str) -> None:
+        """Write-ahead: record a transaction before it goes to the node (resolved at restart)."""
+        if self._sending is not None:
+            task_id, round_, action, subject = self._sending
+            self.checkpoint.sent_action(task_id, round_, action, subject, tx_hash)
+            self._signed = tx_hash
+
+    def _on_sent(self, tx_hash: str) -> None:
+        if self._sending is not None:
+            crash_point("after_send", self._sending[2])
+
+    async def _recover_actions(self) -> None:
+        """Completes the rows a crash left between signing a transaction and recording its receipt:
+        mined (or reverted) from the receipt, ``dropped`` if the node never got it."""
+        from web3.exceptions import TransactionNotFound
+
+        for tx_hash, action in self.checkpoint.pending_actions():
+            await self._resolve(tx_hash, action)
+
+    async def _resolve(self, tx_hash: str, action: str) -> None:
+        """Settles the row of a transaction whose outcome we did not see, from the chain."""
+        from web3.exceptions import TransactionNotFound
+
+        w3 = self.registry.chain.w3
+        try:
+            receipt = await self.registry.chain._retry(lambda: w3.eth.get_transaction_receipt(tx_hash))
+        except TransactionNotFound:
+            try:
+                await self.registry.chain._retry(lambda: w3.eth.get_transaction(tx_hash))
+                return  # still pending: leave it 'sent'; the chain decides what happens next
+            except TransactionNotFound:
+                receipt = None
+        self.checkpoint.finish_action(tx_hash, receipt)
+        emit(log, "recovered", action=action, tx=tx_hash,
+             status=DROPPED if receipt is None else ("mined" if receipt["status"] == 1 else "reverted"))
+
+    async def _send(self, task_id: int, round_: int, action: str, subject: str, tx, **fields) -> dict | None:
+        """Sends one transaction (``tx``: the not yet awaited coroutine); ``None`` when the chain
+        already holds what it was for."""
+        crash_point("before_send", action)
+        self._sending, self._signed = (task_id, round_, action, subject), None
+        try:
+            receipt = await tx
+        except ChainError as exc:
+            if self._signed is not None:  # signed and recorded, then rejected or reverted
+                await self._resolve(self._signed, action)
+            if ALREADY_DONE.search(str(exc)):
+                emit(log, "skip", task=task_id, round=round_, step=action, subject=subject,
+                     reason=ALREADY_DONE.search(str(exc)).group(0))
+                return None
+            raise
+        finally:
+            self._sending = None
+        crash_point("after_receipt", action)
+        self.checkpoint.record_action(task_id, round_, action, subject, receipt)
+        emit(log, action, task=task_id, round=round_, subject=subject if action != "verdict" else None,
+             tx="0x" + bytes(receipt["transactionHash"]).hex(), block=receipt["blockNumber"], gas=receipt["gasUsed"],
+             **fields)
+        return receipt
 
     # --- the state machine ------------------------------------------------------------------
 
@@ -164,7 +333,7 @@ class Oracle:
         state = await self.registry.get_state(task_id)
         phase, round_ = state["phase"], state["round"]
         if phase in (Phase.FINALIZED, Phase.CANCELLED):
-            log.info("task %d is %s; no longer served", task_id, phase.name.lower())
+            emit(log, "done", task=task_id, phase=phase.name.lower())
             del self.tasks[task_id]
             return
         if phase == Phase.OPEN:
@@ -187,47 +356,71 @@ class Oracle:
         if self.config.threshold_margin is None or round_ < 2:
             return
         previous = await self.registry.get_round(task_id, round_ - 1)
-        target = previous["globalAccuracyBp"] - round(self.config.threshold_margin * 10_000)
+        target = min(previous["globalAccuracyBp"] - round(self.config.threshold_margin * 10_000), 10_000)
         if target > current_bp:
             await self._send(task_id, round_, "threshold", str(target),
-                             self.registry.announce_threshold(task_id, min(target, 10_000)))
-
-    async def _send(self, task_id: int, round_: int, action: str, subject: str, tx) -> dict | None:
-        receipt = await tx
-        self.checkpoint.record_action(task_id, round_, action, subject, receipt)
-        log.info("task %d round %d: %s %s (gas %d)", task_id, round_, action, subject, receipt["gasUsed"])
-        return receipt
+                             self.registry.announce_threshold(task_id, target), threshold_bp=target)
 
     def _job(self, view: TaskView, round_: int, global_hash: str, sub: Submission | None) -> ScoreJob:
         return ScoreJob(view.task_id, round_, view.spec_hash, global_hash, view.test_root, sub)
 
+    def _start_scoring(self, view: TaskView, round_: int, global_hash: str, sub: Submission) -> asyncio.Future:
+        key = (sub.task_id, sub.round, sub.device.lower(), sub.model_hash)
+        fut = self._scoring.get(key)
+        if fut is None:
+            fut = asyncio.ensure_future(self.pool.score(self._job(view, round_, global_hash, sub)))
+            self._scoring[key] = fut
+            fut.add_done_callback(lambda f, k=key, s=sub: self._scored(k, s, f))
+        return fut
+
+    def _scored(self, key: tuple, sub: Submission, fut: asyncio.Future) -> None:
+        """Caches a finished evaluation (or forgets a failed one, so that it is tried again)."""
+        if self._scoring.get(key) is fut:
+            del self._scoring[key]
+        if fut.cancelled():
+            return
+        exc = fut.exception()
+        if exc is not None:
+            emit(log, "score_failed", logging.WARNING, task=sub.task_id, round=sub.round, device=sub.device,
+                 error=f"{type(exc).__name__}: {exc}"[:300])
+            return
+        score: Score = fut.result()
+        self.checkpoint.save_score(sub, score)
+        emit(log, "score", task=sub.task_id, round=sub.round, device=sub.device, model=sub.model_hash,
+             accuracy_bp=score.accuracy_bp, reason=Reason(score.reason).name, detail=score.detail or None,
+             seconds=round(score.seconds, 3))
+        crash_point("after_score")
+
     async def _score(self, view: TaskView, round_: int, global_hash: str, sub: Submission) -> Score:
+        """The submission's score: cached, or evaluated now (raises if evaluation itself failed)."""
         cached = self.checkpoint.score(sub)
         if cached is not None:
             return cached
-        key = (sub.task_id, sub.round, sub.device.lower())
-        task = self._scoring.get(key)
-        if task is None:
-            task = asyncio.ensure_future(self.pool.score(self._job(view, round_, global_hash, sub)))
-            self._scoring[key] = task
-        score = await asyncio.shield(task)
-        self._scoring.pop(key, None)
-        self.checkpoint.save_score(sub, score)
-        if score.reason != Reason.OK:
-            log.info("task %d round %d: %s rejected: %s %s", sub.task_id, sub.round, sub.device,
-                     Reason(score.reason).name, score.detail)
-        return score
+        score = await asyncio.shield(self._start_scoring(view, round_, global_hash, sub))
+        return self.checkpoint.score(sub) or score
 
     async def _prefetch(self, view: TaskView, round_: int) -> None:
         """Starts scoring new submissions of the open round in the background."""
-        subs = self.checkpoint.submissions(view.task_id, round_)
+        subs = [s for s in self.checkpoint.submissions(view.task_id, round_) if self.checkpoint.score(s) is None]
         if not subs:
             return
         global_hash = (await self.registry.get_task(view.task_id))["globalModelHash"]
         for sub in subs:
-            key = (sub.task_id, sub.round, sub.device.lower())
-            if key not in self._scoring and self.checkpoint.score(sub) is None:
-                self._scoring[key] = asyncio.ensure_future(self.pool.score(self._job(view, round_, global_hash, sub)))
+            self._start_scoring(view, round_, global_hash, sub)
+
+    def _request_rescan(self, task_id: int, sub: Submission | None, why: str) -> None:
+        """Reads the logs again from further back (rate-limited per task): the mirror missed one."""
+        now = time.monotonic()
+        if sub is None and now - self._last_rescan.get(task_id, -1e9) < 30:
+            return
+        self._last_rescan[task_id] = now
+        block = self.checkpoint.submission_block(sub) if sub is not None else None
+        start = self.config.from_block if block is None else max(self.config.from_block, block - 64)
+        emit(log, "mirror_mismatch", logging.WARNING, task=task_id, device=sub.device if sub else None, reason=why,
+             rescan_from=start)
+        if sub is not None:
+            self.checkpoint.forget_submission(sub)
+        self._rewind_to = start if self._rewind_to is None else min(self._rewind_to, start)
 
     async def _settle_round(self, view: TaskView, round_: int, state: dict) -> None:
         task_id = view.task_id
@@ -243,16 +436,30 @@ class Oracle:
                              self.registry.disclose_test_data(task_id, hidden.commitment.seed, groups))
         subs = self.checkpoint.submissions(task_id, round_)
         if len(subs) < state["submissions"]:
-            return  # some ModelSubmitted logs are not confirmed/read yet; the next batch brings them
+            if self._caught_up:  # every log is read and still one is missing: read again
+                self._request_rescan(task_id, None, f"{len(subs)} of {state['submissions']} submissions mirrored")
+            return  # otherwise some ModelSubmitted logs are not confirmed/read yet
         global_hash = (await self.registry.get_task(task_id))["globalModelHash"]
-        scores = await asyncio.gather(*(self._score(view, round_, global_hash, s) for s in subs))
-        for sub, score in zip(subs, scores):
+        for sub in subs:
+            if self.checkpoint.score(sub) is None:
+                self._start_scoring(view, round_, global_hash, sub)
+        ev_hash = evaluator_hash(view.spec_hash)
+        for sub in subs:  # evaluations run concurrently; verdicts go out in submission order
             verdict = await self.registry.get_verdict(task_id, round_, sub.device)
             if verdict["status"] != Status.NONE:
                 continue
-            ctx_hash = self._scorer.context(self._job(view, round_, global_hash, sub)).evaluator_hash
+            on_chain = "0x" + bytes(await self.registry.get_commitment(task_id, round_, sub.device)).hex()
+            if on_chain != commitment(sub):
+                self._request_rescan(task_id, sub, "no such submission on-chain" if int(on_chain, 16) == 0
+                                     else "on-chain commitment differs")
+                return
+            score = await self._score(view, round_, global_hash, sub)
+            accepted = score.reason == Reason.OK and score.accuracy_bp >= sub.threshold_bp
+            reason = Reason(score.reason) if score.reason != Reason.OK or accepted else Reason.BELOW_THRESHOLD
             await self._send(task_id, round_, "verdict", sub.device,
-                             self.registry.post_verdict(sub, score.accuracy_bp, score.reason, ctx_hash))
+                             self.registry.post_verdict(sub, score.accuracy_bp, score.reason, ev_hash),
+                             device=sub.device, accuracy_bp=score.accuracy_bp, reason=reason.name,
+                             accepted=accepted)
         state = await self.registry.get_state(task_id)
         if state["verdicts"] == state["submissions"]:
             await self._aggregate(view, round_, global_hash, subs)
@@ -264,7 +471,18 @@ class Oracle:
             v = await self.registry.get_verdict(task_id, round_, sub.device)
             if v["status"] in (Status.ACCEPTED, Status.CLAIMED):
                 accepted.append(sub)
-        ctx = self._scorer.context(self._job(view, round_, global_hash, None))
+        try:
+            ctx = await asyncio.to_thread(self._scorer.context, self._job(view, round_, global_hash, None))
+        except ModelRejected as exc:
+            if accepted:
+                raise
+            # The task itself is unusable (e.g. its spec blob is not canonical): every submission
+            # was rejected with that reason, the global model stays, its accuracy is unknown (0).
+            emit(log, "aggregate_skipped", logging.WARNING, task=task_id, round=round_, reason=exc.reason.name,
+                 detail=exc.detail[:200])
+            await self._send(task_id, round_, "aggregate", global_hash,
+                             self.registry.aggregate(task_id, global_hash, "", 0), accepted=0, accuracy_bp=0)
+            return
         new_weights, new_hash, data = await asyncio.to_thread(self._aggregate_weights, ctx, accepted)
         if accepted:
             self.blobs.put(data)
@@ -272,7 +490,8 @@ class Oracle:
         view.history.append({"round": round_, "submissions": len(subs), "accepted": len(accepted),
                              "global_accuracy_bp": accuracy, "model_hash": new_hash})
         await self._send(task_id, round_, "aggregate", new_hash,
-                         self.registry.aggregate(task_id, new_hash, self.blobs.uri(new_hash), accuracy))
+                         self.registry.aggregate(task_id, new_hash, self.blobs.uri(new_hash), accuracy),
+                         accepted=len(accepted), accuracy_bp=accuracy)
         state = await self.registry.get_state(task_id)
         if state["phase"] == Phase.OPEN:  # announce the next round's threshold before devices train
             await self._follow_threshold(task_id, state["round"], state["thresholdBp"])
@@ -282,7 +501,8 @@ class Oracle:
             return ctx.global_weights, ctx.global_hash, b""
         from fedoracle.learning.aggregation import aggregate
 
-        updates = [decode(self.blobs.get(s.model_hash), ctx.spec, expected_hash=s.model_hash) for s in accepted]
+        updates = [decode(self.blobs.get(s.model_hash, max_bytes=ctx.spec.max_bytes), ctx.spec,
+                          expected_hash=s.model_hash) for s in accepted]
         samples = [s.num_samples for s in accepted]
         weights = samples if all(n > 0 for n in samples) else None
         mean = aggregate(updates, weights=weights, rule=self.config.aggregation,
@@ -304,4 +524,4 @@ class Oracle:
                              "final_accuracy_bp": final, "rounds": rounds}, indent=1, sort_keys=True).encode()
         digest = self.blobs.put(report)
         await self._send(task_id, round_, "finalize", digest,
-                         self.registry.finalize(task_id, final, digest, self.blobs.uri(digest)))
+                         self.registry.finalize(task_id, final, digest, self.blobs.uri(digest)), accuracy_bp=final)

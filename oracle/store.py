@@ -4,8 +4,11 @@ A cache of the chain, never a second source of truth: ``next_block`` is the low-
 log follower resumes from; ``events`` holds the ``(txHash, logIndex)`` keys already applied (so a
 range replayed after a crash applies nothing twice); ``submissions`` mirrors ``ModelSubmitted``
 (rows of a reorged-away log are deleted); ``scores`` caches evaluation results so a restart does
-not redo them; ``actions`` records every transaction the oracle sent, for audit and metrics.
-Whether a verdict exists is always asked of the contract before one is posted.
+not redo them; ``actions`` records every transaction the oracle sent, for audit and metrics: a row is written
+as soon as the node has accepted the transaction (``status='sent'``) and completed with its
+receipt (``mined`` or ``reverted``), so a crash in between leaves a row that the next start
+resolves from the chain. Whether a verdict exists is always asked of the contract before one is
+posted.
 """
 
 from __future__ import annotations
@@ -35,8 +38,11 @@ CREATE TABLE IF NOT EXISTS scores (
     PRIMARY KEY (task_id, round, device, model_hash));
 CREATE TABLE IF NOT EXISTS actions (
     id INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, task_id INTEGER NOT NULL, round INTEGER NOT NULL,
-    action TEXT NOT NULL, subject TEXT NOT NULL, tx_hash TEXT NOT NULL, gas_used INTEGER NOT NULL);
+    action TEXT NOT NULL, subject TEXT NOT NULL, tx_hash TEXT NOT NULL, gas_used INTEGER NOT NULL,
+    status TEXT NOT NULL DEFAULT 'mined', block_number INTEGER);
 """
+
+SENT, MINED, REVERTED, DROPPED = "sent", "mined", "reverted", "dropped"
 
 
 @dataclass(frozen=True)
@@ -59,6 +65,10 @@ class Checkpoint:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
         self.db.executescript(SCHEMA)
+        columns = {row[1] for row in self.db.execute("PRAGMA table_info(actions)")}
+        if "status" not in columns:  # a checkpoint written before actions had a status
+            self.db.execute("ALTER TABLE actions ADD COLUMN status TEXT NOT NULL DEFAULT 'mined'")
+            self.db.execute("ALTER TABLE actions ADD COLUMN block_number INTEGER")
 
     def close(self) -> None:
         self.db.close()
@@ -129,6 +139,24 @@ class Checkpoint:
         ).fetchall()
         return [Submission(*row) for row in rows]
 
+    def submission_block(self, sub: Submission) -> int | None:
+        """The block the mirrored ``ModelSubmitted`` of ``sub`` was read from."""
+        row = self.db.execute("SELECT block_number FROM submissions WHERE task_id=? AND round=? AND device=?",
+                              (sub.task_id, sub.round, sub.device.lower())).fetchone()
+        return row[0] if row else None
+
+    def forget_submission(self, sub: Submission) -> None:
+        """Drops a mirrored submission the chain does not have (its log was reorged away while the
+        oracle was not watching); the event key goes too, so a re-read applies the chain's log."""
+        row = self.db.execute("SELECT tx_hash, log_index FROM submissions WHERE task_id=? AND round=? AND device=?",
+                              (sub.task_id, sub.round, sub.device.lower())).fetchone()
+        if row is None:
+            return
+        with self.transaction():
+            self.db.execute("DELETE FROM events WHERE tx_hash=? AND log_index=?", row)
+            self.db.execute("DELETE FROM submissions WHERE task_id=? AND round=? AND device=?",
+                            (sub.task_id, sub.round, sub.device.lower()))
+
     def score(self, sub: Submission) -> Score | None:
         row = self.db.execute(
             "SELECT accuracy_bp, reason, detail, seconds FROM scores WHERE task_id=? AND round=? AND device=? "
@@ -144,13 +172,57 @@ class Checkpoint:
              score.detail, score.seconds),
         )
 
-    def record_action(self, task_id: int, round_: int, action: str, subject: str, receipt: dict) -> None:
+    def scores(self, task_id: int | None = None) -> list[tuple]:
+        """``(task, round, device, model_hash, accuracy_bp, reason, detail, seconds)`` rows."""
+        q = "SELECT * FROM scores" + (" WHERE task_id=?" if task_id is not None else "")
+        return self.db.execute(q + " ORDER BY task_id, round, device", () if task_id is None else (task_id,)).fetchall()
+
+    # --- the transactions the oracle sent ------------------------------------------------------
+
+    def sent_action(self, task_id: int, round_: int, action: str, subject: str, tx_hash: str) -> None:
+        """Records a transaction the node has accepted (before its receipt is awaited)."""
         self.db.execute(
-            "INSERT INTO actions(at, task_id, round, action, subject, tx_hash, gas_used) VALUES(?, ?, ?, ?, ?, ?, ?)",
-            (time.time(), task_id, round_, action, subject, "0x" + bytes(receipt["transactionHash"]).hex(),
-             int(receipt["gasUsed"])),
+            "INSERT INTO actions(at, task_id, round, action, subject, tx_hash, gas_used, status) "
+            "VALUES(?, ?, ?, ?, ?, ?, 0, ?)",
+            (time.time(), task_id, round_, action, subject, tx_hash.lower(), SENT),
         )
 
-    def actions(self, action: str | None = None) -> list[tuple]:
-        q = "SELECT task_id, round, action, subject, tx_hash, gas_used FROM actions"
-        return self.db.execute(q + (" WHERE action=?" if action else "") + " ORDER BY id", (action,) if action else ()).fetchall()
+    def finish_action(self, tx_hash: str, receipt: dict | None, status: str | None = None) -> None:
+        """Completes a sent transaction's row from its receipt (or marks it ``dropped``)."""
+        if receipt is None:
+            self.db.execute("UPDATE actions SET status=? WHERE tx_hash=?", (status or DROPPED, tx_hash.lower()))
+            return
+        status = status or (MINED if receipt["status"] == 1 else REVERTED)
+        self.db.execute("UPDATE actions SET at=?, gas_used=?, status=?, block_number=? WHERE tx_hash=?",
+                        (time.time(), int(receipt["gasUsed"]), status, int(receipt["blockNumber"]), tx_hash.lower()))
+
+    def record_action(self, task_id: int, round_: int, action: str, subject: str, receipt: dict) -> None:
+        """Records a mined transaction (sent and finished at once)."""
+        tx_hash = "0x" + bytes(receipt["transactionHash"]).hex()
+        if not self.db.execute("SELECT 1 FROM actions WHERE tx_hash=?", (tx_hash,)).fetchone():
+            self.sent_action(task_id, round_, action, subject, tx_hash)
+        self.finish_action(tx_hash, receipt)
+
+    def pending_actions(self) -> list[tuple[str, str]]:
+        """``(tx_hash, action)`` of transactions sent but not known to be mined (a crash came between)."""
+        return self.db.execute("SELECT tx_hash, action FROM actions WHERE status=? ORDER BY id", (SENT,)).fetchall()
+
+    def actions(self, action: str | None = None, task_id: int | None = None) -> list[tuple]:
+        """``(task, round, action, subject, tx_hash, gas_used)`` rows of mined transactions, in order."""
+        rows = self.action_rows(action, task_id)
+        return [(r["task_id"], r["round"], r["action"], r["subject"], r["tx_hash"], r["gas_used"])
+                for r in rows if r["status"] == MINED]
+
+    def action_rows(self, action: str | None = None, task_id: int | None = None) -> list[dict]:
+        """Every recorded transaction (any status) as dicts, in the order they were sent."""
+        where, args = [], []
+        if action is not None:
+            where.append("action=?")
+            args.append(action)
+        if task_id is not None:
+            where.append("task_id=?")
+            args.append(task_id)
+        q = ("SELECT id, at, task_id, round, action, subject, tx_hash, gas_used, status, block_number FROM actions"
+             + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY id")
+        cols = ["id", "at", "task_id", "round", "action", "subject", "tx_hash", "gas_used", "status", "block_number"]
+        return [dict(zip(cols, row)) for row in self.db.execute(q, args).fetchall()]

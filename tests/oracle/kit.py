@@ -1,0 +1,189 @@
+"""Helpers of the oracle tests: publishing tasks with a chosen spec, crafting good and bad model
+blobs, submitting from dev accounts, and reading verdicts back from the chain.
+
+Blobs are written to a real content-addressed folder and submitted with real transactions; the
+"bad" ones are crafted bytes of each kind the oracle must reject (no mocks anywhere).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from fedoracle.blobstore import LocalBlobStore
+from fedoracle.chain import Chain, ChainEvent, Phase, TaskParams, TaskRegistry, dev_account
+from fedoracle.codec import FORMAT, ModelSpec, encode_with_hash, header_metadata
+from fedoracle.hashing import content_hash
+from fedoracle.hidden import HiddenTestSet
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class Models:
+    """The task model of every oracle test and two really trained versions of it."""
+
+    spec: ModelSpec
+    initial: list[np.ndarray]
+    trained: list[list[np.ndarray]]
+
+
+@dataclass
+class Published:
+    task_id: int
+    block: int
+    hidden: HiddenTestSet
+    spec_hash: str
+
+
+async def publish(registry: TaskRegistry, blobs: LocalBlobStore, vault: Path, models: Models, mnist, *,
+                  oracle: str, rounds: int = 1, cap: int = 0, threshold_bp: int = 5000, test_examples: int = 300,
+                  groups_per_round: int = 2, spec_bytes: bytes | None = None, round_duration: int = 3600,
+                  reward_wei: int = 10**17, seed: int = 0) -> Published:
+    """Publishes a task on ``models.spec`` (or on raw ``spec_bytes``, e.g. a non-canonical spec)."""
+    from fedoracle.learning.data import encode_group, split_groups
+
+    spec_hash = blobs.put(spec_bytes if spec_bytes is not None else models.spec.canonical_json())
+    data, init_hash = encode_with_hash(models.initial, models.spec)
+    blobs.put(data)
+    rng = np.random.default_rng(seed)
+    idx = rng.permutation(len(mnist.y_test))[:test_examples]
+    groups = [encode_group(x, y) for x, y in split_groups(mnist.x_test[idx], mnist.y_test[idx],
+                                                          rounds * groups_per_round)]
+    hidden = HiddenTestSet.create(vault, groups, groups_per_round)
+    params = TaskParams(oracle=oracle, model_spec_hash=spec_hash, initial_model_hash=init_hash,
+                        initial_model_uri=blobs.uri(init_hash), threshold_bp=threshold_bp,
+                        test_set_root=hidden.commitment.root, seed_commitment=hidden.commitment.seed_commitment,
+                        num_groups=hidden.commitment.num_groups, groups_per_round=groups_per_round,
+                        max_rounds=rounds, max_submissions_per_round=cap, round_duration=round_duration,
+                        evaluation_window=3600)
+    task_id, receipt = await registry.publish(params, reward_wei)
+    return Published(task_id, receipt["blockNumber"], hidden, spec_hash)
+
+
+# --- blobs ---------------------------------------------------------------------------------------
+
+def _raw(tensors: list[np.ndarray], spec_hash: str) -> bytes:
+    from safetensors.numpy import save
+
+    return save({f"w{i:04d}": np.ascontiguousarray(t) for i, t in enumerate(tensors)},
+                metadata=header_metadata(FORMAT, spec_hash))
+
+
+def make_blob(kind: str, blobs: LocalBlobStore, models: Models, global_weights: list[np.ndarray],
+              which: int = 0) -> str:
+    """Stores a blob of ``kind`` (good, noise, nan, wrong_shape, wrong_dtype, wrong_spec, garbage,
+    oversized, hash_mismatch, missing) and returns the content hash to submit."""
+    spec = models.spec
+    delta = [w - g for w, g in zip(models.trained[which], global_weights)]
+    rng = np.random.default_rng(abs(hash(kind)) % 2**32)
+    if kind == "good":
+        return blobs.put(encode_with_hash(delta, spec)[0])
+    if kind == "noise":  # right shape, useless values: evaluated and found below the threshold
+        return blobs.put(encode_with_hash([rng.normal(0, 50, g.shape).astype(g.dtype) for g in global_weights],
+                                          spec)[0])
+    if kind == "nan":
+        bad = [d.copy() for d in delta]
+        bad[0].flat[3] = np.nan
+        return blobs.put(encode_with_hash(bad, spec)[0])
+    if kind == "wrong_shape":
+        bad = [d.copy() for d in delta]
+        bad[-1] = np.zeros(bad[-1].shape[0] + 1, dtype=bad[-1].dtype)
+        return blobs.put(_raw(bad, spec.spec_hash))
+    if kind == "wrong_dtype":
+        return blobs.put(_raw([d.astype(np.float64) for d in delta], spec.spec_hash))
+    if kind == "wrong_spec":  # well-formed, but claims another model spec
+        return blobs.put(_raw(delta, "0x" + "ab" * 32))
+    if kind == "garbage":
+        return blobs.put(secrets.token_bytes(4096))
+    if kind == "oversized":
+        return blobs.put(secrets.token_bytes(spec.max_bytes + 1))
+    if kind == "hash_mismatch":  # the store serves other bytes under the submitted hash
+        good = encode_with_hash(delta, spec)[0]
+        digest = content_hash(good + b"\0")
+        path = blobs._path(digest)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(good)
+        return digest
+    if kind == "missing":
+        return "0x" + secrets.token_hex(32)
+    raise ValueError(kind)
+
+
+def good_weights(models: Models, which: int = 0) -> list[np.ndarray]:
+    return models.trained[which]
+
+
+async def submit(rpc_url: str, registry_address: str, account_index: int, task_id: int, model_hash: str,
+                 blobs: LocalBlobStore, num_samples: int = 100) -> dict:
+    """Submits ``model_hash`` from dev account ``account_index`` (its own payee)."""
+    device = TaskRegistry(Chain(rpc_url, dev_account(account_index)), registry_address)
+    uri = f"file://{blobs.root}/{model_hash[2:4]}/{model_hash}"
+    return await device.submit(task_id, model_hash, uri, device.chain.address, num_samples)
+
+
+async def task_events(registry: TaskRegistry, task_id: int, from_block: int = 0) -> list[ChainEvent]:
+    head = await registry.chain.block_number()
+    return [e for e in await registry.get_events(from_block, head) if e.args.get("taskId") == task_id]
+
+
+def verdict_counts(events: list[ChainEvent]) -> dict[tuple[int, str], int]:
+    """How many ``VerdictPosted`` each (round, device) got."""
+    counts: dict[tuple[int, str], int] = {}
+    for e in events:
+        if e.name == "VerdictPosted":
+            key = (e.args["round"], e.args["device"].lower())
+            counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+async def wait_phase(registry: TaskRegistry, task_id: int, phase: Phase, timeout: float,
+                     round_: int | None = None, alive=None) -> dict:
+    """Polls until the task reaches ``phase`` (and ``round_``); ``alive()`` False aborts early."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        state = await registry.get_state(task_id)
+        if state["phase"] == phase and (round_ is None or state["round"] == round_):
+            return state
+        if loop.time() > deadline:
+            raise TimeoutError(f"task {task_id} still {state['phase'].name} round {state['round']} after {timeout}s")
+        if alive is not None and not alive():
+            raise RuntimeError(f"the oracle stopped while task {task_id} was {state['phase'].name}")
+        await asyncio.sleep(0.2)
+
+
+def oracle_argv(rpc_url: str, registry: str, key: str, blobs: Path, vault: Path, state_dir: Path,
+                from_block: int, *extra: str) -> list[str]:
+    """The command line a user runs: ``fedoracle oracle run ...``."""
+    return [sys.executable, "-m", "fedoracle.cli", "oracle", "run", "--rpc-url", rpc_url, "--registry", registry,
+            "--key", key, "--blob-store", str(blobs), "--vault", str(vault), "--state-dir", str(state_dir),
+            "--from-block", str(from_block), "--poll-interval", "0.1", "--log-format", "json", *extra]
+
+
+def spawn_oracle(argv: list[str], log_path: Path, marker: str, crash_at: str = "") -> subprocess.Popen:
+    """Starts the oracle in its own process group (so SIGKILL of the group takes its TFF worker)."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1", FEDORACLE_TEST_RUN=marker, FEDORACLE_CRASH_AT=crash_at)
+    with open(log_path, "ab") as out:
+        return subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                                cwd=ROOT, start_new_session=True)
+
+
+def json_lines(path: Path) -> list[dict]:
+    """The JSON log records in a log file (other lines, e.g. TensorFlow's, are skipped)."""
+    out = []
+    for line in path.read_text(errors="replace").splitlines():
+        if line.startswith("{"):
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                continue
+    return out
