@@ -197,19 +197,22 @@ class Oracle:
         while not self.stopped.is_set():
             try:
                 batch = await follower.poll()
-            except ChainError as exc:  # the node stayed unreachable through Chain's retries
-                emit(log, "rpc_wait", logging.WARNING, step="poll", error=str(exc)[:200], retry_in=outage)
+                if batch is not None:
+                    self._apply(batch)
+                    for ev in batch.events:
+                        if ev.name == "TaskPublished" and not ev.removed:
+                            await self._maybe_serve(ev.args["taskId"])
+                await self._retry_unserved()
+            except Exception as exc:  # noqa: BLE001 - node unreachable past Chain's retries, a range
+                # the node no longer has (a reorg under our feet), ...: the range is read again.
+                emit(log, "rpc_wait", logging.WARNING, step="poll", error=f"{type(exc).__name__}: {exc}"[:300],
+                     retry_in=outage)
+                follower = self._follower(self.checkpoint.next_block or self.config.from_block)
                 await self._sleep(outage)
                 outage = min(outage * 2, self.config.max_backoff)
                 continue
             outage = 0.5
-            if batch is not None:
-                self._apply(batch)
-                for ev in batch.events:
-                    if ev.name == "TaskPublished" and not ev.removed:
-                        await self._maybe_serve(ev.args["taskId"])
             self._caught_up = batch is None
-            await self._retry_unserved()
             for task_id in list(self.tasks):
                 await self._reconcile_guarded(task_id)
             if self._rewind_to is not None:

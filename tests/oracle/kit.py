@@ -157,7 +157,7 @@ async def wait_phase(registry: TaskRegistry, task_id: int, phase: Phase, timeout
         if loop.time() > deadline:
             raise TimeoutError(f"task {task_id} still {state['phase'].name} round {state['round']} after {timeout}s")
         if alive is not None and not alive():
-            raise RuntimeError(f"the oracle stopped while task {task_id} was {state['phase'].name}")
+            raise RuntimeError(f"the oracle stopped while task {task_id} was {state['phase'].name}: {alive}")
         await asyncio.sleep(0.2)
 
 
