@@ -224,6 +224,19 @@ class Device:
         except Exception:
             log.exception("%s: unexpected error", self.name)
 
+    async def _catch_up(self, block_number: int, timeout: float = 10.0) -> None:
+        """Waits (briefly) until our node has the block a message reports.
+
+        The relay may read a node that is ahead of this device's: without waiting, a genuine
+        round message would be judged against stale state and dropped.
+        """
+        deadline = asyncio.get_running_loop().time() + timeout
+        while await self.registry.chain.block_number() < block_number:
+            if asyncio.get_running_loop().time() > deadline:
+                log.warning("%s: our node is still behind block %d", self.name, block_number)
+                return
+            await asyncio.sleep(0.2)
+
     async def handle_round(self, msg: mqtt.RoundMessage) -> None:
         """Trains and submits for a round, at most once, after checking the message on-chain.
 
@@ -241,6 +254,7 @@ class Device:
             if msg.chain_id != self._chain_id:
                 self._drop(mqtt.round_topic(*key), f"chain id {msg.chain_id} is not ours ({self._chain_id})")
                 return
+            await self._catch_up(msg.block_number)
             if msg.round > 1:
                 await self._claim_settled(msg.task_id, msg.round - 1)
             state = await self.registry.get_state(msg.task_id)

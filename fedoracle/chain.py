@@ -176,6 +176,12 @@ class Chain:
             raise ConfigError("this chain connection has no signing account")
         return self.account.address
 
+    async def close(self) -> None:
+        """Closes the HTTP session of the provider (idempotent)."""
+        disconnect = getattr(self.w3.provider, "disconnect", None)
+        if disconnect is not None:
+            await disconnect()
+
     def reset_nonce(self) -> None:
         """Forgets the cached nonce (after a reorg or an external transaction from this account)."""
         self._nonce = None
