@@ -130,6 +130,10 @@ def _decode_undecoded(err, error_cls) -> dict:
         data = literal_eval(raw)
     elif raw.startswith("0x"):
         data = bytes.fromhex(raw[2:])
+    elif raw.startswith("custom error 0x"):
+        # ape 0.8.51 on anvil, for reverting eth_calls: "custom error 0xSELECTOR: <raw args as text>"
+        sel, _, args = raw[len("custom error 0x") :].partition(": ")
+        data = bytes.fromhex(sel) + args.encode("latin-1")
     abi = error_cls.abi
     types = [i.canonical_type for i in abi.inputs]
     selector = keccak(f"{abi.name}({','.join(types)})".encode())[:4]
@@ -244,3 +248,23 @@ class TaskDriver:
 
     def warp_past_deadline(self):
         self.chain.mine(timestamp=self.state.deadline + 1)
+
+
+def next_block_at(chain, timestamp: int):
+    """Makes the next block (the next transaction's) carry exactly `timestamp`, on the in-process
+    chain and on anvil alike (anvil may give the next block its parent's timestamp, so "mine at
+    T-1, then transact" is not enough there)."""
+    chain.pending_timestamp = timestamp
+
+
+@contextlib.contextmanager
+def provider(networks, name: str):
+    """Runs the block on ape's `name` provider ("test": in-process, "foundry": anvil), reusing the
+    session's provider when it is already that one, else starting one and stopping it after
+    (so no anvil outlives the test)."""
+    active = networks.active_provider
+    if active is not None and active.name == name:
+        yield active
+        return
+    with networks.ethereum.local.use_provider(name, disconnect_after=True) as p:
+        yield p

@@ -16,6 +16,7 @@ from fltask_harness import (
     assert_event,
     h,
     make_testset,
+    provider,
     reverts_with,
 )
 from rawchain import Abi, Reverted, RpcBackend
@@ -25,8 +26,8 @@ from test_gas import KB, MB, SUBMIT_GAS_LIMIT, model_blob
 @pytest.fixture(scope="module")
 def anvil(networks):
     """ape's foundry provider (an anvil process on a free port) for this module's tests."""
-    with networks.ethereum.local.use_provider("foundry") as provider:
-        yield provider
+    with provider(networks, "foundry") as p:
+        yield p
 
 
 @pytest.fixture

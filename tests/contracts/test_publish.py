@@ -10,8 +10,6 @@ from fltask_harness import (
     ZERO_ADDRESS,
     Params,
     assert_event,
-    h,
-    model_uri,
     reverts_with,
 )
 

@@ -21,6 +21,7 @@ from fltask_harness import (
     h,
     make_testset,
     model_uri,
+    next_block_at,
     reverts_with,
 )
 
@@ -53,11 +54,10 @@ def test_others_close_only_after_the_deadline(task, registry, chain, publisher, 
     deadline = registry.getState(task.task_id).deadline
     with reverts_with(registry.FLTaskDeadlineNotReached, taskId=task.task_id, deadline=deadline):
         task.close(sender=sender)
-    chain.mine(timestamp=deadline - 1)  # next block at the deadline: still not past it
+    next_block_at(chain, deadline)  # at the deadline: not past it yet
     with reverts_with(registry.FLTaskDeadlineNotReached, taskId=task.task_id, deadline=deadline):
         task.close(sender=sender)
-    if chain.blocks.head.timestamp < deadline:  # (the in-process chain mines failed transactions)
-        chain.mine(timestamp=deadline)
+    next_block_at(chain, deadline + 1)
     receipt = task.close(sender=sender)
     assert receipt.timestamp == deadline + 1
     assert registry.getState(task.task_id).phase == CLOSED

@@ -46,12 +46,12 @@ from fltask_harness import (
     CLOSED,
     EVALUATOR,
     FINALIZED,
-    NONE,
     OPEN,
     Params,
     h,
     make_testset,
     model_uri,
+    provider,
 )
 
 MAX_BP = 10_000
@@ -674,14 +674,14 @@ def test_registry_state_machine(project, networks, accounts, provider_name):
     there too)."""
     examples = settings.default.max_examples
     if provider_name == "test" and not os.environ.get("FLTASK_STATEFUL_FULL"):
-        examples = max(20, examples // 8)
-    with networks.ethereum.local.use_provider(provider_name) as provider:
+        examples = max(20, examples // 10)
+    with provider(networks, provider_name) as node:
         chain = networks.chain_manager
         registry = accounts[0].deploy(project.FLTaskRegistry)
         abi = [a.model_dump(mode="json", by_alias=True) for a in registry.contract_type.abi]
         RegistryMachine.ctx = dict(
             chain=chain,
-            io=backend_for(provider),
+            io=backend_for(node),
             abi=Abi(abi),
             address=registry.address,
             accounts=dict(

@@ -15,6 +15,7 @@ from fltask_harness import (
     commitment,
     h,
     model_uri,
+    next_block_at,
     reverts_with,
 )
 
@@ -85,9 +86,10 @@ def test_submit_after_close_reverts(task, registry, devices):
 
 def test_submit_at_deadline_is_accepted_and_after_it_reverts(task, registry, chain, devices):
     deadline = registry.getState(task.task_id).deadline
-    chain.mine(timestamp=deadline - 1)  # the next block is at `deadline`
+    next_block_at(chain, deadline)
     receipt = task.submit(devices[0])
     assert receipt.timestamp == deadline
+    next_block_at(chain, deadline + 1)
     with reverts_with(registry.FLTaskDeadlinePassed, taskId=task.task_id, deadline=deadline):
         task.submit(devices[1])
 

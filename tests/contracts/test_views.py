@@ -9,7 +9,7 @@ from fltask_harness import commitment, h, reverts_with
 seeds = st.binary(min_size=32, max_size=32)
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=20, deadline=None)
 @given(data=st.data(), count=st.one_of(st.integers(1, 300), st.integers(1, 2**32 - 1)), seed=seeds)
 def test_shuffled_index_matches_python(registry, data, count, seed):
     index = data.draw(st.integers(0, count - 1))
