@@ -1,0 +1,136 @@
+"""The oracle process killed at random points, again and again, while devices keep submitting.
+
+``fedoracle oracle run`` runs as a subprocess (its own process group, so SIGKILL takes its TFF
+worker too). It is SIGKILLed after random delays, and every other life it is told to kill itself
+at a chosen point (``FEDORACLE_CRASH_AT``: right after a verdict transaction is sent, after it
+is mined but before it is recorded, after a block range is committed, ...), then restarted.
+Meanwhile the test submits a mix of good and bad updates over two rounds. At the end: exactly one
+``VerdictPosted`` per ``ModelSubmitted``, none missing, each right, and the task finalized.
+``FEDORACLE_FAULT_KILLS`` sets the number of kills (default 20; e.g. 100 for a long profile).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import time
+import uuid
+
+from fedoracle.blobstore import LocalBlobStore
+from fedoracle.chain import Phase, Status, dev_account
+from fedoracle.codec import decode, encode_with_hash
+from fedoracle.errors import Reason
+from oracle.store import Checkpoint
+from tests.conftest import run
+from tests.e2e.test_demo import processes_with_marker
+from tests.oracle.kit import (json_lines, make_blob, oracle_argv, publish, spawn_oracle, submit, task_events,
+                              verdict_counts, wait_phase)
+
+KILLS = int(os.environ.get("FEDORACLE_FAULT_KILLS", "20"))
+SEED = int(os.environ.get("FEDORACLE_FAULT_SEED", "6"))
+ORACLE = 4
+FIRST_DEVICE = 30
+KINDS = ["good", "noise", "good", "nan", "good", "missing", "good", "good"]  # one round's submissions
+WANT = {"good": Reason.OK, "noise": Reason.BELOW_THRESHOLD, "nan": Reason.NON_FINITE, "missing": Reason.MISSING_BLOB}
+CRASH_POINTS = ["after_send:verdict:1", "after_receipt:verdict:2", "after_commit:*:3", "before_send:verdict:2",
+                "after_send:disclose:1", "after_score:*:2", "after_send:aggregate:1", "after_receipt:aggregate:1",
+                "after_send:verdict:3", "after_send:finalize:1"]
+
+
+def kill_group(proc) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait(30)
+
+
+def test_killed_again_and_again_the_oracle_posts_exactly_one_verdict_per_submission(node, reg, models, mnist,
+                                                                                   tmp_path):
+    rng = random.Random(SEED)
+    marker = uuid.uuid4().hex
+    blobs, vault, state = LocalBlobStore(tmp_path / "blobs"), tmp_path / "vault", tmp_path / "state"
+    log_path = tmp_path / "oracle.log"
+    submitted: dict[tuple[int, str], str] = {}  # (round, device) -> kind
+    lives: list[dict] = []
+
+    async def submit_rounds(task_id: int) -> float:
+        for round_ in (1, 2):
+            await wait_phase(reg, task_id, Phase.OPEN, 600, round_=round_)
+            global_hash = (await reg.get_task(task_id))["globalModelHash"]
+            global_weights = decode(blobs.get(global_hash), models.spec)
+            for i, kind in enumerate(KINDS):
+                await asyncio.sleep(rng.uniform(0.3, 2.5))
+                if kind == "good":  # the candidate global + update is the trained model itself
+                    delta = [w - g for w, g in zip(models.trained[i % 2], global_weights)]
+                    digest = blobs.put(encode_with_hash(delta, models.spec)[0])
+                else:
+                    digest = make_blob(kind, blobs, models, global_weights)
+                await submit(node.rpc_url, reg.address, FIRST_DEVICE + i, task_id, digest, blobs)
+                submitted[(round_, dev_account(FIRST_DEVICE + i).address.lower())] = kind
+        return time.monotonic()
+
+    async def life(argv: list[str], crash_at: str, limit: float) -> None:
+        proc = spawn_oracle(argv, log_path, marker, crash_at)
+        started = time.monotonic()
+        while proc.poll() is None and time.monotonic() - started < limit:
+            await asyncio.sleep(0.05)
+        crashed = proc.poll() is not None  # it reached its crash point first
+        kill_group(proc)
+        lives.append({"crash_at": crash_at, "crashed_itself": crashed, "seconds": time.monotonic() - started,
+                      "at": time.monotonic()})
+
+    async def go():
+        t = await publish(reg, blobs, vault, models, mnist, oracle=dev_account(ORACLE).address, rounds=2,
+                          cap=len(KINDS), test_examples=400)
+        argv = oracle_argv(node.rpc_url, reg.address, f"dev:{ORACLE}", blobs.root, vault, state, t.block)
+        submitter = asyncio.create_task(submit_rounds(t.task_id))
+        for k in range(KILLS):
+            crash_at = CRASH_POINTS[(k // 2) % len(CRASH_POINTS)] if k % 2 else ""
+            await life(argv, crash_at, rng.uniform(4, 14) if crash_at else rng.uniform(0.3, 9))
+        proc = spawn_oracle(argv, log_path, marker)  # the last life runs the task to its end
+        try:
+            await wait_phase(reg, t.task_id, Phase.FINALIZED, 400, alive=lambda: proc.poll() is None)
+            last_submission = await asyncio.wait_for(submitter, 60)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(60)
+            finally:
+                kill_group(proc)
+        events = await task_events(reg, t.task_id, t.block)
+        verdicts = {k: await reg.get_verdict(t.task_id, k[0], k[1]) for k in submitted}
+        return t, events, verdicts, last_submission, proc.returncode
+
+    t, events, verdicts, last_submission, exit_code = run(asyncio.wait_for(go(), 900))
+    print(f"{len(lives)} kills, {sum(x['crashed_itself'] for x in lives)} at their crash point, "
+          f"{sum(x['at'] < last_submission for x in lives)} while submissions were arriving")
+
+    assert len(lives) == KILLS
+    assert sum(life["at"] < last_submission for life in lives) >= KILLS // 4  # kills while submissions arrive
+    assert any(life["crashed_itself"] for life in lives)  # the chosen points were reached, too
+    assert exit_code == 0  # the last life stopped cleanly on SIGTERM
+
+    submissions = [(e.args["round"], e.args["device"].lower()) for e in events if e.name == "ModelSubmitted"]
+    assert sorted(submissions) == sorted(submitted) and len(submitted) == 2 * len(KINDS)
+    assert verdict_counts(events) == {k: 1 for k in submitted}  # exactly once: none twice, none missed
+    for key, kind in submitted.items():
+        v = verdicts[key]
+        assert Reason(v["reason"]) == WANT[kind], (key, kind, v)
+        assert (v["status"] == Status.ACCEPTED) == (kind == "good")
+    assert [e.name for e in events][-1] == "TaskFinalized"
+
+    cp = Checkpoint(state / f"oracle-{reg.address.lower()}.sqlite")
+    try:
+        rows = cp.action_rows(task_id=t.task_id)
+    finally:
+        cp.close()
+    assert not [r for r in rows if r["status"] == "sent"]  # every crash between send and record resolved
+    assert len([r for r in rows if r["action"] == "verdict" and r["status"] == "mined"]) == len(submitted)
+    assert not [r for r in rows if r["status"] == "reverted"]
+
+    logged = [r for r in json_lines(log_path) if r.get("action") == "verdict" and r.get("task") == t.task_id]
+    assert logged and {"task", "round", "device", "tx", "gas", "reason", "accuracy_bp"} <= set(logged[0])
+    assert processes_with_marker(marker) == []
