@@ -1,0 +1,201 @@
+"""One round of the protocol's learning logic, shared by the devices, the oracle and the experiments.
+
+The protocol path (``devices/training.py``, ``oracle/scoring.py``, ``oracle/daemon.py``) and the
+experiment harness's fast path (``fedoracle.experiments``) must compute the very same things, so
+both call these functions:
+
+- :func:`device_update` — a device's release: train from the global model, take the update
+  ``trained - global``, clip and noise it with the task's (ε, δ, S) (``add_noise``), and record the
+  release in the device's privacy accountant (``LocalTrainer.__call__``).
+- :func:`score_candidate` — the oracle's verdict on one update: the candidate ``global + Δ`` is
+  checked for finiteness, evaluated, its accuracy floored to basis points, and accepted iff
+  ``OK`` and at or above the threshold bound to the submission (``Scorer.score`` and
+  ``_settle_round``).
+- :func:`aggregate_accepted` — the next global model: FedAvg (or an order statistic) of the
+  accepted updates weighted by their declared sample counts, added to the global model
+  (``_aggregate_weights``).
+- :func:`next_threshold` — the dynamic threshold: the last global accuracy minus a margin, only
+  ever raised (``_follow_threshold``).
+
+The task's DP parameters travel on-chain as fixed-point integers; :meth:`DPParams.from_task` and
+:meth:`DPParams.quantized` apply exactly that rounding, so a simulated device adds the noise a
+protocol device adds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from fedoracle.errors import Reason
+
+BP = 10_000  # basis points in 1.0
+
+
+@dataclass(frozen=True)
+class DPParams:
+    """A task's local-DP parameters as a device applies them.
+
+    Attributes:
+        epsilon: per-release ε.
+        delta: per-release δ.
+        clip: L2 clip bound S.
+        scaling: ``"sample"`` (the paper's sensitivity S/D, D = the device's sample count) or
+            ``"update"`` (sensitivity S); see :mod:`fedoracle.learning.privacy`.
+    """
+
+    epsilon: float
+    delta: float
+    clip: float
+    scaling: str = "sample"
+
+    @classmethod
+    def from_task(cls, task: dict[str, Any], scaling: str = "sample") -> DPParams:
+        """The parameters a device reads from the registry's ``getTask`` view (fixed-point units)."""
+        return cls(task["epsilonMilli"] / 1e3, task["deltaE18"] / 1e18, task["clipMicro"] / 1e6, scaling)
+
+    def quantized(self) -> DPParams:
+        """The values after the round trip through the contract (ε in 1e-3, δ in 1e-18, S in 1e-6),
+        as ``fedoracle.chain.TaskParams`` encodes them and :meth:`from_task` decodes them."""
+        return DPParams(round(self.epsilon * 1e3) / 1e3, round(self.delta * 1e18) / 1e18,
+                        round(self.clip * 1e6) / 1e6, self.scaling)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The oracle's score of one submission.
+
+    Attributes:
+        accuracy_bp: the candidate's accuracy in basis points, rounded down (0 when not evaluated).
+        reason: ``Reason.OK`` or why the candidate could not be evaluated.
+        accepted: ``reason == OK`` and ``accuracy_bp >= threshold_bp``.
+    """
+
+    accuracy_bp: int
+    reason: Reason
+    accepted: bool
+
+
+def training_seed(device_seed: int, round_number: int) -> int:
+    """The seed of a device's ``round_number``-th local training (1-based), as ``LocalTrainer`` draws it."""
+    return device_seed * 1000 + round_number
+
+
+def device_update(
+    spec: Any,
+    global_weights: Sequence[np.ndarray],
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    epochs: int,
+    batch_size: int,
+    learning_rate: float,
+    optimizer: str,
+    seed: int,
+    dp: DPParams | None,
+    rng: np.random.Generator,
+    accountant: Any = None,
+) -> list[np.ndarray]:
+    """A device's release for one round: local training, the update, clipping and noise.
+
+    Args:
+        spec: the task's :class:`~fedoracle.codec.ModelSpec`.
+        global_weights: the round's global model.
+        x, y: the device's training data (its labels as it has them).
+        epochs, batch_size, learning_rate, optimizer: local training settings.
+        seed: the training order's seed (:func:`training_seed`).
+        dp: the task's DP parameters, or ``None`` to release the raw update (non-DP baseline).
+        rng: the device's noise source (one per device, drawn from across rounds).
+        accountant: a :class:`~fedoracle.learning.privacy.PrivacyAccountant` to record the
+            release in (ignored without ``dp``).
+
+    Returns:
+        The (noisy) update, one tensor per weight in the global model's dtypes.
+    """
+    from fedoracle.learning.privacy import add_noise, gaussian_sigma
+    from fedoracle.learning.training import local_train
+
+    trained = local_train(spec, global_weights, x, y, epochs=epochs, batch_size=batch_size,
+                          learning_rate=learning_rate, optimizer=optimizer, seed=seed)
+    update = [np.asarray(t - g, dtype=g.dtype) for t, g in zip(trained, global_weights)]
+    if dp is None:
+        return update
+    d = len(y) if dp.scaling == "sample" else None
+    update = add_noise(update, dp.clip, dp.epsilon, dp.delta, rng, num_samples=d)
+    if accountant is not None:
+        accountant.record(gaussian_sigma(dp.epsilon, dp.delta))
+    return update
+
+
+def accuracy_bp(evaluator: Any, weights: Sequence[np.ndarray]) -> int:
+    """Accuracy in basis points, rounded down (a verdict never overstates), as the oracle posts it."""
+    return int(np.floor(evaluator.evaluate(list(weights)).accuracy * BP + 1e-9))
+
+
+def candidate(global_weights: Sequence[np.ndarray], update: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """The model a verdict scores: ``global + Δ`` tensor by tensor (the paper's "local model")."""
+    return [g + u for g, u in zip(global_weights, update)]
+
+
+def score_candidate(evaluator: Any, global_weights: Sequence[np.ndarray], update: Sequence[np.ndarray],
+                    threshold_bp: int) -> Verdict:
+    """The oracle's verdict on one decoded update.
+
+    Args:
+        evaluator: a :class:`~fedoracle.learning.evaluation.Evaluator` over the round's test groups.
+        global_weights: the round's global model.
+        update: the submitted update.
+        threshold_bp: the threshold bound to the submission (basis points).
+
+    Returns:
+        The verdict; a candidate with non-finite values is rejected with ``NON_FINITE`` unevaluated.
+    """
+    model = candidate(global_weights, update)
+    if not all(np.all(np.isfinite(c)) for c in model):
+        return Verdict(0, Reason.NON_FINITE, False)
+    acc = accuracy_bp(evaluator, model)
+    return Verdict(acc, Reason.OK, acc >= threshold_bp)
+
+
+def aggregate_accepted(
+    global_weights: Sequence[np.ndarray],
+    updates: Sequence[Sequence[np.ndarray]],
+    num_samples: Sequence[int],
+    *,
+    rule: str = "fedavg",
+    trim_fraction: float = 0.2,
+) -> list[np.ndarray]:
+    """The next global model from the accepted updates (the global model itself when none).
+
+    FedAvg weights each update by its declared sample count (unweighted when any count is 0);
+    ``median`` and ``trimmed_mean`` ignore the counts. The result is ``global + aggregate`` in the
+    global model's dtypes.
+    """
+    if not updates:
+        return [np.asarray(g) for g in global_weights]
+    from fedoracle.learning.aggregation import aggregate
+
+    weights = list(num_samples) if all(n > 0 for n in num_samples) else None
+    mean = aggregate([list(u) for u in updates], weights=weights, rule=rule, trim_fraction=trim_fraction)
+    return [np.asarray(g + m, dtype=g.dtype) for g, m in zip(global_weights, mean)]
+
+
+def next_threshold(round_number: int, current_bp: int, previous_global_bp: int, margin: float | None) -> int | None:
+    """The dynamic threshold the oracle announces for a round, or ``None`` when it keeps the current one.
+
+    From round 2 on the threshold becomes the previous round's global accuracy minus ``margin``
+    (capped at 100%), but only when that raises it: a threshold never goes down.
+
+    Args:
+        round_number: the round the threshold is for (1-based).
+        current_bp: the threshold in force.
+        previous_global_bp: the global accuracy recorded for round ``round_number - 1``.
+        margin: accuracy below the last global model a candidate may sit (``None``: static threshold).
+    """
+    if margin is None or round_number < 2:
+        return None
+    target = min(previous_global_bp - round(margin * BP), BP)
+    return target if target > current_bp else None
