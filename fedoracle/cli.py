@@ -222,5 +222,10 @@ def demo(**options) -> None:
     sys.exit(run_demo(DemoConfig(**options)))
 
 
+# Experiments (Fig. 4 / Fig. 5 reproduction); the group module imports only click at start-up.
+from fedoracle.experiments.cli import experiment  # noqa: E402
+
+main.add_command(experiment)
+
 if __name__ == "__main__":
     main()

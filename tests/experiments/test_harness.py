@@ -1,0 +1,134 @@
+"""The experiment harness on a tiny grid: same fleet and task as the protocol builds, metrics,
+a simulated run, and a grid written to JSON, CSV and PNG and resumed."""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from fedoracle.experiments.config import Grid, RunConfig, fig4_grid, fig5_grid
+from fedoracle.experiments.metrics import candidate_stats, detection
+
+TINY = RunConfig(dataset="mnist", devices=5, rounds=2, samples_per_device=200, epochs=1, threshold=0.2,
+                 flip_rate=1.0, emd=1.5, test_examples=600, full_test=False)
+
+
+def test_fleet_is_the_one_make_trainers_builds(mnist):
+    from devices.fleet import FleetConfig
+    from devices.training import make_trainers
+    from fedoracle.experiments.simulate import build_fleet
+
+    cfg = replace(TINY, devices=10, seed=3, flip_rate=0.2, emd=1.0, samples_per_device=None)
+    trainers = make_trainers(FleetConfig(count=10, seed=3, flip_rate=0.2, emd=1.0, dataset="mnist"))
+    fleet = build_fleet(cfg, mnist)
+    assert [d.kind for d in fleet] == [k for k, _ in trainers]
+    assert sorted(d.kind for d in fleet).count("malicious") == 2
+    for dev, (_, t) in zip(fleet, trainers):
+        assert dev.seed == t.seed
+        assert np.array_equal(dev.x, t.x) and np.array_equal(dev.y, t.y)
+        assert np.array_equal(dev.rng.normal(size=3), t.rng.normal(size=3))
+
+
+def test_task_is_the_one_the_publisher_builds(tmp_path, mnist):
+    from fedoracle.experiments.simulate import build_task
+    from fedoracle.learning.data import encode_group
+    from fedoracle.publisher import TaskPlan, hidden_test_set
+
+    cfg = replace(TINY, task_seed=4, rounds=3)
+    task = build_task(cfg, mnist)
+    plan = TaskPlan(rounds=3, seed=4, test_examples=600)
+    hidden = hidden_test_set(mnist.x_test, mnist.y_test, plan, tmp_path)
+    assert [encode_group(x, y) for x, y in task.groups] == [hidden.group_bytes(i) for i in range(6)]
+    assert sorted(i for ids in task.round_groups.values() for i in ids) == list(range(6))
+    from fedoracle.learning.models import initial_weights
+
+    assert all(np.array_equal(a, b) for a, b in zip(task.initial, initial_weights(task.spec, 4)))
+
+
+def test_detection_counts_rejections_as_positives():
+    verdicts = ([{"kind": "malicious", "accepted": False}] * 2 + [{"kind": "unreliable", "accepted": False}]
+                + [{"kind": "unreliable", "accepted": True}] + [{"kind": "honest", "accepted": True}] * 5
+                + [{"kind": "honest", "accepted": False}])
+    d = detection(verdicts)
+    assert d["malicious"] == {"precision": 0.5, "recall": 1.0}
+    assert d["unreliable"] == {"precision": 0.25, "recall": 0.5}
+    assert d["bad"] == {"precision": 0.75, "recall": 0.75}
+    assert d["honest_rejected"] == pytest.approx(1 / 6)
+    assert detection([])["malicious"]["precision"] is None
+    s = candidate_stats([{"kind": "honest", "accuracy_bp": 9000}, {"kind": "malicious", "accuracy_bp": 100}])
+    assert s["all"] == {"max": 0.9, "min": 0.01, "mean": pytest.approx(0.455)} and s["unreliable"] is None
+
+
+def test_simulated_task_gates_label_flippers_and_is_deterministic():
+    from fedoracle.experiments.simulate import simulate
+
+    res = simulate(TINY)
+    assert [r["round"] for r in res["rounds"]] == [1, 2]
+    assert res["rounds"][0]["threshold_bp"] == 2000
+    assert res["rounds"][1]["threshold_bp"] >= 2000  # the dynamic threshold only goes up
+    kinds = [v["kind"] for v in res["rounds"][0]["verdicts"]]
+    assert kinds.count("malicious") == 1 and kinds.count("unreliable") == 1
+    assert res["detection"]["malicious"]["recall"] == 1.0  # every label flipper rejected
+    assert res["detection"]["honest_rejected"] == 0.0
+    assert res["epsilon_spent"] > 8.0  # two ε = 8 releases
+    assert res["rounds"][1]["global_accuracy_bp"] > res["rounds"][0]["global_accuracy_bp"]
+    again = simulate(TINY)
+    assert again["rounds"] == res["rounds"]
+    open_gate = simulate(replace(TINY, variant="undefended"))
+    assert all(v["accepted"] for r in open_gate["rounds"] for v in r["verdicts"])
+    assert open_gate["rounds"][0]["verdicts"] == [dict(v, accepted=True) for v in res["rounds"][0]["verdicts"]]
+
+
+def test_grid_writes_json_csv_png_and_resumes(tmp_path):
+    from fedoracle.experiments.runner import run_grid
+
+    grid = Grid("fig4", reduced=["tiny"])
+    for variant in ("defended", "undefended"):
+        grid.points.append(("lambda", 1.0, replace(TINY, rounds=1, variant=variant)))
+    grid.points.append(("nondp", 1.0, replace(TINY, rounds=1, variant="nondp")))
+    lines = []
+    doc = run_grid(grid, results_dir=tmp_path / "r", figures_dir=tmp_path / "f", log=lines.append)
+    assert doc["completed_runs"] == 3
+    saved = json.loads((tmp_path / "r" / "fig4_mnist.json").read_text())
+    assert {r["config"]["variant"] for r in saved["runs"]} == {"defended", "undefended", "nondp"}
+    rows = list(csv.DictReader(open(tmp_path / "r" / "fig4_mnist_runs.csv")))
+    assert len(rows) == 3 and float(rows[0]["final_threshold"]) == 0.2
+    summary = list(csv.DictReader(open(tmp_path / "r" / "fig4_mnist_summary.csv")))
+    assert {r["variant"] for r in summary} == {"defended", "undefended", "nondp"}
+    assert (tmp_path / "f" / "fig4_mnist.png").stat().st_size > 20_000
+    lines.clear()
+    run_grid(grid, results_dir=tmp_path / "r", figures_dir=tmp_path / "f", log=lines.append)
+    assert lines[0].endswith("3 already done, 0 to run")
+
+
+def test_paper_grids_cover_the_paper_values():
+    full4, full5 = fig4_grid(full=True), fig5_grid(full=True)
+    assert {x for p, x, _ in full4.points if p == "lambda"} >= {0.05, 0.10, 0.15, 0.20}
+    assert {x for p, x, _ in full4.points if p == "emd"} == {0.0, 0.5, 1.0, 1.5}
+    assert {c.seed for _, _, c in full4.points} == set(range(10)) and not full4.reduced
+    assert {x for p, x, _ in full5.points if p == "devices"} == {10, 100, 200, 300}
+    assert {x for p, x, _ in full5.points if p == "delta"} == {1, 3, 5, 6}
+    assert {c.epsilon for _, _, c in full5.points} == {8.0}
+    reduced = fig4_grid()
+    assert len(reduced.points) < len(full4.points) and reduced.reduced
+
+
+def test_membership_advantage_and_demo_limits():
+    from fedoracle.experiments.beyond import advantage
+    from fedoracle.experiments.protocol import demo_config
+
+    assert advantage(np.array([0.1, 0.2]), np.array([1.0, 2.0])) == (1.0, 1.0)
+    adv, auc = advantage(np.array([0.5, 0.5]), np.array([0.5, 0.5]))
+    assert adv == 0.0 and auc == pytest.approx(0.5)
+    demo_ok = replace(TINY, test_examples=4_000)
+    with pytest.raises(ValueError, match=r"cannot run \{'aggregation': 'median'\}"):
+        demo_config(replace(demo_ok, aggregation="median"), "out")
+    with pytest.raises(ValueError, match=r"cannot run \{'seed': 1\}"):
+        demo_config(replace(demo_ok, seed=1), "out")
+    with pytest.raises(ValueError, match=r"cannot run \{'test_examples': 600\}"):
+        demo_config(TINY, "out")
+    assert demo_config(demo_ok, "out").count == 5 and demo_config(demo_ok, "out").threshold == 0.2
