@@ -117,6 +117,21 @@ def test_paper_grids_cover_the_paper_values():
     assert len(reduced.points) < len(full4.points) and reduced.reduced
 
 
+def test_grid_shards_fit_the_training_set(mnist):
+    """The fleet's default shard (N_train // P) runs a class dry at P = 100; the grids' shards do not."""
+    from fedoracle.experiments.config import grid_shard
+    from fedoracle.learning.partition import fleet_kinds, partition
+
+    with pytest.raises(ValueError, match="samples left"):
+        partition(mnist.y_train, fleet_kinds(100, 0), 60_000 // 100, 0, target_emd=1.5, flip_rate=0.2)
+    for _, _, cfg in fig5_grid(full=True).points[::10] + fig4_grid(full=True).points[:1]:
+        size = cfg.samples_per_device or 2_000
+        shards = partition(mnist.y_train, fleet_kinds(cfg.devices, cfg.seed), size, cfg.seed, target_emd=cfg.emd,
+                           flip_rate=cfg.flip_rate)
+        assert len(shards) == cfg.devices and all(len(s.indices) == size for s in shards)
+    assert grid_shard("mnist", 10) is None  # small fleets keep the fleet's (and the demo's) default
+
+
 def test_membership_advantage_and_demo_limits():
     from fedoracle.experiments.beyond import advantage
     from fedoracle.experiments.protocol import demo_config
