@@ -36,8 +36,8 @@ class Harness:
     def oracle_address(self) -> str:
         return dev_account(ORACLE).address
 
-    async def start(self, from_block: int, rpc_url: str | None = None) -> Oracle:
-        self.oracle = Oracle(Chain(rpc_url or self.rpc_url, dev_account(ORACLE)), self.registry.address, self.blobs,
+    async def start(self, from_block: int, rpc_url: str | None = None, retries: int = 5) -> Oracle:
+        self.oracle = Oracle(Chain(rpc_url or self.rpc_url, dev_account(ORACLE), retries=retries), self.registry.address, self.blobs,
                              InProcessPool(Scorer(self.blobs, str(self.vault))),
                              OracleConfig(vault=self.vault, state_dir=self.tmp / "state", poll_interval=0.1,
                                           from_block=from_block, max_backoff=2.0))
