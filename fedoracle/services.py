@@ -241,6 +241,27 @@ class EmbeddedBroker(Service):
         return f"mqtt://{self.host}:{self.port}"
 
 
+class RedisServer(Service):
+    """Debian's redis-server on a free loopback port, nothing persisted (the evaluation queue)."""
+
+    name = "redis"
+
+    def __init__(self, port: int | None = None, host: str = "127.0.0.1") -> None:
+        super().__init__()
+        exe = shutil.which("redis-server")
+        if exe is None:
+            raise ToolMissing("redis-server is not installed (apt-get install redis-server)")
+        self._tmp = tempfile.TemporaryDirectory(prefix="fedoracle-redis-")
+        self.host, self.port = host, port or free_port(host)
+        self._spawn([exe, "--port", str(self.port), "--bind", host, "--save", "", "--appendonly", "no",
+                     "--dir", self._tmp.name], Path(self._tmp.name) / "redis.log")
+        wait_for_port(host, self.port, 10, self.proc)
+
+    @property
+    def url(self) -> str:
+        return f"redis://{self.host}:{self.port}/0"
+
+
 def start_broker(prefer: str = "auto") -> Mosquitto | EmbeddedBroker:
     """mosquitto when installed (or ``prefer='mosquitto'``), else the embedded broker."""
     if prefer == "embedded" or (prefer == "auto" and mosquitto_path() is None):

@@ -11,6 +11,11 @@ import click
 from fedoracle.cli import blobs_option, key_option, registry_option, rpc_option
 
 
+def queue_option(f):
+    return click.option("--queue", envvar="FEDORACLE_QUEUE", default=None,
+                        help="Redis URL of the evaluation queue (redis://HOST:PORT/0); without it, in-process.")(f)
+
+
 @click.group()
 def cli() -> None:
     """The oracle: scores submissions, posts verdicts, aggregates, finalizes."""
@@ -36,8 +41,11 @@ def cli() -> None:
               help="Dynamic threshold: raise each round's threshold to the last global accuracy minus this.")
 @click.option("--log-format", envvar="FEDORACLE_LOG_FORMAT", default="kv", show_default=True,
               type=click.Choice(["text", "kv", "json"]), help="Log lines: key=value pairs, JSON objects, or plain.")
+@queue_option
+@click.option("--job-timeout", default=120.0, show_default=True,
+              help="With --queue: seconds before a job without a result is sent again.")
 def run(rpc_url, registry, key, blob_store, vault, state_dir, confirmations, workers, aggregation, from_block,
-        poll_interval, threshold_margin, log_format) -> None:
+        poll_interval, threshold_margin, log_format, queue, job_timeout) -> None:
     """Run the oracle daemon until interrupted (SIGINT/SIGTERM stop it cleanly)."""
     from fedoracle.blobstore import open_store
     from fedoracle.chain import Chain, load_account
@@ -53,7 +61,12 @@ def run(rpc_url, registry, key, blob_store, vault, state_dir, confirmations, wor
         config = OracleConfig(vault=Path(vault), state_dir=Path(state_dir), confirmations=confirmations,
                               poll_interval=poll_interval, aggregation=aggregation, from_block=from_block,
                               threshold_margin=threshold_margin)
-        pool = InProcessPool(Scorer(blobs, vault), workers=workers)
+        if queue:
+            from oracle.queue import QueuePool
+
+            pool = QueuePool(queue, job_timeout=job_timeout)
+        else:
+            pool = InProcessPool(Scorer(blobs, vault), workers=workers)
         oracle = Oracle(Chain(rpc_url, load_account(key)), registry, blobs, pool, config)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -130,3 +143,31 @@ def render_log(report: dict) -> None:
         table.add_row(str(a["task_id"]), str(a["round"]), a["action"], a["subject"][:14], a["tx_hash"][:14],
                       str(a["block_number"] or "-"), str(a["gas_used"]), a["status"])
     console.print(table)
+
+
+@cli.command()
+@click.option("--queue", envvar="FEDORACLE_QUEUE", required=True, help="Redis URL of the evaluation queue.")
+@blobs_option
+@click.option("--vault", envvar="FEDORACLE_VAULT", default=".fedoracle/vault", show_default=True,
+              help="Folder of hidden test sets (a copy of the listener's).")
+@click.option("--concurrency", default=1, show_default=True, help="Evaluations at once in this process.")
+@click.option("--idle-timeout", default=60.0, show_default=True,
+              help="Seconds before a job a dead worker held is claimed by another.")
+@click.option("--log-format", envvar="FEDORACLE_LOG_FORMAT", default="kv", show_default=True,
+              type=click.Choice(["text", "kv", "json"]))
+def worker(queue, blob_store, vault, concurrency, idle_timeout, log_format) -> None:
+    """Run an evaluation worker: scores jobs from the queue until interrupted (any host)."""
+    from oracle.logs import configure
+    from oracle.queue import run_worker
+
+    configure(log_format)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await run_worker(queue, blob_store, vault, concurrency=concurrency,
+                         idle_timeout_ms=int(idle_timeout * 1000), stop=stop)
+
+    asyncio.run(main())

@@ -35,6 +35,19 @@ def broker():
     b.stop()
 
 
+@pytest.fixture(scope="session")
+def redis_server():
+    """A Redis on a free loopback port for the queue tests; they skip where none can be had."""
+    import shutil
+
+    from fedoracle.services import RedisServer
+
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed (./run installs it where apt-get exists)")
+    with RedisServer() as server:
+        yield server
+
+
 @pytest.fixture
 def blobs(tmp_path):
     return LocalBlobStore(tmp_path / "blobs")

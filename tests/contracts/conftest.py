@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, settings
 
 # `ape test` runs from .venv/bin, where the (non-editable) project is not importable: make the
 # checkout's own `fedoracle` package importable for fltask_harness.
@@ -15,19 +13,7 @@ _ROOT = str(Path(__file__).resolve().parents[2])
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
-from fltask_harness import Params, TaskDriver, make_testset
-
-# Hypothesis profiles for the stateful test: `default` (>= 200 examples, a few minutes budget)
-# and `ci-long` (thorough), picked with HYPOTHESIS_PROFILE.
-_common = dict(
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
-    derandomize=False,
-)
-settings.register_profile("default", max_examples=200, stateful_step_count=25, **_common)
-settings.register_profile("ci-long", max_examples=2_000, stateful_step_count=50, **_common)
-settings.register_profile("quick", max_examples=30, stateful_step_count=20, **_common)
-settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+from fltask_harness import Params, TaskDriver, make_testset  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import random
 from ast import literal_eval
 from dataclasses import dataclass, field, fields
@@ -12,6 +13,7 @@ from eth_abi import decode as abi_decode
 from eth_hash.auto import keccak
 
 from fedoracle.commitments import TestSetCommitment
+from hypothesis import HealthCheck, settings
 
 # Phase / Status enums of the contract.
 NONE, OPEN, CLOSED, AWAITING_FINALIZE, FINALIZED, CANCELLED = range(6)
@@ -268,3 +270,22 @@ def provider(networks, name: str):
         return
     with networks.ethereum.local.use_provider(name, disconnect_after=True) as p:
         yield p
+
+
+# Hypothesis profiles for the stateful test (test_stateful.py reads them with stateful_settings();
+# nothing is loaded globally, so other suites keep their own settings): `default` (>= 200
+# examples, the normal run), `ci-long` (thorough) and `quick`, picked with HYPOTHESIS_PROFILE.
+_common = dict(
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
+)
+STATEFUL_PROFILES = {
+    "default": settings(max_examples=200, stateful_step_count=25, **_common),
+    "ci-long": settings(max_examples=2_000, stateful_step_count=50, **_common),
+    "quick": settings(max_examples=30, stateful_step_count=20, **_common),
+}
+
+
+def stateful_settings() -> settings:
+    """The stateful test's settings: HYPOTHESIS_PROFILE if it names one of ours, else `default`."""
+    return STATEFUL_PROFILES.get(os.environ.get("HYPOTHESIS_PROFILE", "default"), STATEFUL_PROFILES["default"])

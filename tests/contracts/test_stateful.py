@@ -52,6 +52,7 @@ from fltask_harness import (
     make_testset,
     model_uri,
     provider,
+    stateful_settings,
 )
 
 MAX_BP = 10_000
@@ -672,7 +673,8 @@ def test_registry_state_machine(project, networks, accounts, provider_name):
     """The full run on anvil (fast raw JSON-RPC); a shorter one on the in-process EVM, whose
     Python signing makes each transaction ~30 ms (set FLTASK_STATEFUL_FULL=1 for the full count
     there too)."""
-    examples = settings.default.max_examples
+    base = stateful_settings()
+    examples = base.max_examples
     if provider_name == "test" and not os.environ.get("FLTASK_STATEFUL_FULL"):
         examples = max(20, examples // 10)
     with provider(networks, provider_name) as node:
@@ -693,7 +695,7 @@ def test_registry_state_machine(project, networks, accounts, provider_name):
             ),
         )
         OUTCOMES.clear()
-        run_state_machine_as_test(RegistryMachine, settings=settings(settings.default, max_examples=examples))
+        run_state_machine_as_test(RegistryMachine, settings=settings(base, max_examples=examples))
     for key, n in sorted(OUTCOMES.items()):
         print(f"{key[0]:>18} {key[1]:<28} {n}")
     # The run must have reached every phase and every way money leaves the contract.

@@ -62,7 +62,7 @@ def test_listener_and_two_workers_over_redis_one_killed(node, reg, models, mnist
     marker = uuid.uuid4().hex
     queue = redis_server.url.rsplit("/", 1)[0] + "/3"  # a database of its own
     logs = [tmp_path / f"worker{i}.log" for i in range(2)]
-    env = dict(os.environ, FEDORACLE_TEST_RUN=marker)
+    env = dict(os.environ, FEDORACLE_TEST_RUN=marker, FEDORACLE_TEST_SCORE_DELAY="0.5")
     workers = []
     procs = []
     try:
@@ -76,9 +76,14 @@ def test_listener_and_two_workers_over_redis_one_killed(node, reg, models, mnist
                                             tmp_path / "state", pub.block, "--queue", queue, "--job-timeout", "60"),
                                 tmp_path / "listener.log", marker)
         procs.append(listener)
-        # Kill the first worker while it is evaluating (its first job started, not yet done).
+        # Kill the first worker while it is evaluating: right after it announces its second job.
         wait_for_log(logs[0], "scored", 240)
+        deadline = time.monotonic() + 60
+        while logs[0].read_text().count("scoring task") < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
         os.killpg(workers[0].pid, signal.SIGKILL)
+        held = [line for line in logs[0].read_text().splitlines() if "scoring task" in line][-1]
+        held_device = held.rsplit("device=", 1)[-1].split()[0].strip('"}')
         state = run(wait_phase(reg, pub.task_id, Phase.AWAITING_FINALIZE, 400,
                                alive=lambda: listener.poll() is None and workers[1].poll() is None))
         assert state["phase"] == Phase.AWAITING_FINALIZE or state["phase"] == Phase.FINALIZED
@@ -96,5 +101,7 @@ def test_listener_and_two_workers_over_redis_one_killed(node, reg, models, mnist
     by_device = {e.args["device"].lower(): e.args for e in events if e.name == "VerdictPosted"}
     for i, kind in enumerate(KINDS):
         assert Reason(by_device[dev_account(FIRST_DEVICE + i).address.lower()]["reason"]) == WANT[kind], kind
-    assert "scored" in logs[1].read_text()  # the surviving worker did real work
+    survivor = logs[1].read_text()
+    assert f"device={held_device}" in survivor.split("scored", 1)[-1] or held_device in survivor  # job redone
+    assert "scored" in survivor
     assert processes_with_marker(marker) == []
