@@ -29,20 +29,38 @@ async def task_status(rpc_url: str, registry_address: str, task_id: int, from_bl
                                   "reason": Reason(ev.args["reason"]).name}
     for sub in submissions.values():
         v = await registry.get_verdict(task_id, sub["round"], sub["device"])
+        sub["status"] = v["status"].name.lower()
         sub["claimed"] = v["status"] == Status.CLAIMED
+        sub["claimable_wei"] = await registry.claimable(task_id, sub["round"], sub["device"])
     rounds = [dict(round=r, **(await registry.get_round(task_id, r))) for r in range(1, state["round"] + 1)]
+    by_reason: dict[str, int] = {}
+    for sub in submissions.values():
+        if sub["verdict"] is not None:
+            by_reason[sub["verdict"]["reason"]] = by_reason.get(sub["verdict"]["reason"], 0) + 1
+    summary = {
+        "submissions": len(submissions),
+        "accepted": sum(bool(s["verdict"] and s["verdict"]["accepted"]) for s in submissions.values()),
+        "rejected": sum(bool(s["verdict"] and not s["verdict"]["accepted"]) for s in submissions.values()),
+        "pending": sum(s["verdict"] is None for s in submissions.values()),
+        "by_reason": by_reason,
+    }
+    now = (await chain.w3.eth.get_block("latest"))["timestamp"]
     return {
         "task_id": task_id,
         "phase": state["phase"].name.lower(),
         "round": state["round"],
         "threshold_bp": state["thresholdBp"],
         "deadline": state["deadline"],
+        "deadline_in_s": state["deadline"] - now,
+        "summary": summary,
         "publisher": cfg["publisher"],
         "oracle": cfg["oracle"],
         "reward_wei": cfg["reward"],
         "allocated_wei": cfg["allocated"],
         "refunded_wei": cfg["refunded"],
         "registry_balance_wei": await chain.balance(registry.address),
+        "refundable_wei": await registry.refundable(task_id),
+        "oracle_balance_wei": await chain.balance(cfg["oracle"]),
         "global_model": cfg["globalModelHash"],
         "rounds": rounds,
         "submissions": list(submissions.values()),
@@ -58,16 +76,25 @@ def render_status(report: dict[str, Any]) -> None:
     eth = lambda wei: f"{wei / 1e18:.6f} ETH"  # noqa: E731
     console.print(f"[bold]Task {report['task_id']}[/]  phase [cyan]{report['phase']}[/]  round {report['round']}  "
                   f"threshold {report['threshold_bp'] / 100:.2f}%")
+    left = report["deadline_in_s"]
+    console.print(f"deadline {'in ' + str(left) + ' s' if left >= 0 else str(-left) + ' s ago'}  "
+                  f"oracle {report['oracle']} (balance {eth(report['oracle_balance_wei'])})")
     console.print(f"reward {eth(report['reward_wei'])}  allocated {eth(report['allocated_wei'])}  "
-                  f"refunded {eth(report['refunded_wei'])}  registry balance {eth(report['registry_balance_wei'])}")
+                  f"refunded {eth(report['refunded_wei'])}  refundable {eth(report['refundable_wei'])}  "
+                  f"registry balance {eth(report['registry_balance_wei'])}")
+    s = report["summary"]
+    reasons = ", ".join(f"{k} {v}" for k, v in sorted(s["by_reason"].items())) or "-"
+    console.print(f"submissions {s['submissions']}: accepted {s['accepted']}, rejected {s['rejected']}, "
+                  f"awaiting a verdict {s['pending']}  (reasons: {reasons})")
     rounds = Table("round", "submissions", "accepted", "global acc.", "reward / accepted", "settled")
     for r in report["rounds"]:
         rounds.add_row(str(r["round"]), str(r["submissions"]), str(r["accepted"]),
                        f"{r['globalAccuracyBp'] / 100:.2f}%", eth(r["rewardPerAccepted"]), str(r["settled"]))
     console.print(rounds)
-    subs = Table("round", "device", "verdict", "accuracy", "reason", "claimed")
+    subs = Table("round", "device", "verdict", "accuracy", "reason", "claimable", "claimed")
     for s in report["submissions"]:
         v = s["verdict"] or {}
-        subs.add_row(str(s["round"]), s["device"][:12], {True: "accepted", False: "rejected"}.get(v.get("accepted"), "-"),
-                     f"{v['accuracy_bp'] / 100:.2f}%" if v else "-", v.get("reason", "-"), str(s["claimed"]))
+        subs.add_row(str(s["round"]), s["device"][:12], {True: "accepted", False: "rejected"}.get(v.get("accepted"), "pending"),
+                     f"{v['accuracy_bp'] / 100:.2f}%" if v else "-", v.get("reason", "-"), eth(s["claimable_wei"]),
+                     str(s["claimed"]))
     console.print(subs)

@@ -89,6 +89,7 @@ def served(node, reg, models, mnist, tmp_path_factory):
                 "d_state": await reg.get_state(d.task_id),
                 "actions": oracle.checkpoint.action_rows(),
                 "alive": not daemon.done(),
+                "state_dir": tmp / "state",
             }
         finally:
             oracle.stopped.set()
@@ -152,3 +153,52 @@ def test_another_oracles_task_is_left_alone(served):
     assert served["d_state"]["phase"] == Phase.CLOSED and served["d_state"]["verdicts"] == 0
     assert not [e for e in served["events"][d.task_id] if e.name in ("VerdictPosted", "TestDataDisclosed")]
     assert not [x for x in served["actions"] if x["task_id"] == d.task_id]
+
+
+def test_status_shows_phase_verdicts_and_balances(served, node, reg):
+    import json
+
+    from click.testing import CliRunner
+
+    from fedoracle.cli import main
+
+    a = served["tasks"][0]
+    args = ["status", str(a.task_id), "--rpc-url", node.rpc_url, "--registry", reg.address]
+    result = CliRunner().invoke(main, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["phase"] == "finalized"
+    assert report["summary"]["submissions"] == len(CASES) and report["summary"]["pending"] == 0
+    assert report["summary"]["accepted"] == 3 and report["summary"]["by_reason"]["WRONG_SPEC"] == 3
+    accepted = [s for s in report["submissions"] if s["verdict"]["accepted"]]
+    assert all(s["claimable_wei"] > 0 for s in accepted)
+    assert report["registry_balance_wei"] > 0 and report["oracle_balance_wei"] > 0
+    table = CliRunner().invoke(main, args, env={"COLUMNS": "200"})
+    assert table.exit_code == 0 and "finalized" in table.output and "NON_FINITE" in table.output
+    assert "accepted 3, rejected 9, awaiting a verdict 0" in table.output
+
+
+def test_oracle_log_shows_scores_and_transactions(served, reg):
+    import json
+
+    from click.testing import CliRunner
+
+    from fedoracle.cli import main
+
+    a = served["tasks"][0]
+    state_dir = served["state_dir"]
+    args = ["oracle", "log", "--state-dir", str(state_dir), "--registry", reg.address, "--task", str(a.task_id)]
+    result = CliRunner().invoke(main, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert [x["action"] for x in report["actions"]] == ["disclose"] + ["verdict"] * len(CASES) + ["aggregate",
+                                                                                                 "finalize"]
+    assert report["by_status"] == {"mined": len(CASES) + 3}
+    # A score's reason is the evaluation's; "below threshold" is the contract's verdict on an OK score.
+    want = sorted(("OK" if r == Reason.BELOW_THRESHOLD else r.name) for _, r in CASES)
+    assert sorted(s["reason"] for s in report["scores"]) == want
+    table = CliRunner().invoke(main, args, env={"COLUMNS": "200"})
+    assert table.exit_code == 0 and "verdict" in table.output and "mined" in table.output
+    missing = CliRunner().invoke(main, ["oracle", "log", "--state-dir", str(state_dir / "nope"), "--registry",
+                                        reg.address])
+    assert missing.exit_code != 0 and "no checkpoint" in missing.output
