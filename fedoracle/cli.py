@@ -111,7 +111,7 @@ def task() -> None:
 @click.option("--threshold", default=0.5, show_default=True, help="Accuracy a local model must reach.")
 @click.option("--epsilon", default=8.0, show_default=True)
 @click.option("--delta", default=1e-5, show_default=True)
-@click.option("--clip", default=1.0, show_default=True, help="L2 clip norm S of an update.")
+@click.option("--clip", default=5.0, show_default=True, help="L2 clip norm S of an update.")
 @click.option("--reward", "reward_eth", default=1.0, show_default=True, help="Reward escrow in ETH.")
 @click.option("--round-duration", default=600, show_default=True, help="Seconds a round takes submissions.")
 @click.option("--max-submissions", default=0, show_default=True, help="Close a round at this many (0: deadline).")
