@@ -177,3 +177,23 @@ def mia(runs, members, epochs, dataset, results_dir) -> None:
     doc["command"] = _command()
     Path(results_dir).mkdir(parents=True, exist_ok=True)
     (Path(results_dir) / "mia.json").write_text(json.dumps(doc, indent=1, sort_keys=True))
+
+
+@experiment.command()
+@click.option("--runs", type=int, default=1, show_default=True)
+@click.option("--devices", type=int, default=10, show_default=True)
+@click.option("--rounds", type=int, default=3, show_default=True)
+@click.option("--dataset", default="mnist", show_default=True, type=click.Choice(DATASETS))
+@click.option("--results", "results_dir", default="results", show_default=True)
+def noise(runs, devices, rounds, dataset, results_dir) -> None:
+    """The paper's worry: honest DP devices rejected by the gate, noise per sample (÷D) vs per update."""
+    _quiet_tf()
+    from fedoracle.experiments.beyond import noise_grid, run_noise
+
+    try:
+        doc = run_noise(noise_grid(runs=runs, devices=devices, rounds=rounds, dataset=dataset), log=_echo)
+    finally:
+        _cleanup()
+    doc["command"] = _command()
+    Path(results_dir).mkdir(parents=True, exist_ok=True)
+    (Path(results_dir) / "noise.json").write_text(json.dumps(doc, indent=1, sort_keys=True))

@@ -53,11 +53,13 @@ def run_protocol(cfg: RunConfig, out: str | Path, timeout: int = 900) -> dict[st
 
     Returns:
         ``rounds``: per round the threshold each submission was bound to, the global accuracy
-        (bp) and every verdict (device index, kind, accuracy bp, accepted); ``round_groups``: the
+        (bp), every verdict (device index, kind, accuracy bp, accepted) and the order of the
+        submissions on-chain (the order the oracle averages accepted updates in); ``round_groups``: the
         test groups each round was evaluated on; ``run_dir``; ``report`` (the demo's report).
     """
     from fedoracle.demo import Demo
     from fedoracle.hidden import HiddenTestSet
+    from fedoracle.learning.runtime import stop_workers
     from fedoracle.procs import stop_children
     from fedoracle.services import stop_all
 
@@ -67,18 +69,20 @@ def run_protocol(cfg: RunConfig, out: str | Path, timeout: int = 900) -> dict[st
     finally:
         demo.stop_processes()
         stop_all()
-        stop_children()
+        stop_children()  # the demo's last sweep; it also kills this process's TFF worker, so
+        stop_workers()  # drop TFF's context too: the next computation starts a fresh worker
     fleet = json.loads((demo.dir / "fleet.json").read_text())
     index = {d["address"].lower(): (int(d["name"].rsplit("-", 1)[1]), d["kind"]) for d in fleet["devices"]}
     task_id = report["task_id"]
-    rounds: dict[int, dict[str, Any]] = {r: {"round": r, "thresholds_bp": {}, "verdicts": []}
+    rounds: dict[int, dict[str, Any]] = {r: {"round": r, "thresholds_bp": {}, "verdicts": [], "submission_order": []}
                                          for r in range(1, cfg.rounds + 1)}
-    for ev in demo.events:
+    for ev in sorted(demo.events, key=lambda e: (e.block_number, e.log_index)):
         a = ev.args
         if a.get("taskId") != task_id or ev.removed:
             continue
         if ev.name == "ModelSubmitted":
             rounds[a["round"]]["thresholds_bp"][index[a["device"].lower()][0]] = a["thresholdBp"]
+            rounds[a["round"]]["submission_order"].append(index[a["device"].lower()][0])
         elif ev.name == "VerdictPosted":
             i, kind = index[a["device"].lower()]
             rounds[a["round"]]["verdicts"].append({"device": i, "kind": kind, "accuracy_bp": a["accuracyBp"],
@@ -124,7 +128,8 @@ def compare(protocol: dict[str, Any], fast: dict[str, Any]) -> dict[str, Any]:
 
 
 def agreement(cfg: RunConfig, out: str | Path, timeout: int = 900, log: Any = None) -> dict[str, Any]:
-    """Runs ``cfg`` through the protocol, then the fast path on the same test groups, and compares."""
+    """Runs ``cfg`` through the protocol, then the fast path on the same test groups and with the
+    accepted updates averaged in the protocol's submission order, and compares."""
     import time
 
     t0 = time.perf_counter()
@@ -134,7 +139,8 @@ def agreement(cfg: RunConfig, out: str | Path, timeout: int = 900, log: Any = No
         log(f"  protocol run: {t1 - t0:.0f}s ({proto['run_dir']})")
     from fedoracle.experiments.simulate import simulate
 
-    fast = simulate(replace(cfg, full_test=True), round_groups=proto["round_groups"])
+    order = {rec["round"]: rec["submission_order"] for rec in proto["rounds"]}
+    fast = simulate(replace(cfg, full_test=True), round_groups=proto["round_groups"], submission_order=order)
     t2 = time.perf_counter()
     result = compare(proto, fast)
     result.update(config=asdict(cfg), protocol_seconds=round(t1 - t0, 1), fast_seconds=round(t2 - t1, 1),

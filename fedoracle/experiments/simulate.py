@@ -166,13 +166,17 @@ def _honest_release(cfg: RunConfig, task: Task, dev: SimDevice, global_weights: 
                          seed=training_seed(dev.seed, dev.rounds), dp=dp, rng=dev.rng, accountant=dev.accountant)
 
 
-def simulate(cfg: RunConfig, *, round_groups: dict[int, list[int]] | None = None, keep_verdicts: bool = True,
+def simulate(cfg: RunConfig, *, round_groups: dict[int, list[int]] | None = None,
+             submission_order: dict[int, list[int]] | None = None, keep_verdicts: bool = True,
              log: Any = None) -> dict[str, Any]:
     """Runs one task on the fast path.
 
     Args:
         cfg: the run.
         round_groups: the test groups of each round (see :func:`build_task`).
+        submission_order: per round, device indices in the order their submissions reached the
+            chain; the oracle averages accepted updates in that order, and float addition is not
+            associative, so replaying a protocol run bit for bit needs it (default: device order).
         keep_verdicts: keep every device's verdict per round in the result (large for P = 300).
         log: ``callable(str)`` for progress lines, or ``None``.
 
@@ -200,7 +204,7 @@ def simulate(cfg: RunConfig, *, round_groups: dict[int, list[int]] | None = None
         y = np.concatenate([task.groups[i][1] for i in ids])
         ev = evaluator(task.spec, x, y, (cfg.dataset, cfg.task_seed, cfg.test_examples, len(task.groups), tuple(ids)))
         bound = threshold if cfg.gate else 0
-        verdicts, accepted_updates, accepted_samples = [], [], []
+        verdicts, accepted = [], {}
         for dev in fleet:
             if cfg.attack == "adaptive" and dev.kind == "malicious":
                 update = adaptive.crafted_update(cfg, task, dev, weights, threshold)
@@ -210,13 +214,14 @@ def simulate(cfg: RunConfig, *, round_groups: dict[int, list[int]] | None = None
             verdicts.append({"device": dev.index, "kind": dev.kind, "accuracy_bp": v.accuracy_bp,
                              "reason": int(v.reason), "accepted": bool(v.accepted)})
             if v.accepted:
-                accepted_updates.append(update)
-                accepted_samples.append(len(dev.y))
-        weights = aggregate_accepted(weights, accepted_updates, accepted_samples, rule=cfg.aggregation,
+                accepted[dev.index] = (update, len(dev.y))
+        order = (submission_order or {}).get(r) or [d.index for d in fleet]
+        chosen = [accepted[i] for i in order if i in accepted]
+        weights = aggregate_accepted(weights, [u for u, _ in chosen], [n for _, n in chosen], rule=cfg.aggregation,
                                      trim_fraction=cfg.trim_fraction)
-        records.append(RoundRecord(r, threshold, accuracy_bp(ev, weights), len(accepted_updates), verdicts))
+        records.append(RoundRecord(r, threshold, accuracy_bp(ev, weights), len(chosen), verdicts))
         if log:
-            log(f"  round {r}: threshold {threshold / 100:.2f}%, accepted {len(accepted_updates)}/{len(fleet)}, "
+            log(f"  round {r}: threshold {threshold / 100:.2f}%, accepted {len(chosen)}/{len(fleet)}, "
                 f"global {records[-1].global_accuracy_bp / 100:.2f}%")
     final = None
     if cfg.full_test:

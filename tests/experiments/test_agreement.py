@@ -1,21 +1,21 @@
-"""The fast path and the full protocol agree on a tiny task.
+"""The fast path and the full protocol agree on a tiny task, device by device and bit for bit.
 
 One task runs through :class:`fedoracle.demo.Demo` (anvil, broker, relay, oracle and fleet
-processes); the fast path then replays the same config on the test groups the protocol used.
+processes); the fast path then replays the same config on the test groups the protocol used and
+averages the accepted updates in the order their submissions reached the chain.
 
-Tolerance: verdicts must be identical, and accuracies equal within 20 basis points. The two paths
-run the same functions on the same inputs, and in practice agree to the basis point; what may
-differ is float summation order: the oracle averages accepted updates in submission order (set by
-timing), the fast path in device order, so the new global model can differ in the last bits, which
-can move a prediction on at most a test example or two (1 example = 1/1,333 ≈ 7.5 bp here).
+Tolerance: none. Both paths run the same functions (``fedoracle.learning.rounds``) on the same
+inputs, so every verdict and every accuracy must be identical. The one thing that made them differ
+was the order of the weighted mean: float addition is not associative, the oracle averages in
+submission order (set by timing) and a device-order mean differs in the last bits; local training
+from that global model then amplifies the difference, up to 1.2 percentage points on a candidate by
+round 3 (measured, 10 devices). Replaying the submission order removes it (``submission_order``).
 """
 
 from __future__ import annotations
 
 from fedoracle.experiments.config import RunConfig
 from fedoracle.experiments.protocol import agreement
-
-TOLERANCE_BP = 20
 
 
 def test_fast_path_and_protocol_agree_per_device(tmp_path):
@@ -24,8 +24,11 @@ def test_fast_path_and_protocol_agree_per_device(tmp_path):
     res = agreement(cfg, tmp_path, timeout=300)
     proto = res["protocol"]["rounds"]
     assert [len(r["verdicts"]) for r in proto] == [5, 5]  # every device submitted and got a verdict each round
+    assert [sorted(r["submission_order"]) for r in proto] == [list(range(5))] * 2
     assert any(not v["accepted"] for r in proto for v in r["verdicts"])  # the gate did reject someone
-    assert res["thresholds_bound"], res["rounds"]
+    assert res["thresholds_bound"], res["rounds"]  # round 2 was judged by the raised threshold, as assumed
+    assert proto[1]["thresholds_bp"][0] > 2000
     assert res["same_verdicts"], res["rounds"]
-    assert res["max_candidate_diff_bp"] <= TOLERANCE_BP, res["rounds"]
-    assert res["max_global_diff_bp"] <= TOLERANCE_BP, res["rounds"]
+    assert res["max_candidate_diff_bp"] == 0, res["rounds"]
+    assert res["max_global_diff_bp"] == 0, res["rounds"]
+    assert res["fast"]["rounds"][1]["global_accuracy_bp"] == proto[1]["global_accuracy_bp"]
