@@ -75,7 +75,9 @@ def test_a_reorged_submission_never_gets_a_verdict_and_its_replacement_does(fres
     assert vy["status"] == Status.ACCEPTED
     assert vz["status"] == Status.NONE
     assert len(verdict_txs) == 2
-    assert "reorg_removed" in caplog.text
+    # Seen live by the follower (removed logs), or, if a poll failed mid-reorg and the follower
+    # lost its memory of block hashes, caught by the commitment check before any verdict.
+    assert "action=reorg_removed" in caplog.text or "action=mirror_mismatch" in caplog.text
 
 
 def test_a_submission_reorged_away_while_the_oracle_was_down_is_dropped_from_its_mirror(fresh_node, models, mnist,
