@@ -11,10 +11,16 @@ import os
 
 import psutil
 import pytest
+from hypothesis import HealthCheck, settings
 
 from fedoracle.blobstore import LocalBlobStore
 from fedoracle.chain import Chain, TaskRegistry, dev_account
 from fedoracle.services import Anvil, start_broker, stop_all
+
+
+# Property tests run on a shared 2-core CI machine: per-example deadlines would make them flaky.
+settings.register_profile("fedoracle", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("fedoracle")
 
 
 def run(coro):
