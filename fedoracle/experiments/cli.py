@@ -41,6 +41,9 @@ common = [
     click.option("--figures", "figures_dir", default="docs/results", show_default=True, help="Folder for the PNG."),
     click.option("--limit-minutes", type=float, default=None,
                  help="Start no new run after this long; rerun the same command to resume."),
+    click.option("--model", "architecture", default="small_cnn", show_default=True,
+                 type=click.Choice(["small_cnn", "alexnet"]),
+                 help="alexnet: the paper's AlexNet-style model (dropout makes its training non-deterministic)."),
 ]
 
 
@@ -60,13 +63,15 @@ def experiment() -> None:
 @click.option("--dataset", default="fashion_mnist", show_default=True, type=click.Choice(DATASETS),
               help="fashion_mnist is the offline stand-in for the paper's CIFAR-10.")
 @click.option("--devices", type=int, default=None, help="P [default: 10 reduced, 100 full].")
-def fig4(full, runs, data_path, rounds, results_dir, figures_dir, limit_minutes, dataset, devices) -> None:
+def fig4(full, runs, data_path, rounds, results_dir, figures_dir, limit_minutes, architecture, dataset,
+         devices) -> None:
     """Figure 4 of the paper: accuracy vs λ and vs EMD, with and without the defence."""
     _quiet_tf()
     from fedoracle.experiments.config import fig4_grid
     from fedoracle.experiments.runner import run_grid
 
-    grid = fig4_grid(full=full, runs=runs, dataset=dataset, data_path=data_path, devices=devices, rounds=rounds)
+    grid = fig4_grid(full=full, runs=runs, dataset=dataset, data_path=data_path, devices=devices, rounds=rounds,
+                     architecture=architecture)
     try:
         run_grid(grid, results_dir=results_dir, figures_dir=figures_dir, command=_command(), log=_echo,
                  limit_seconds=None if limit_minutes is None else 60 * limit_minutes)
@@ -79,7 +84,7 @@ def fig4(full, runs, data_path, rounds, results_dir, figures_dir, limit_minutes,
 @click.option("--dataset", default="mnist", show_default=True, type=click.Choice(DATASETS))
 @click.option("--devices", "devices", default=None, help="Comma-separated P values [default: 10,100,200,300].")
 @click.option("--delta-devices", type=int, default=None, help="P of the δ panel [default: 10 reduced, 100 full].")
-def fig5(full, runs, data_path, rounds, results_dir, figures_dir, limit_minutes, dataset, devices,
+def fig5(full, runs, data_path, rounds, results_dir, figures_dir, limit_minutes, architecture, dataset, devices,
          delta_devices) -> None:
     """Figure 5 of the paper: highest / minimum / average local-model accuracy vs P and vs δ."""
     _quiet_tf()
@@ -88,7 +93,7 @@ def fig5(full, runs, data_path, rounds, results_dir, figures_dir, limit_minutes,
 
     ps = tuple(int(p) for p in devices.split(",")) if devices else None
     grid = fig5_grid(full=full, runs=runs, dataset=dataset, data_path=data_path, devices=ps, rounds=rounds,
-                     delta_devices=delta_devices)
+                     delta_devices=delta_devices, architecture=architecture)
     try:
         run_grid(grid, results_dir=results_dir, figures_dir=figures_dir, command=_command(), log=_echo,
                  limit_seconds=None if limit_minutes is None else 60 * limit_minutes)

@@ -149,7 +149,8 @@ def _runs(base: RunConfig, runs: int) -> list[RunConfig]:
 
 
 def fig4_grid(*, full: bool = False, runs: int | None = None, dataset: str = "fashion_mnist",
-              data_path: str | None = None, devices: int | None = None, rounds: int | None = None) -> Grid:
+              data_path: str | None = None, devices: int | None = None, rounds: int | None = None,
+              architecture: str = "small_cnn") -> Grid:
     """Fig. 4: accuracy against λ (at EMD 1.5) and against EMD (at λ = 20%), with and without the defence.
 
     Panel ``lambda``: λ ∈ {5, 10, 15, 20}% plus λ = 100% (beyond the paper: where the gate starts
@@ -164,7 +165,7 @@ def fig4_grid(*, full: bool = False, runs: int | None = None, dataset: str = "fa
     devices = devices if devices is not None else (100 if full else 10)
     rounds = rounds if rounds is not None else (5 if full else 3)
     base = RunConfig(dataset=dataset, data_path=data_path, devices=devices, rounds=rounds,
-                     samples_per_device=grid_shard(dataset, devices))
+                     samples_per_device=grid_shard(dataset, devices), architecture=architecture)
     grid = Grid("fig4")
     lambdas = (*PAPER_LAMBDAS, 1.0)
     for lam in lambdas:
@@ -181,13 +182,13 @@ def fig4_grid(*, full: bool = False, runs: int | None = None, dataset: str = "fa
         grid.reduced = [f"{runs} runs per point (paper: 10)", f"P = {devices} devices",
                         f"{rounds} rounds", f"data set {dataset}"
                         + (" (offline stand-in for CIFAR-10)" if dataset == "fashion_mnist" else ""),
-                        "shard size min(2000, N_train / P) as the fleet", "small_cnn, not AlexNet"]
+                        "shard size min(2000, N_train / P) as the fleet", f"model {architecture}"]
     return grid
 
 
 def fig5_grid(*, full: bool = False, runs: int | None = None, dataset: str = "mnist", data_path: str | None = None,
               devices: tuple[int, ...] | None = None, rounds: int | None = None,
-              delta_devices: int | None = None) -> Grid:
+              delta_devices: int | None = None, architecture: str = "small_cnn") -> Grid:
     """Fig. 5: accuracy against P (at δ = e^-5) and against δ (at ε = 8), defended, with DP.
 
     Reports the highest, minimum and average local-model (candidate) accuracy per run (the
@@ -200,7 +201,8 @@ def fig5_grid(*, full: bool = False, runs: int | None = None, dataset: str = "mn
     rounds = rounds if rounds is not None else (5 if full else 3)
     devices = devices if devices is not None else PAPER_DEVICES
     delta_devices = delta_devices if delta_devices is not None else (100 if full else 10)
-    base = RunConfig(dataset=dataset, data_path=data_path, rounds=rounds, flip_rate=0.2, emd=1.5)
+    base = RunConfig(dataset=dataset, data_path=data_path, rounds=rounds, flip_rate=0.2, emd=1.5,
+                     architecture=architecture)
     grid = Grid("fig5")
     for p in devices:
         sized = replace(base, devices=p, delta=math.exp(-5), samples_per_device=grid_shard(dataset, p))
@@ -216,5 +218,5 @@ def fig5_grid(*, full: bool = False, runs: int | None = None, dataset: str = "mn
         grid.reduced = [f"{runs} runs per point (paper: 10)", f"{rounds} rounds",
                         f"δ panel at P = {delta_devices}", f"data set {dataset}",
                         "shard size min(2000, 0.9 N_train / P) (the fleet's N_train / P runs a class dry at P >= 30)",
-                        "small_cnn, not AlexNet"]
+                        f"model {architecture}"]
     return grid

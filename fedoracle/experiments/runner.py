@@ -28,7 +28,9 @@ def stem(grid: Grid) -> str:
     """File name stem of a grid's results."""
     datasets = {cfg.dataset for _, _, cfg in grid.points}
     ds = datasets.pop() if len(datasets) == 1 else "mixed"
-    return grid.name if DEFAULT_DATASET.get(grid.name) == ds else f"{grid.name}_{ds}"
+    name = grid.name if DEFAULT_DATASET.get(grid.name) == ds else f"{grid.name}_{ds}"
+    models = sorted({cfg.architecture for _, _, cfg in grid.points} - {"small_cnn"})
+    return "_".join([name, *models])
 
 
 def run_summary(panel: str, x: float, cfg: RunConfig, result: dict[str, Any]) -> dict[str, Any]:
