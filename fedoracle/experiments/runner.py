@@ -64,27 +64,36 @@ def run_grid(grid: Grid, *, results_dir: str | Path = "results", figures_dir: st
     results_dir.mkdir(parents=True, exist_ok=True)
     path = results_dir / f"{stem(grid)}.json"
     previous = json.loads(path.read_text()) if path.exists() else {}
-    done = {r["key"]: r for r in previous.get("runs", [])}
-    wanted = {cfg.key() for _, _, cfg in grid.points}
+    by_key = {r["key"]: r for r in previous.get("runs", [])}  # a config shared by two panels runs once
     doc = {"figure": grid.name, "command": command, "reduced": grid.reduced,
            "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
-           "planned_runs": len(grid.points), "wall_seconds": previous.get("wall_seconds", 0),
-           "runs": [r for k, r in done.items() if k in wanted]}
+           "planned_runs": len(grid.points), "distinct_runs": len({c.key() for _, _, c in grid.points}),
+           "wall_seconds": previous.get("wall_seconds", 0), "runs": []}
     t0 = time.perf_counter()
-    todo = [(p, x, c) for p, x, c in grid.points if c.key() not in done]
-    log(f"{grid.name}: {len(grid.points)} runs, {len(grid.points) - len(todo)} already done, {len(todo)} to run")
-    for n, (panel, x, cfg) in enumerate(todo, 1):
-        if limit_seconds is not None and time.perf_counter() - t0 > limit_seconds:
-            log(f"time limit reached: {len(todo) - n + 1} runs left (rerun the same command to resume)")
-            break
-        result = simulate(cfg, keep_verdicts=False)
-        doc["runs"].append(run_summary(panel, x, cfg, result))
-        log(f"[{n}/{len(todo)}] {panel}={x} {cfg.variant} P={cfg.devices} seed={cfg.seed}: "
-            f"final {100 * (result['final_accuracy'] or 0):.2f}%, honest rejected "
-            f"{result['detection']['honest_rejected'] or 0:.2f}, {result['seconds']:.0f}s")
+    todo = [(p, x, c) for p, x, c in grid.points if c.key() not in by_key]
+    distinct = len({c.key() for _, _, c in todo})
+    log(f"{grid.name}: {doc['distinct_runs']} distinct runs, {doc['distinct_runs'] - distinct} already done, "
+        f"{distinct} to run")
+    n = 0
+    for panel, x, cfg in grid.points:
+        summary = by_key.get(cfg.key())
+        if summary is None:
+            if limit_seconds is not None and time.perf_counter() - t0 > limit_seconds:
+                continue  # past the time limit: leave it for the next invocation
+            n += 1
+            result = simulate(cfg, keep_verdicts=False)
+            summary = by_key[cfg.key()] = run_summary(panel, x, cfg, result)
+            doc["wall_seconds"] = round(doc["wall_seconds"] + result["seconds"], 1)
+            log(f"[{n}/{distinct}] {panel}={x} {cfg.variant} P={cfg.devices} seed={cfg.seed}: "
+                f"final {100 * (result['final_accuracy'] or 0):.2f}%, honest rejected "
+                f"{result['detection']['honest_rejected'] or 0:.2f}, {result['seconds']:.0f}s")
+        doc["runs"].append({**summary, "panel": panel, "x": x})
         doc["completed_runs"] = len(doc["runs"])
-        doc["wall_seconds"] = round(doc["wall_seconds"] + result["seconds"], 1)
-        _write_json(path, doc)
+        placed = {r["key"] for r in doc["runs"]}  # keep finished runs not yet placed, should this be cut off
+        _write_json(path, {**doc, "runs": doc["runs"] + [r for k, r in by_key.items() if k not in placed]})
+    if len(doc["runs"]) < len(grid.points):
+        log(f"time limit reached: {len(grid.points) - len(doc['runs'])} grid points left "
+            "(rerun the same command to resume)")
     doc["completed_runs"] = len(doc["runs"])
     _write_json(path, doc)
     write_csv(doc, results_dir / f"{stem(grid)}_runs.csv", results_dir / f"{stem(grid)}_summary.csv")

@@ -103,6 +103,13 @@ def test_grid_writes_json_csv_png_and_resumes(tmp_path):
     lines.clear()
     run_grid(grid, results_dir=tmp_path / "r", figures_dir=tmp_path / "f", log=lines.append)
     assert lines[0].endswith("3 already done, 0 to run")
+    # A config shared by two panels (Fig. 4's λ = 20% / EMD = 1.5 point) runs once and is reported in both.
+    grid.points.append(("emd", 1.5, replace(TINY, rounds=1, variant="defended")))
+    lines.clear()
+    doc = run_grid(grid, results_dir=tmp_path / "r", figures_dir=tmp_path / "f", log=lines.append)
+    assert lines == [line for line in lines if not line.startswith("[")]  # nothing simulated
+    assert [r["panel"] for r in doc["runs"]] == ["lambda", "lambda", "nondp", "emd"]
+    assert doc["runs"][3]["final_accuracy"] == doc["runs"][0]["final_accuracy"]
 
 
 def test_paper_grids_cover_the_paper_values():
