@@ -58,7 +58,7 @@ contract FLTaskRegistry is ReentrancyGuard {
     /// @dev Reason codes posted with a verdict (mirrored by `fedoracle.errors.Reason`).
     uint8 public constant REASON_OK = 0;
     uint8 public constant REASON_BELOW_THRESHOLD = 1;
-    uint8 public constant REASON_MAX = 7;
+    uint8 public constant REASON_MAX = 8;
 
     uint16 public constant MAX_BP = 10_000;
     /// @dev Rounds of the swap-or-not shuffle (as in the Ethereum consensus spec).

@@ -21,6 +21,7 @@ class Reason(IntEnum):
     WRONG_SPEC = 5
     NON_FINITE = 6
     TOO_LARGE = 7
+    DUPLICATE = 8  # the same model bytes as an earlier submission of the round (a free rider)
 
 
 class FedoracleError(Exception):

@@ -404,7 +404,8 @@ class Oracle:
 
     async def _prefetch(self, view: TaskView, round_: int) -> None:
         """Starts scoring new submissions of the open round in the background."""
-        subs = [s for s in self.checkpoint.submissions(view.task_id, round_) if self.checkpoint.score(s) is None]
+        subs = [s for s in _originals(self.checkpoint.submissions(view.task_id, round_))
+                if self.checkpoint.score(s) is None]
         if not subs:
             return
         global_hash = (await self.registry.get_task(view.task_id))["globalModelHash"]
@@ -443,10 +444,13 @@ class Oracle:
                 self._request_rescan(task_id, None, f"{len(subs)} of {state['submissions']} submissions mirrored")
             return  # otherwise some ModelSubmitted logs are not confirmed/read yet
         global_hash = (await self.registry.get_task(task_id))["globalModelHash"]
-        for sub in subs:
+        for sub in _originals(subs):  # copies are not evaluated: they get DUPLICATE below
             if self.checkpoint.score(sub) is None:
                 self._start_scoring(view, round_, global_hash, sub)
         ev_hash = evaluator_hash(view.spec_hash)
+        first_with: dict[str, Submission] = {}
+        for sub in subs:  # the first submission of a model keeps it; later copies are free riders
+            first_with.setdefault(sub.model_hash, sub)
         for sub in subs:  # evaluations run concurrently; verdicts go out in submission order
             verdict = await self.registry.get_verdict(task_id, round_, sub.device)
             if verdict["status"] != Status.NONE:
@@ -456,7 +460,11 @@ class Oracle:
                 self._request_rescan(task_id, sub, "no such submission on-chain" if int(on_chain, 16) == 0
                                      else "on-chain commitment differs")
                 return
-            score = await self._score(view, round_, global_hash, sub)
+            original = first_with[sub.model_hash]
+            if original is not sub:
+                score = Score(0, int(Reason.DUPLICATE), f"same model as {original.device}'s earlier submission")
+            else:
+                score = await self._score(view, round_, global_hash, sub)
             accepted = score.reason == Reason.OK and score.accuracy_bp >= sub.threshold_bp
             reason = Reason(score.reason) if score.reason != Reason.OK or accepted else Reason.BELOW_THRESHOLD
             await self._send(task_id, round_, "verdict", sub.device,
@@ -528,3 +536,19 @@ class Oracle:
         digest = self.blobs.put(report)
         await self._send(task_id, round_, "finalize", digest,
                          self.registry.finalize(task_id, final, digest, self.blobs.uri(digest)), accuracy_bp=final)
+
+
+def _originals(subs: list[Submission]) -> list[Submission]:
+    """The submissions (in chain order) that are the first of the round to send their model.
+
+    A later submission of the same bytes copies a model that was public once it was submitted: a
+    free rider, whose verdict is ``DUPLICATE`` without an evaluation. (A perturbed copy is not
+    caught this way; see docs/protocol.md.)
+    """
+    seen: set[str] = set()
+    out = []
+    for sub in subs:
+        if sub.model_hash not in seen:
+            seen.add(sub.model_hash)
+            out.append(sub)
+    return out

@@ -122,6 +122,6 @@ def test_views_of_unknown_task_are_empty(registry):
 def test_constants(registry):
     assert registry.REASON_OK() == 0
     assert registry.REASON_BELOW_THRESHOLD() == 1
-    assert registry.REASON_MAX() == 7
+    assert registry.REASON_MAX() == 8
     assert registry.MAX_BP() == 10_000
     assert registry.SHUFFLE_ROUNDS() == 90

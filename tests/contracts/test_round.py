@@ -242,7 +242,7 @@ def test_accepted_verdict(disclosed, registry, oracle, devices, accuracy):
         (5_999, REASON_OK, REASON_BELOW_THRESHOLD),  # the contract applies the threshold
         (0, REASON_OK, REASON_BELOW_THRESHOLD),
         (5_999, REASON_BELOW_THRESHOLD, REASON_BELOW_THRESHOLD),
-        *[(10_000, r, r) for r in range(2, 8)],  # any failure reason rejects, whatever the accuracy
+        *[(10_000, r, r) for r in range(2, 9)],  # any failure reason rejects, whatever the accuracy
         (0, 7, 7),
     ],
 )
@@ -301,7 +301,7 @@ def test_second_verdict_reverts(disclosed, registry, devices):
 
 @pytest.mark.parametrize(
     "accuracy,reason",
-    [(10_001, 0), (65_535, 2), (5_000, 8), (5_000, 255), (6_000, REASON_BELOW_THRESHOLD), (9_000, REASON_BELOW_THRESHOLD)],
+    [(10_001, 0), (65_535, 2), (5_000, 9), (5_000, 255), (6_000, REASON_BELOW_THRESHOLD), (9_000, REASON_BELOW_THRESHOLD)],
 )
 def test_invalid_verdict_reverts(disclosed, registry, devices, accuracy, reason):
     with reverts_with(registry.FLTaskInvalidVerdict, accuracyBp=accuracy, reason=reason):

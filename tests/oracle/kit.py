@@ -78,13 +78,24 @@ def _raw(tensors: list[np.ndarray], spec_hash: str) -> bytes:
                 metadata=header_metadata(FORMAT, spec_hash))
 
 
+_variants = iter(range(1, 1 << 30))
+
+
 def make_blob(kind: str, blobs: LocalBlobStore, models: Models, global_weights: list[np.ndarray],
-              which: int = 0) -> str:
+              which: int = 0, variant: int | None = None) -> str:
     """Stores a blob of ``kind`` (good, noise, nan, wrong_shape, wrong_dtype, wrong_spec, garbage,
-    oversized, hash_mismatch, missing) and returns the content hash to submit."""
+    oversized, hash_mismatch, missing) and returns the content hash to submit.
+
+    Every call makes different bytes (a tiny seeded perturbation; the oracle rejects a model that
+    an earlier submission of the round already sent as ``DUPLICATE``); pass ``variant`` to get
+    the same bytes again (0: the trained update itself)."""
     spec = models.spec
     delta = [w - g for w, g in zip(models.trained[which], global_weights)]
-    rng = np.random.default_rng(abs(hash(kind)) % 2**32)
+    variant = next(_variants) if variant is None else variant
+    if variant:  # a distinct model of the same quality: a tiny, seeded perturbation
+        jitter = np.random.default_rng(variant)
+        delta = [(d + jitter.normal(0, 1e-6, d.shape)).astype(d.dtype) for d in delta]
+    rng = np.random.default_rng([variant, len(kind)])
     if kind == "good":
         return blobs.put(encode_with_hash(delta, spec)[0])
     if kind == "noise":  # right shape, useless values: evaluated and found below the threshold

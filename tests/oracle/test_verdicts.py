@@ -33,6 +33,7 @@ CASES = [
     ("oversized", Reason.TOO_LARGE),
     ("missing", Reason.MISSING_BLOB),
     ("garbage", Reason.UNDECODABLE),
+    ("copy", Reason.DUPLICATE),  # device 0's model bytes again: a free rider gets nothing
     ("good", Reason.OK),
     ("good", Reason.OK),
 ]
@@ -66,11 +67,15 @@ def served(node, reg, models, mnist, tmp_path_factory):
         daemon = asyncio.create_task(oracle.run())
         try:
             for i, (kind, _) in enumerate(CASES):
-                digest = make_blob(kind, blobs, models, models.initial, which=i % 2)
+                if kind == "copy" or i == 0:  # device 0's model, and then exactly the same bytes again
+                    digest = make_blob("good", blobs, models, models.initial, which=0, variant=0)
+                else:
+                    digest = make_blob(kind, blobs, models, models.initial, which=i % 2)
                 await submit(node.rpc_url, reg.address, FIRST_DEVICE + i, a.task_id, digest, blobs)
             good = make_blob("good", blobs, models, models.initial)
-            for i in range(2):
-                await submit(node.rpc_url, reg.address, FIRST_DEVICE + i, b.task_id, good, blobs)
+            for i in range(2):  # two different models, both refused for the task's broken spec
+                other = make_blob("good", blobs, models, models.initial, which=i)
+                await submit(node.rpc_url, reg.address, FIRST_DEVICE + i, b.task_id, other, blobs)
             await submit(node.rpc_url, reg.address, FIRST_DEVICE, c.task_id, good, blobs)
             await submit(node.rpc_url, reg.address, FIRST_DEVICE, d.task_id, good, blobs)
             alive = lambda: not daemon.done()  # noqa: E731
@@ -175,7 +180,7 @@ def test_status_shows_phase_verdicts_and_balances(served, node, reg):
     assert report["registry_balance_wei"] > 0 and report["oracle_balance_wei"] > 0
     table = CliRunner().invoke(main, args, env={"COLUMNS": "200"})
     assert table.exit_code == 0 and "finalized" in table.output and "NON_FINITE" in table.output
-    assert "accepted 3, rejected 9, awaiting a verdict 0" in table.output
+    assert "accepted 3, rejected 10, awaiting a verdict 0" in table.output
 
 
 def test_oracle_log_shows_scores_and_transactions(served, reg):
@@ -194,8 +199,9 @@ def test_oracle_log_shows_scores_and_transactions(served, reg):
     assert [x["action"] for x in report["actions"]] == ["disclose"] + ["verdict"] * len(CASES) + ["aggregate",
                                                                                                  "finalize"]
     assert report["by_status"] == {"mined": len(CASES) + 3}
-    # A score's reason is the evaluation's; "below threshold" is the contract's verdict on an OK score.
-    want = sorted(("OK" if r == Reason.BELOW_THRESHOLD else r.name) for _, r in CASES)
+    # A score's reason is the evaluation's; "below threshold" is the contract's verdict on an OK score,
+    # and a copy of an earlier submission's model is never evaluated (its verdict says DUPLICATE).
+    want = sorted(("OK" if r == Reason.BELOW_THRESHOLD else r.name) for _, r in CASES if r != Reason.DUPLICATE)
     assert sorted(s["reason"] for s in report["scores"]) == want
     table = CliRunner().invoke(main, args, env={"COLUMNS": "200"})
     assert table.exit_code == 0 and "verdict" in table.output and "mined" in table.output
