@@ -104,7 +104,9 @@ def make_trainers(config) -> list[tuple[str, LocalTrainer]]:
                          f"are not in a fleet of {total}")
     data = load_dataset(config.dataset, path=config.data_path)
     kinds = fleet_kinds(total, config.seed, malicious=config.malicious, unreliable=config.unreliable)
-    shard_size = config.samples_per_device or min(2_000, len(data.y_train) // max(1, total))
+    # At most 90% of the data set is handed out: skewed (unreliable) shards draw one class heavily,
+    # and handing out everything runs a class dry at P >= 30 (the experiments use the same rule).
+    shard_size = config.samples_per_device or min(2_000, int(0.9 * len(data.y_train)) // max(1, total))
     shards = partition(data.y_train, kinds, shard_size, config.seed, num_classes=data.num_classes,
                        target_emd=config.emd, flip_rate=config.flip_rate)
     mine = range(config.first_index, config.first_index + config.count)
