@@ -101,6 +101,10 @@ def load_account(key: str) -> LocalAccount:
         raise ConfigError(f"not a usable private key source ({type(exc).__name__})") from None
 
 
+class NonceTaken(ChainError):
+    """The node refused a transaction because its nonce was already used (nothing was sent)."""
+
+
 @dataclass(frozen=True)
 class ChainEvent:
     """A decoded contract event with its position in the chain."""
@@ -215,9 +219,23 @@ class Chain:
     async def transact(self, fn: Any, *, value: int = 0, decoder: _ErrorDecoder | None = None) -> dict[str, Any]:
         """Signs and sends a contract call, waits for its receipt and returns it.
 
+        When another client took this account's next nonce (the node answers "nonce too low";
+        nothing was sent), the nonce is read again and the call re-sent, up to two more times.
+
         Raises:
             ChainError: the call reverts (message names the custom error), or the RPC fails.
         """
+        for attempt in range(3):
+            try:
+                return await self._transact_once(fn, value=value, decoder=decoder)
+            except NonceTaken:
+                if attempt == 2:
+                    raise
+                log.warning("nonce taken by another client of %s; retrying with a fresh one", self.address)
+        raise AssertionError("unreachable")
+
+    async def _transact_once(self, fn: Any, *, value: int = 0, decoder: _ErrorDecoder | None = None) -> dict[str, Any]:
+        """One attempt of :meth:`transact`."""
         account = self.account
         if account is None:
             raise ConfigError("a transaction needs a signing account")
@@ -249,6 +267,8 @@ class Chain:
                 # The node rejected it (nonce too low after a restart or an outside transaction,
                 # "already known" after a resend) or could not be reached: ask for the nonce again.
                 self._nonce = None
+                if "nonce too low" in str(exc).lower():
+                    raise NonceTaken(f"transaction rejected: {exc}") from exc
                 raise ChainError(f"transaction rejected: {exc}") from exc
             self._nonce += 1
             if self.on_sent is not None:

@@ -11,6 +11,10 @@ import click
 from fedoracle.cli import blobs_option, key_option, registry_option, rpc_option
 
 
+def _exit_cleanly(signum, frame) -> None:
+    raise SystemExit(0)
+
+
 def queue_option(f):
     return click.option("--queue", envvar="FEDORACLE_QUEUE", default=None,
                         help="Redis URL of the evaluation queue (redis://HOST:PORT/0); without it, in-process.")(f)
@@ -47,6 +51,7 @@ def cli() -> None:
 def run(rpc_url, registry, key, blob_store, vault, state_dir, confirmations, workers, aggregation, from_block,
         poll_interval, threshold_margin, log_format, queue, job_timeout) -> None:
     """Run the oracle daemon until interrupted (SIGINT/SIGTERM stop it cleanly)."""
+    signal.signal(signal.SIGTERM, _exit_cleanly)  # until the event loop takes over (start-up is slow)
     from fedoracle.blobstore import open_store
     from fedoracle.chain import Chain, load_account
     from oracle.daemon import Oracle, OracleConfig

@@ -85,3 +85,16 @@ def test_key_sources(source):
 def test_bad_key_source():
     with pytest.raises(ConfigError, match="not a usable private key"):
         load_account("0x1234")
+
+
+def test_a_nonce_taken_by_another_client_is_recovered(registry, anvil):
+    """Two clients of one key (e.g. a CLI command beside a daemon): the stale one re-reads its nonce."""
+    stale = as_(registry, anvil, 15)
+    other = as_(registry, anvil, 15)
+    task_id, _ = run(registry.publish(params(), 10**15))
+    run(stale.submit(task_id, "0x" + "51" * 32, "u", stale.chain.address, 1))  # caches nonce n+1
+    second, _ = run(registry.publish(params(), 10**15))
+    run(other.submit(second, "0x" + "52" * 32, "u", other.chain.address, 1))  # takes nonce n+1
+    third, _ = run(registry.publish(params(), 10**15))
+    receipt = run(stale.submit(third, "0x" + "53" * 32, "u", stale.chain.address, 1))  # n+1 is gone
+    assert receipt["status"] == 1
