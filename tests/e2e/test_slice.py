@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 
 import numpy as np
-import pytest
 
 from devices.client import Device, TrainingConfig
 from devices.training import LocalTrainer
@@ -32,13 +31,6 @@ class GarbageTrainer:
     def __call__(self, spec, global_weights, task):
         rng = np.random.default_rng(0)
         return [rng.normal(0, 50, g.shape).astype(g.dtype) for g in global_weights], 10, None
-
-
-@pytest.fixture(scope="module")
-def mnist():
-    from fedoracle.learning.data import load_dataset
-
-    return load_dataset("mnist")
 
 
 def test_slice_publish_submit_verdict_aggregate_claim(registry, anvil, broker, tmp_path, mnist):

@@ -30,13 +30,6 @@ def reg(node) -> TaskRegistry:
 
 
 @pytest.fixture(scope="package")
-def mnist():
-    from fedoracle.learning.data import load_dataset
-
-    return load_dataset("mnist")
-
-
-@pytest.fixture(scope="package")
 def models(mnist) -> Models:
     """small_cnn for MNIST (blob limit: twice its size) plus two updates trained on 1,500 images each."""
     from fedoracle.codec import ModelSpec, encode
