@@ -22,6 +22,13 @@ def _command() -> str:
     return "fedoracle " + " ".join(shlex.quote(a) for a in sys.argv[1:])
 
 
+def _save(doc: dict, results_dir: str, name: str) -> None:
+    """Stamps ``doc`` with the command that made it and writes ``<results_dir>/<name>.json``."""
+    doc["command"] = _command()
+    Path(results_dir).mkdir(parents=True, exist_ok=True)
+    (Path(results_dir) / f"{name}.json").write_text(json.dumps(doc, indent=1, sort_keys=True))
+
+
 def _cleanup() -> None:
     from fedoracle.learning.runtime import stop_workers
 
@@ -153,9 +160,7 @@ def attack(runs, devices, rounds, dataset, results_dir, figures_dir) -> None:
         doc = run_attacks(attack_grid(runs=runs, devices=devices, rounds=rounds, dataset=dataset), log=_echo)
     finally:
         _cleanup()
-    doc["command"] = _command()
-    Path(results_dir).mkdir(parents=True, exist_ok=True)
-    (Path(results_dir) / "attack.json").write_text(json.dumps(doc, indent=1, sort_keys=True))
+    _save(doc, results_dir, "attack")
     means: dict[str, list[float]] = {}
     for row in doc["cases"]:
         means.setdefault(row["case"], []).append(100 * row["final_accuracy"])
@@ -179,9 +184,7 @@ def mia(runs, members, epochs, dataset, results_dir) -> None:
         doc = membership_inference(dataset=dataset, members=members, epochs=epochs, runs=runs, log=_echo)
     finally:
         _cleanup()
-    doc["command"] = _command()
-    Path(results_dir).mkdir(parents=True, exist_ok=True)
-    (Path(results_dir) / "mia.json").write_text(json.dumps(doc, indent=1, sort_keys=True))
+    _save(doc, results_dir, "mia")
 
 
 @experiment.command()
@@ -199,6 +202,4 @@ def noise(runs, devices, rounds, dataset, results_dir) -> None:
         doc = run_noise(noise_grid(runs=runs, devices=devices, rounds=rounds, dataset=dataset), log=_echo)
     finally:
         _cleanup()
-    doc["command"] = _command()
-    Path(results_dir).mkdir(parents=True, exist_ok=True)
-    (Path(results_dir) / "noise.json").write_text(json.dumps(doc, indent=1, sort_keys=True))
+    _save(doc, results_dir, "noise")
