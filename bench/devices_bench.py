@@ -41,8 +41,8 @@ from pathlib import Path
 from fedoracle import mqtt
 from fedoracle.chain import Chain, TaskParams, TaskRegistry, dev_account
 from fedoracle.commitments import TestSetCommitment
-from fedoracle.relay import Relay
-from fedoracle.services import Anvil, Mosquitto
+from relay.relay import Relay
+from demo.services import Anvil, Mosquitto
 
 RESULTS = Path(__file__).parent / "results"
 PUBLISHER, ORACLE, FAUCET = 0, 1, 2
@@ -124,7 +124,7 @@ async def whole_round(p: int, anvil: Anvil, broker: Mosquitto, work: Path, data)
     from devices.fleet import Fleet, FleetConfig, fund
     from fedoracle.blobstore import LocalBlobStore
     from fedoracle.chain import Phase
-    from fedoracle.publisher import TaskPlan, publish_task
+    from publisher.publish import TaskPlan, publish_task
     from oracle.daemon import Oracle, OracleConfig
     from oracle.pool import InProcessPool
     from oracle.scoring import Scorer

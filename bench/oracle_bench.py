@@ -5,7 +5,7 @@ Writes ``bench/results/oracle.json`` and ``bench/results/oracle.md``. Run with
 ``./run python bench/oracle_bench.py`` (``--sizes 50,300``).
 
 Set-up, per size N: a fresh anvil (automine, one block per transaction) with N + 20 dev accounts,
-a registry, an MNIST ``small_cnn`` task published by ``fedoracle.publisher`` with rounds of 50
+a registry, an MNIST ``small_cnn`` task published by ``publisher.publish`` with rounds of 50
 submissions (the cap closes each round; N = 300 is six rounds), 1,000 hidden test examples, and
 the oracle running in this process with the default in-process pool (2 evaluation threads). Each
 device (its own dev account) submits one update per round as fast as the node takes them: 80 %
@@ -35,8 +35,8 @@ import numpy as np
 from fedoracle.blobstore import LocalBlobStore
 from fedoracle.chain import Chain, Phase, TaskRegistry, dev_account
 from fedoracle.codec import decode, encode_with_hash
-from fedoracle.publisher import TaskPlan, publish_task
-from fedoracle.services import Anvil
+from publisher.publish import TaskPlan, publish_task
+from demo.services import Anvil
 from oracle.daemon import Oracle, OracleConfig
 from oracle.pool import InProcessPool
 from oracle.scoring import Scorer

@@ -33,7 +33,7 @@ from fedoracle.blobstore import LocalBlobStore  # noqa: E402
 from fedoracle.chain import Submission  # noqa: E402
 from fedoracle.codec import encode_with_hash  # noqa: E402
 from fedoracle.hidden import HiddenTestSet  # noqa: E402
-from fedoracle.services import RedisServer  # noqa: E402
+from demo.services import RedisServer  # noqa: E402
 from oracle.pool import InProcessPool  # noqa: E402
 from oracle.queue import QueuePool  # noqa: E402
 from oracle.scoring import Scorer, ScoreJob  # noqa: E402

@@ -7,7 +7,7 @@ import signal
 
 import click
 
-from fedoracle.cli import blobs_option, broker_option, registry_option, rpc_option
+from fedoracle.options import blobs_option, broker_option, registry_option, rpc_option
 
 
 @click.group()

@@ -4,7 +4,7 @@ The store is an untrusted transport: :meth:`BlobStore.get` re-hashes what it rea
 bytes that do not match. Backends:
 
 - :class:`LocalBlobStore`: a folder (a path or ``file://`` URL); the default.
-- :class:`HttpBlobStore`: a blob server (``fedoracle blobs serve``, :mod:`fedoracle.blobserver`)
+- :class:`HttpBlobStore`: a blob server (``fedoracle blobs serve``, :mod:`relay.blobserver`)
   at an ``http://`` or ``https://`` URL, for roles on other hosts. Uploads carry the token from
   ``FEDORACLE_BLOB_TOKEN`` when it is set.
 

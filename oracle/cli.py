@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from fedoracle.cli import blobs_option, key_option, registry_option, rpc_option
+from fedoracle.options import blobs_option, key_option, registry_option, rpc_option
 
 
 def _exit_cleanly(signum, frame) -> None:

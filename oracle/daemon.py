@@ -301,7 +301,7 @@ class Oracle:
             except TransactionNotFound:
                 receipt = None
         self.checkpoint.finish_action(tx_hash, receipt)
-        emit(log, "recovered", action=action, tx=tx_hash,
+        emit(log, "recovered", step=action, tx=tx_hash,
              status=DROPPED if receipt is None else ("mined" if receipt["status"] == 1 else "reverted"))
 
     async def _send(self, task_id: int, round_: int, action: str, subject: str, tx, **fields) -> dict | None:

@@ -26,8 +26,14 @@ def render(fields: dict[str, Any]) -> str:
     return " ".join(f"{k}={_value(v)}" for k, v in fields.items() if v is not None)
 
 
-def emit(logger: logging.Logger, action: str, level: int = logging.INFO, **fields: Any) -> None:
-    """Logs one oracle action with its fields (``None`` values are left out)."""
+def emit(logger: logging.Logger, action: str, level: int = logging.INFO, /, **fields: Any) -> None:
+    """Logs one oracle action with its fields (``None`` values are left out).
+
+    ``logger``, ``action`` and ``level`` are positional-only, so a field may have any name; a field
+    called ``action`` would hide the record's own and is refused.
+    """
+    if "action" in fields:
+        raise TypeError("emit: name the field something other than 'action' (e.g. 'step')")
     record = {"action": action, **{k: v for k, v in fields.items() if v is not None}}
     logger.log(level, "%s", render(record), extra={FIELDS: record})
 

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, settings
 
 from fedoracle.blobstore import LocalBlobStore
 from fedoracle.chain import Chain, TaskRegistry, dev_account
-from fedoracle.services import Anvil, start_broker, stop_all
+from demo.services import Anvil, start_broker, stop_all
 
 
 # Property tests run on a shared 2-core CI machine: per-example deadlines would make them flaky.
@@ -46,7 +46,7 @@ def redis_server():
     """A Redis on a free loopback port for the queue tests; they skip where none can be had."""
     import shutil
 
-    from fedoracle.services import RedisServer
+    from demo.services import RedisServer
 
     if shutil.which("redis-server") is None:
         pytest.skip("redis-server is not installed (./run installs it where apt-get exists)")

@@ -1,7 +1,7 @@
 """One round of the protocol's learning logic, shared by the devices, the oracle and the experiments.
 
 The protocol path (``devices/training.py``, ``oracle/scoring.py``, ``oracle/daemon.py``) and the
-experiment harness's fast path (``fedoracle.experiments``) must compute the very same things, so
+experiment harness's fast path (``experiments``) must compute the very same things, so
 both call these functions:
 
 - :func:`device_update` — a device's release: train from the global model, take the update

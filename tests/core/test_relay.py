@@ -7,7 +7,7 @@ import json
 
 from fedoracle import mqtt
 from fedoracle.chain import Chain, dev_account
-from fedoracle.relay import Relay
+from relay.relay import Relay
 from tests.conftest import run
 from tests.core.test_chain import params
 

@@ -22,9 +22,9 @@ from devices.fleet import Fleet, FleetConfig, fund
 from fedoracle.blobstore import LocalBlobStore
 from fedoracle.chain import Chain, ChainEvent, Phase, TaskRegistry, dev_account
 from fedoracle.errors import ToolMissing
-from fedoracle.publisher import PublishedTask, TaskPlan, publish_task
-from fedoracle.relay import Relay
-from fedoracle.services import Mosquitto
+from publisher.publish import PublishedTask, TaskPlan, publish_task
+from relay.relay import Relay
+from demo.services import Mosquitto
 from tests.conftest import run
 
 PUBLISHER, ORACLE, FAUCET = 3, 4, 5

@@ -11,7 +11,7 @@ from collections import Counter
 from devices.client import Device
 from fedoracle import mqtt
 from fedoracle.chain import Phase
-from fedoracle.publisher import TaskPlan
+from publisher.publish import TaskPlan
 from tests.conftest import run
 from tests.devices.conftest import fleet_config, task_harness, wait_for
 

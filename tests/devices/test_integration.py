@@ -11,7 +11,7 @@ import asyncio
 from collections import Counter
 
 from fedoracle.chain import Phase, Status
-from fedoracle.publisher import TaskPlan
+from publisher.publish import TaskPlan
 from tests.conftest import run
 from tests.devices.conftest import fleet_config, task_harness, wait_for
 

@@ -1,6 +1,6 @@
 """The fast path and the full protocol agree on a tiny task, device by device and bit for bit.
 
-One task runs through :class:`fedoracle.demo.Demo` (anvil, broker, relay, oracle and fleet
+One task runs through :class:`demo.run.Demo` (anvil, broker, relay, oracle and fleet
 processes); the fast path then replays the same config on the test groups the protocol used and
 averages the accepted updates in the order their submissions reached the chain.
 
@@ -14,8 +14,8 @@ round 3 (measured, 10 devices). Replaying the submission order removes it (``sub
 
 from __future__ import annotations
 
-from fedoracle.experiments.config import RunConfig
-from fedoracle.experiments.protocol import agreement
+from experiments.config import RunConfig
+from experiments.protocol import agreement
 
 
 def test_fast_path_and_protocol_agree_per_device(tmp_path):

@@ -10,8 +10,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from fedoracle.experiments.config import Grid, RunConfig, fig4_grid, fig5_grid
-from fedoracle.experiments.metrics import candidate_stats, detection
+from experiments.config import Grid, RunConfig, fig4_grid, fig5_grid
+from experiments.metrics import candidate_stats, detection
 
 TINY = RunConfig(dataset="mnist", devices=5, rounds=2, samples_per_device=200, epochs=1, threshold=0.2,
                  flip_rate=1.0, emd=1.5, test_examples=600, full_test=False)
@@ -20,7 +20,7 @@ TINY = RunConfig(dataset="mnist", devices=5, rounds=2, samples_per_device=200, e
 def test_fleet_is_the_one_make_trainers_builds(mnist):
     from devices.fleet import FleetConfig
     from devices.training import make_trainers
-    from fedoracle.experiments.simulate import build_fleet
+    from experiments.simulate import build_fleet
 
     cfg = replace(TINY, devices=10, seed=3, flip_rate=0.2, emd=1.0, samples_per_device=None)
     trainers = make_trainers(FleetConfig(count=10, seed=3, flip_rate=0.2, emd=1.0, dataset="mnist"))
@@ -34,9 +34,9 @@ def test_fleet_is_the_one_make_trainers_builds(mnist):
 
 
 def test_task_is_the_one_the_publisher_builds(tmp_path, mnist):
-    from fedoracle.experiments.simulate import build_task
+    from experiments.simulate import build_task
     from fedoracle.learning.data import encode_group
-    from fedoracle.publisher import TaskPlan, hidden_test_set
+    from publisher.publish import TaskPlan, hidden_test_set
 
     cfg = replace(TINY, task_seed=4, rounds=3)
     task = build_task(cfg, mnist)
@@ -64,7 +64,7 @@ def test_detection_counts_rejections_as_positives():
 
 
 def test_simulated_task_gates_label_flippers_and_is_deterministic():
-    from fedoracle.experiments.simulate import simulate
+    from experiments.simulate import simulate
 
     res = simulate(TINY)
     assert [r["round"] for r in res["rounds"]] == [1, 2]
@@ -84,7 +84,7 @@ def test_simulated_task_gates_label_flippers_and_is_deterministic():
 
 
 def test_grid_writes_json_csv_png_and_resumes(tmp_path):
-    from fedoracle.experiments.runner import run_grid
+    from experiments.runner import run_grid
 
     grid = Grid("fig4", reduced=["tiny"])
     for variant in ("defended", "undefended"):
@@ -126,7 +126,7 @@ def test_paper_grids_cover_the_paper_values():
 
 def test_grid_shards_fit_the_training_set(mnist):
     """The fleet's default shard (N_train // P) runs a class dry at P = 100; the grids' shards do not."""
-    from fedoracle.experiments.config import grid_shard
+    from experiments.config import grid_shard
     from fedoracle.learning.partition import fleet_kinds, partition
 
     with pytest.raises(ValueError, match="samples left"):
@@ -140,8 +140,8 @@ def test_grid_shards_fit_the_training_set(mnist):
 
 
 def test_membership_advantage_and_demo_limits():
-    from fedoracle.experiments.beyond import advantage
-    from fedoracle.experiments.protocol import demo_config
+    from experiments.beyond import advantage
+    from experiments.protocol import demo_config
 
     assert advantage(np.array([0.1, 0.2]), np.array([1.0, 2.0])) == (1.0, 1.0)
     adv, auc = advantage(np.array([0.5, 0.5]), np.array([0.5, 0.5]))

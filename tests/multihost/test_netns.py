@@ -21,8 +21,8 @@ import pytest
 
 from fedoracle.blobstore import open_store
 from fedoracle.chain import Chain, Phase, Status, TaskRegistry, dev_account
-from fedoracle.publisher import TaskPlan, publish_task
-from fedoracle.services import MOSQUITTO_CONF, mosquitto_path, wait_for_port
+from publisher.publish import TaskPlan, publish_task
+from demo.services import MOSQUITTO_CONF, mosquitto_path, wait_for_port
 from tests.conftest import run
 
 pytestmark = pytest.mark.skipif(

@@ -9,7 +9,7 @@ import psutil
 import pytest
 
 from fedoracle.chain import Chain, TaskRegistry, dev_account
-from fedoracle.services import Anvil
+from demo.services import Anvil
 from tests.conftest import run
 from tests.oracle.kit import Models
 

@@ -43,7 +43,13 @@ class Harness:
                                           from_block=from_block, max_backoff=2.0))
         ready = asyncio.Event()
         self.daemon = asyncio.create_task(self.oracle.run(ready))
-        await asyncio.wait_for(ready.wait(), 60)
+        up = asyncio.create_task(ready.wait())
+        await asyncio.wait({up, self.daemon}, timeout=60, return_when=asyncio.FIRST_COMPLETED)
+        if not up.done():
+            up.cancel()
+            if self.daemon.done():  # the start-up itself died: say how
+                self.daemon.result()
+            raise TimeoutError("the oracle did not come up within 60 s")
         return self.oracle
 
     async def stop(self, crash: bool = False) -> None:

@@ -71,12 +71,18 @@ def test_killed_again_and_again_the_oracle_posts_exactly_one_verdict_per_submiss
         return time.monotonic()
 
     async def life(argv: list[str], crash_at: str, limit: float) -> None:
+        reached_before = _crash_points_reached(log_path)
         proc = spawn_oracle(argv, log_path, marker, crash_at)
         started = time.monotonic()
         while proc.poll() is None and time.monotonic() - started < limit:
             await asyncio.sleep(0.05)
-        crashed = proc.poll() is not None  # it reached its crash point first
+        crashed = proc.poll() is not None
         kill_group(proc)
+        if crashed:  # a life may end by itself only at its planned crash point, nowhere else
+            tail = log_path.read_text(errors="replace")[-3000:]
+            assert crash_at, f"a life with no crash point exited with {proc.returncode}:\n{tail}"
+            assert proc.returncode == -signal.SIGKILL, f"exited with {proc.returncode}, not at {crash_at}:\n{tail}"
+            assert _crash_points_reached(log_path) == reached_before + 1, f"died before {crash_at}:\n{tail}"
         lives.append({"crash_at": crash_at, "crashed_itself": crashed, "seconds": time.monotonic() - started,
                       "at": time.monotonic()})
 
@@ -143,6 +149,11 @@ def test_killed_again_and_again_the_oracle_posts_exactly_one_verdict_per_submiss
     logged = [r for r in json_lines(log_path) if r.get("action") == "verdict" and r.get("task") == t.task_id]
     assert logged and {"task", "round", "device", "tx", "gas", "reason", "accuracy_bp"} <= set(logged[0])
     assert processes_with_marker(marker) == []
+
+
+def _crash_points_reached(log_path) -> int:
+    """How many lives have logged reaching their crash point (:func:`oracle.faults.crash_point`)."""
+    return log_path.read_text(errors="replace").count("crash point ") if log_path.exists() else 0
 
 
 def _starts(log_path) -> int:

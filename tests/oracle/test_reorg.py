@@ -10,7 +10,7 @@ import pytest
 
 from fedoracle.chain import Phase, Status, dev_account
 from fedoracle.errors import Reason
-from fedoracle.services import Anvil
+from demo.services import Anvil
 from tests.conftest import run
 from tests.oracle.harness import deploy, rpc
 from tests.oracle.kit import make_blob, publish, submit, task_events, verdict_counts, wait_phase

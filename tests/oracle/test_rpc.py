@@ -10,7 +10,7 @@ import pytest
 
 from fedoracle.chain import Chain, ChainError, Phase, Status, dev_account
 from fedoracle.errors import Reason
-from fedoracle.services import free_port
+from demo.services import free_port
 from tests.conftest import run
 from tests.core.test_chain import params
 from tests.oracle.harness import Harness

@@ -18,8 +18,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from fedoracle.experiments.config import Grid, RunConfig
-from fedoracle.experiments.metrics import summarize
+from experiments.config import Grid, RunConfig
+from experiments.metrics import summarize
 
 DEFAULT_DATASET = {"fig4": "fashion_mnist", "fig5": "mnist"}
 
@@ -58,7 +58,7 @@ def run_grid(grid: Grid, *, results_dir: str | Path = "results", figures_dir: st
     Returns:
         The results document (as written to JSON).
     """
-    from fedoracle.experiments.simulate import simulate
+    from experiments.simulate import simulate
 
     results_dir, figures_dir = Path(results_dir), Path(figures_dir)
     results_dir.mkdir(parents=True, exist_ok=True)
@@ -98,7 +98,7 @@ def run_grid(grid: Grid, *, results_dir: str | Path = "results", figures_dir: st
     _write_json(path, doc)
     write_csv(doc, results_dir / f"{stem(grid)}_runs.csv", results_dir / f"{stem(grid)}_summary.csv")
     if doc["runs"]:
-        from fedoracle.experiments import plots
+        from experiments import plots
 
         figures_dir.mkdir(parents=True, exist_ok=True)
         getattr(plots, grid.name)(doc, figures_dir / f"{stem(grid)}.png")

@@ -26,8 +26,8 @@ from pathlib import Path
 from fedoracle.blobstore import LocalBlobStore
 from fedoracle.chain import Chain, ChainEvent, Phase, TaskRegistry, dev_account
 from fedoracle.follow import LogFollower
-from fedoracle.relay import Relay
-from fedoracle.services import Anvil, start_broker
+from relay.relay import Relay
+from demo.services import Anvil, start_broker
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ class Demo:
     async def run(self) -> dict:
         cfg = self.config
         from fedoracle.learning.data import load_dataset
-        from fedoracle.publisher import TaskPlan, publish_task
+        from publisher.publish import TaskPlan, publish_task
 
         with Anvil(accounts=10, state_dir=self.dir) as anvil, start_broker() as broker:
             blobs = LocalBlobStore(self.dir / "blobs")
@@ -217,7 +217,7 @@ class Demo:
             await asyncio.sleep(0.3)
 
     async def _report(self, registry: TaskRegistry, task_id: int, plan, claimed: int, published) -> dict:
-        from fedoracle.report import build_report, gas_by_function, write_report
+        from demo.report import build_report, gas_by_function, write_report
 
         fleet_file = self.dir / "fleet.json"
         fleet = json.loads(fleet_file.read_text()) if fleet_file.exists() else {}
@@ -295,7 +295,7 @@ def run_demo(config: DemoConfig) -> int:
         return 1
     finally:
         from fedoracle.procs import stop_children
-        from fedoracle.services import stop_all
+        from demo.services import stop_all
 
         stop_all()
         stop_children()

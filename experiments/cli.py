@@ -74,8 +74,8 @@ def fig4(full, runs, data_path, rounds, results_dir, figures_dir, limit_minutes,
          devices) -> None:
     """Figure 4 of the paper: accuracy vs λ and vs EMD, with and without the defence."""
     _quiet_tf()
-    from fedoracle.experiments.config import fig4_grid
-    from fedoracle.experiments.runner import run_grid
+    from experiments.config import fig4_grid
+    from experiments.runner import run_grid
 
     grid = fig4_grid(full=full, runs=runs, dataset=dataset, data_path=data_path, devices=devices, rounds=rounds,
                      architecture=architecture)
@@ -95,8 +95,8 @@ def fig5(full, runs, data_path, rounds, results_dir, figures_dir, limit_minutes,
          delta_devices) -> None:
     """Figure 5 of the paper: highest / minimum / average local-model accuracy vs P and vs δ."""
     _quiet_tf()
-    from fedoracle.experiments.config import fig5_grid
-    from fedoracle.experiments.runner import run_grid
+    from experiments.config import fig5_grid
+    from experiments.runner import run_grid
 
     ps = tuple(int(p) for p in devices.split(",")) if devices else None
     grid = fig5_grid(full=full, runs=runs, dataset=dataset, data_path=data_path, devices=ps, rounds=rounds,
@@ -120,8 +120,8 @@ def agree(figures, devices, rounds, out, results_dir) -> None:
     _quiet_tf()
     import math
 
-    from fedoracle.experiments.config import RunConfig
-    from fedoracle.experiments.protocol import agreement
+    from experiments.config import RunConfig
+    from experiments.protocol import agreement
 
     points = {"fig4": RunConfig(dataset="fashion_mnist", devices=devices, rounds=rounds, flip_rate=0.2, emd=1.5),
               "fig5": RunConfig(dataset="mnist", devices=devices, rounds=rounds, flip_rate=0.2, emd=1.5,
@@ -153,8 +153,8 @@ def agree(figures, devices, rounds, out, results_dir) -> None:
 def attack(runs, devices, rounds, dataset, results_dir, figures_dir) -> None:
     """Beyond the paper: an adaptive attacker crafting updates that pass the gate, vs median / trimmed mean."""
     _quiet_tf()
-    from fedoracle.experiments.beyond import attack_grid, run_attacks
-    from fedoracle.experiments.plots import bars
+    from experiments.beyond import attack_grid, run_attacks
+    from experiments.plots import bars
 
     try:
         doc = run_attacks(attack_grid(runs=runs, devices=devices, rounds=rounds, dataset=dataset), log=_echo)
@@ -178,7 +178,7 @@ def attack(runs, devices, rounds, dataset, results_dir, figures_dir) -> None:
 def mia(runs, members, epochs, dataset, results_dir) -> None:
     """Beyond the paper: membership-inference advantage of a loss-threshold attack, ε = 8 vs non-DP."""
     _quiet_tf()
-    from fedoracle.experiments.beyond import membership_inference
+    from experiments.beyond import membership_inference
 
     try:
         doc = membership_inference(dataset=dataset, members=members, epochs=epochs, runs=runs, log=_echo)
@@ -196,7 +196,7 @@ def mia(runs, members, epochs, dataset, results_dir) -> None:
 def noise(runs, devices, rounds, dataset, results_dir) -> None:
     """The paper's worry: honest DP devices rejected by the gate, noise per sample (÷D) vs per update."""
     _quiet_tf()
-    from fedoracle.experiments.beyond import noise_grid, run_noise
+    from experiments.beyond import noise_grid, run_noise
 
     try:
         doc = run_noise(noise_grid(runs=runs, devices=devices, rounds=rounds, dataset=dataset), log=_echo)

@@ -33,7 +33,7 @@ class TaskPlan:
     test_examples: int = 4_000
     epsilon: float = 8.0
     delta: float = 1e-5
-    clip: float = 5.0  # about an honest round-1 update's L2 norm for small_cnn (measured; see fedoracle/demo.py)
+    clip: float = 5.0  # about an honest round-1 update's L2 norm for small_cnn (measured; see demo/run.py)
     reward_eth: float = 1.0
     round_duration: int = 600
     evaluation_window: int = 600

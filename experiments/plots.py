@@ -12,7 +12,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from fedoracle.experiments.runner import run_row  # noqa: E402
+from experiments.runner import run_row  # noqa: E402
 
 COLORS = {"defended": "tab:blue", "undefended": "tab:red", "nondp": "tab:gray"}
 

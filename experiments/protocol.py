@@ -1,4 +1,4 @@
-"""The protocol path: a run config through the whole system (:class:`fedoracle.demo.Demo`), and its
+"""The protocol path: a run config through the whole system (:class:`demo.run.Demo`), and its
 comparison with the fast path.
 
 The demo runs anvil, the broker, the relay, the oracle and the device fleet as separate
@@ -7,7 +7,7 @@ and ``GlobalModelUpdated`` events), the fleet's device names (``fleet.json``) an
 groups served each round (the publisher's vault), then replays the same config on the fast path
 with those groups and compares verdict by verdict.
 
-The demo exposes only part of a :class:`~fedoracle.experiments.config.RunConfig`: its fleet and
+The demo exposes only part of a :class:`~experiments.config.RunConfig`: its fleet and
 task seeds are 0, devices always use DP with the ÷D sensitivity, the oracle always gates and
 aggregates with FedAvg, and the hidden test set has the publisher's default size. Configs outside
 that raise ``ValueError`` rather than silently comparing different things.
@@ -22,19 +22,19 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from fedoracle.experiments.config import RunConfig
+from experiments.config import RunConfig
 
 DEMO_FIXED = {"seed": 0, "task_seed": 0, "variant": "defended", "aggregation": "fedavg", "dp_scaling": "sample",
               "attack": "label_flip", "test_examples": 4_000, "groups_per_round": 2, "optimizer": "adam"}
 
 
 def demo_config(cfg: RunConfig, out: str | Path, timeout: int = 900) -> Any:
-    """The :class:`fedoracle.demo.DemoConfig` that runs ``cfg`` through the protocol.
+    """The :class:`demo.run.DemoConfig` that runs ``cfg`` through the protocol.
 
     Raises:
         ValueError: when ``cfg`` sets something the demo cannot (see the module docstring).
     """
-    from fedoracle.demo import DemoConfig
+    from demo.run import DemoConfig
 
     bad = {k: getattr(cfg, k) for k, v in DEMO_FIXED.items() if getattr(cfg, k) != v}
     if bad:
@@ -57,11 +57,11 @@ def run_protocol(cfg: RunConfig, out: str | Path, timeout: int = 900) -> dict[st
         submissions on-chain (the order the oracle averages accepted updates in); ``round_groups``: the
         test groups each round was evaluated on; ``run_dir``; ``report`` (the demo's report).
     """
-    from fedoracle.demo import Demo
+    from demo.run import Demo
     from fedoracle.hidden import HiddenTestSet
     from fedoracle.learning.runtime import stop_workers
     from fedoracle.procs import stop_children
-    from fedoracle.services import stop_all
+    from demo.services import stop_all
 
     demo = Demo(demo_config(cfg, out, timeout))
     try:
@@ -137,7 +137,7 @@ def agreement(cfg: RunConfig, out: str | Path, timeout: int = 900, log: Any = No
     t1 = time.perf_counter()
     if log:
         log(f"  protocol run: {t1 - t0:.0f}s ({proto['run_dir']})")
-    from fedoracle.experiments.simulate import simulate
+    from experiments.simulate import simulate
 
     order = {rec["round"]: rec["submission_order"] for rec in proto["rounds"]}
     fast = simulate(replace(cfg, full_test=True), round_groups=proto["round_groups"], submission_order=order)

@@ -40,9 +40,9 @@ def crafted_update(cfg: Any, task: Any, dev: Any, global_weights: list[np.ndarra
     """The adaptive attacker's release for this round.
 
     Args:
-        cfg: the run's :class:`~fedoracle.experiments.config.RunConfig`.
+        cfg: the run's :class:`~experiments.config.RunConfig`.
         task: the simulated task (its spec).
-        dev: the attacking :class:`~fedoracle.experiments.simulate.SimDevice` (its true labels).
+        dev: the attacking :class:`~experiments.simulate.SimDevice` (its true labels).
         global_weights: the round's global model.
         threshold_bp: the threshold in force (public).
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from fedoracle.experiments.config import RunConfig
+from experiments.config import RunConfig
 
 
 def attack_grid(*, runs: int = 1, devices: int = 10, rounds: int = 3, dataset: str = "mnist"
@@ -39,7 +39,7 @@ def attack_grid(*, runs: int = 1, devices: int = 10, rounds: int = 3, dataset: s
 def run_attacks(cases: list[tuple[str, RunConfig]], log: Any = print) -> dict[str, Any]:
     """Runs the attack cases on the fast path; returns per case the final accuracy and how many
     attacker submissions passed the gate."""
-    from fedoracle.experiments.simulate import simulate
+    from experiments.simulate import simulate
 
     rows = []
     for name, cfg in cases:
@@ -96,7 +96,7 @@ def membership_inference(*, dataset: str = "mnist", members: int = 200, epochs: 
     Returns:
         Per release kind: the advantage, AUC and the released model's test accuracy per run, and their means.
     """
-    from fedoracle.experiments.simulate import dataset as load
+    from experiments.simulate import dataset as load
     from fedoracle.learning.models import initial_weights, model_spec
     from fedoracle.learning.privacy import add_noise, noise_std
     from fedoracle.learning.rounds import candidate, device_update
@@ -158,7 +158,7 @@ def noise_grid(*, runs: int = 1, devices: int = 10, rounds: int = 3, dataset: st
 
 def run_noise(cases: list[tuple[str, RunConfig]], log: Any = print) -> dict[str, Any]:
     """Runs the noise cases; per case the final accuracy, honest rejections and detection."""
-    from fedoracle.experiments.simulate import simulate
+    from experiments.simulate import simulate
 
     rows = []
     for name, cfg in cases:

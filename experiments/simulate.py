@@ -3,7 +3,7 @@
 No chain, broker or blob store, but every number comes from the code the protocol runs:
 the fleet's kinds, shards and seeds are drawn exactly as ``devices/training.py``
 ``make_trainers`` draws them; the initial model and hidden test set exactly as
-``fedoracle/publisher.py`` builds them; each device's release is
+``publisher/publish.py`` builds them; each device's release is
 :func:`fedoracle.learning.rounds.device_update` (what ``LocalTrainer`` computes), each verdict
 :func:`~fedoracle.learning.rounds.score_candidate`, each new global model
 :func:`~fedoracle.learning.rounds.aggregate_accepted` and each threshold
@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from fedoracle.experiments.config import RunConfig
+from experiments.config import RunConfig
 from fedoracle.learning.rounds import (
     BP,
     DPParams,
@@ -103,7 +103,7 @@ class Task:
 
 
 def build_task(cfg: RunConfig, data: Any, round_groups: dict[int, list[int]] | None = None) -> Task:
-    """The task ``fedoracle/publisher.py`` publishes for ``TaskPlan(seed=cfg.task_seed)``.
+    """The task ``publisher/publish.py`` publishes for ``TaskPlan(seed=cfg.task_seed)``.
 
     Args:
         cfg: the run.
@@ -183,10 +183,10 @@ def simulate(cfg: RunConfig, *, round_groups: dict[int, list[int]] | None = None
     Returns:
         A JSON-able dict: ``config``, ``rounds`` (threshold, global accuracy, accepted count and
         verdicts per round), ``final_accuracy`` (whole test set), ``detection`` and ``candidates``
-        (see :mod:`fedoracle.experiments.metrics`), ``epsilon_spent`` and ``seconds``.
+        (see :mod:`experiments.metrics`), ``epsilon_spent`` and ``seconds``.
     """
-    from fedoracle.experiments import adaptive
-    from fedoracle.experiments.metrics import candidate_stats, detection
+    from experiments import adaptive
+    from experiments.metrics import candidate_stats, detection
 
     t0 = time.perf_counter()
     data = dataset(cfg.dataset, cfg.data_path)

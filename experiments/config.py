@@ -1,6 +1,6 @@
 """Experiment configurations: one simulated task (:class:`RunConfig`) and the grids of Fig. 4 and Fig. 5.
 
-Defaults mirror ``fedoracle demo`` (``fedoracle/demo.py``, ``fedoracle/publisher.py``,
+Defaults mirror ``fedoracle demo`` (``demo/run.py``, ``publisher/publish.py``,
 ``devices/fleet.py``) so that a fast-path run and a protocol run of the same config compute the
 same thing: small_cnn, clip 5.0 with the paper's ÷D sensitivity, 3 local epochs of Adam at lr
 2e-3, batch 128, threshold 0.5/0.4/0.2 (MNIST/Fashion-MNIST/CIFAR-10) in round 1 and the last
@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field, replace
 
-DEFAULT_THRESHOLD = {"mnist": 0.50, "fashion_mnist": 0.40, "cifar10": 0.20}  # as fedoracle.demo
+DEFAULT_THRESHOLD = {"mnist": 0.50, "fashion_mnist": 0.40, "cifar10": 0.20}  # as demo.run
 PAPER_DELTAS = (math.exp(-1), math.exp(-3), math.exp(-5), math.exp(-6))
 PAPER_LAMBDAS = (0.05, 0.10, 0.15, 0.20)
 PAPER_EMDS = (0.0, 0.5, 1.0, 1.5)
