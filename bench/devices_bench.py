@@ -149,7 +149,7 @@ async def whole_round(p: int, anvil: Anvil, broker: Mosquitto, work: Path, data)
     relay_job = asyncio.create_task(relay.run())
     oracle = Oracle(Chain(anvil.rpc_url, dev_account(ORACLE)), registry.address, blobs,
                     InProcessPool(Scorer(blobs, str(vault))),
-                    OracleConfig(vault=vault, state_dir=work / f"oracle-{p}", poll_interval=0.1))
+                    OracleConfig(vault=vault, state_dir=work / f"oracle-{p}", poll_interval=0.1, threshold_margin=None))
     oracle_job = asyncio.create_task(oracle.run())
     t0 = time.time()
     published = await publish_task(registry, blobs, vault, plan, dev_account(ORACLE).address, dataset=data)

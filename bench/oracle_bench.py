@@ -65,7 +65,7 @@ async def run_size(n: int, mnist, trained: list[np.ndarray], workers: int) -> di
         oracle = Oracle(Chain(node.rpc_url, dev_account(ORACLE)), registry.address, blobs,
                         InProcessPool(Scorer(blobs, str(vault)), workers=workers),
                         OracleConfig(vault=vault, state_dir=Path(tmp) / "state", poll_interval=0.05,
-                                     from_block=published.block_number))
+                                     from_block=published.block_number, threshold_margin=None))
         ready = asyncio.Event()
         daemon = asyncio.create_task(oracle.run(ready))
         await ready.wait()

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from fedoracle.blobstore import LocalBlobStore
 from fedoracle.chain import Chain, ChainEvent, Phase, TaskRegistry, dev_account
+from fedoracle.defaults import DEFAULTS, FleetSettings, TaskSettings, TrainingSettings
 from fedoracle.follow import LogFollower
 from relay.relay import Relay
 from demo.services import Anvil, start_broker
@@ -32,32 +33,25 @@ from demo.services import Anvil, start_broker
 log = logging.getLogger(__name__)
 
 PUBLISHER, ORACLE, FAUCET = 0, 1, 2
-DEFAULT_CLIP = 5.0  # about the L2 norm of an honest round-1 update of small_cnn (measured)
-DEFAULT_THRESHOLD = {"mnist": 0.50, "fashion_mnist": 0.40, "cifar10": 0.20}
 
 
-@dataclass
-class DemoConfig:
-    """The demo's knobs (the CLI's flags)."""
+@dataclass(frozen=True)
+class DemoConfig(TaskSettings, FleetSettings, TrainingSettings):
+    """The demo's knobs (the CLI's flags; defaults: :data:`fedoracle.defaults.DEFAULTS`).
 
-    dataset: str = "mnist"
+    The task, fleet and training fields are :mod:`fedoracle.defaults`' shared groups.
+
+    Attributes:
+        count: devices in the fleet (P).
+        threshold_margin: the oracle's dynamic-threshold margin.
+        out: folder for the run's report.
+        timeout: seconds before the demo gives up.
+        quiet: no progress display.
+    """
+
+    count: int = DEFAULTS.devices
     data_path: str | None = None
-    architecture: str = "small_cnn"
-    count: int = 20
-    rounds: int = 3
-    malicious: float = 0.2
-    unreliable: float = 0.2
-    flip_rate: float = 1.0
-    emd: float = 1.5
-    epsilon: float = 8.0
-    delta: float = 1e-5
-    clip: float | None = None
-    threshold: float | None = None
-    samples_per_device: int | None = None
-    epochs: int = 3
-    batch_size: int = 128
-    learning_rate: float = 2e-3
-    threshold_margin: float = 0.05
+    threshold_margin: float = DEFAULTS.threshold_margin
     out: str = "runs"
     timeout: int = 900
     quiet: bool = False
@@ -111,9 +105,7 @@ class Demo:
             registry = await TaskRegistry.deploy(publisher)
             data = load_dataset(cfg.dataset, path=cfg.data_path)
             plan = TaskPlan(dataset=cfg.dataset, architecture=cfg.architecture, rounds=cfg.rounds,
-                            threshold=cfg.threshold if cfg.threshold is not None else DEFAULT_THRESHOLD[cfg.dataset],
-                            epsilon=cfg.epsilon, delta=cfg.delta,
-                            clip=cfg.clip if cfg.clip is not None else DEFAULT_CLIP,
+                            threshold=cfg.threshold, epsilon=cfg.epsilon, delta=cfg.delta, clip=cfg.clip,
                             max_submissions_per_round=cfg.count, round_duration=max(120, cfg.timeout // max(1, cfg.rounds)),
                             evaluation_window=600)
             published = await publish_task(registry, blobs, vault, plan, dev_account(ORACLE).address, dataset=data)
@@ -227,7 +219,7 @@ class Demo:
         cfg = await registry.get_task(task_id)
         report = build_report(task_id, self.events, fleet, gas, extra={
             "config": {k: v for k, v in vars(self.config).items()},
-            "threshold": plan.threshold,
+            "threshold": plan.initial_threshold,
             "clip": plan.clip,
             "phase": state["phase"].name.lower(),
             "claims": claimed,

@@ -7,7 +7,26 @@ import signal
 
 import click
 
-from fedoracle.options import blobs_option, broker_option, registry_option, rpc_option
+from fedoracle.defaults import DEFAULTS
+from fedoracle.options import (
+    batch_size_option,
+    blobs_option,
+    broker_option,
+    data_path_option,
+    dataset_option,
+    dp_scaling_option,
+    emd_option,
+    epochs_option,
+    flip_rate_option,
+    fleet_seed_option,
+    learning_rate_option,
+    malicious_option,
+    optimizer_option,
+    registry_option,
+    rpc_option,
+    samples_per_device_option,
+    unreliable_option,
+)
 
 
 @click.group()
@@ -20,34 +39,34 @@ def cli() -> None:
 @registry_option
 @broker_option
 @blobs_option
-@click.option("--count", default=10, show_default=True, help="Devices in this process (P).")
-@click.option("--first-index", default=0, show_default=True, help="Index of the first device (for multi-host fleets).")
+@click.option("--count", default=DEFAULTS.devices, show_default=True, type=click.IntRange(min=1),
+              help="Devices in this process (P).")
+@click.option("--first-index", default=0, show_default=True, type=click.IntRange(min=0), help="Index of the first device (for multi-host fleets).")
 @click.option("--fleet-size", default=None, type=int,
               help="Devices in the whole fleet when this process runs a slice of it (kinds and shards are drawn "
                    "for the whole fleet) [default: first-index + count].")
 @click.option("--task", "tasks", multiple=True, type=int,
               help="Join only this task id (repeatable) [default: every task on the registry].")
-@click.option("--train-workers", default=1, show_default=True, help="Threads training in parallel.")
-@click.option("--malicious", default=0.2, show_default=True, help="Share of label-flipping devices.")
-@click.option("--unreliable", default=0.2, show_default=True, help="Share of devices with skewed data.")
-@click.option("--flip-rate", default=0.2, show_default=True, help="λ: share of labels a malicious device flips.")
-@click.option("--emd", default=1.5, show_default=True, help="EMD of unreliable devices' label distribution.")
-@click.option("--dataset", default="mnist", show_default=True, type=click.Choice(["mnist", "fashion_mnist", "cifar10"]))
-@click.option("--data-path", default=None, help="CIFAR-10 archive path.")
-@click.option("--samples-per-device", default=None, type=int)
-@click.option("--epochs", default=1, show_default=True)
-@click.option("--batch-size", default=128, show_default=True)
-@click.option("--lr", "learning_rate", default=1e-4, show_default=True)
-@click.option("--optimizer", default="adam", show_default=True, type=click.Choice(["adam", "sgd"]))
+@click.option("--train-workers", default=1, show_default=True, type=click.IntRange(min=1), help="Threads training in parallel.")
+@malicious_option
+@unreliable_option
+@flip_rate_option
+@emd_option
+@dataset_option
+@data_path_option
+@samples_per_device_option
+@epochs_option
+@batch_size_option
+@learning_rate_option
+@optimizer_option
 @click.option("--no-dp", is_flag=True, help="Submit without clipping and noise (non-DP baseline).")
-@click.option("--dp-scaling", default="sample", show_default=True, type=click.Choice(["sample", "update"]),
-              help="Noise sensitivity: 'sample' = S/D (the paper's ÷D), 'update' = S (whole update; much more noise).")
+@dp_scaling_option
 @click.option("--pre-evaluate", is_flag=True, help="Skip submitting when local accuracy is below the threshold.")
-@click.option("--key-seed", envvar="FEDORACLE_KEY_SEED", default="fedoracle-fleet", show_default=True,
+@click.option("--key-seed", envvar="FEDORACLE_KEY_SEED", default=DEFAULTS.key_seed, show_default=True,
               help="Seed the devices' keys and payees are derived from.")
 @click.option("--fund-from", envvar="FEDORACLE_FUND_FROM", default=None,
               help="Key of a faucet account that tops devices up with gas money (dev chains), e.g. dev:0.")
-@click.option("--seed", default=0, show_default=True, help="Seeds data partitioning and training.")
+@fleet_seed_option
 @click.option("--status-file", default=None, help="Write the fleet's state (JSON) here.")
 def run(rpc_url, registry, broker_url, blob_store, count, first_index, fleet_size, tasks, train_workers, malicious, unreliable, flip_rate, emd, dataset,
         data_path, samples_per_device, epochs, batch_size, learning_rate, optimizer, no_dp, dp_scaling, pre_evaluate, key_seed,

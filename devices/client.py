@@ -35,20 +35,24 @@ from fedoracle import mqtt
 from fedoracle.blobstore import BlobStore
 from fedoracle.chain import Chain, ChainError, Phase, TaskRegistry
 from fedoracle.codec import ModelSpec, decode, encode_with_hash, spec_from_blob
+from fedoracle.defaults import TrainingSettings
+from fedoracle.units import floor_bp
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class TrainingConfig:
-    """How a device trains (the paper's defaults: batch 128, lr 1e-4)."""
+@dataclass(frozen=True)
+class TrainingConfig(TrainingSettings):
+    """How a device trains (defaults: :data:`fedoracle.defaults.DEFAULTS`, a device of the demo).
 
-    epochs: int = 1
-    batch_size: int = 128
-    learning_rate: float = 1e-4
-    optimizer: str = "adam"
+    The optimiser fields are :class:`~fedoracle.defaults.TrainingSettings`'.
+
+    Attributes:
+        dp: clip and noise the update (``False``: the non-DP baseline).
+        pre_evaluate: skip submitting when the local accuracy is below the threshold.
+    """
+
     dp: bool = True
-    dp_scaling: str = "sample"  # "sample": the paper's sensitivity S/D; "update": S (see privacy.py)
     pre_evaluate: bool = False
 
 
@@ -286,7 +290,7 @@ class Device:
             update, num_samples, local_acc = await loop.run_in_executor(
                 self.executor, self.train, spec, global_weights, {**task, "thresholdBp": state["thresholdBp"],
                                                                  "taskId": msg.task_id, "round": msg.round})
-            if local_acc is not None and local_acc * 10_000 < state["thresholdBp"]:
+            if local_acc is not None and floor_bp(local_acc) < state["thresholdBp"]:
                 # The paper's gas-saving step: a device that cannot pass the announced threshold
                 # on its own validation data does not submit.
                 self.stats.skipped.append((*key, f"pre-evaluation {local_acc:.4f} below threshold"))

@@ -26,29 +26,37 @@ from eth_hash.auto import keccak
 from devices.client import Device, TrainingConfig
 from fedoracle.blobstore import BlobStore
 from fedoracle.chain import Chain, load_account
+from fedoracle.defaults import DEFAULTS, FleetSettings
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class FleetConfig:
-    """Who is in the fleet and how they behave."""
+@dataclass(frozen=True)
+class FleetConfig(FleetSettings):
+    """Who is in the fleet and how they behave (the mix and shards: :class:`~fedoracle.defaults.FleetSettings`).
 
-    count: int = 10
-    malicious: float = 0.2
-    unreliable: float = 0.2
-    flip_rate: float = 0.2
-    emd: float = 1.5
-    dataset: str = "mnist"
+    Attributes:
+        count: devices in this process.
+        dataset, data_path: the data set the shards are drawn from.
+        key_seed: seeds the devices' keys and payees.
+        first_index: the first device of this process's slice.
+        seed: the fleet's seed (kinds, shards, training).
+        training: how each device trains.
+        train_workers: threads training at once.
+        fleet_size: devices in the whole fleet when this process runs a slice of it.
+        tasks: join only these task ids (``None``: every task heard of).
+    """
+
+    count: int = DEFAULTS.devices
+    dataset: str = DEFAULTS.dataset
     data_path: str | None = None
-    samples_per_device: int | None = None
-    key_seed: str = "fedoracle-fleet"
+    key_seed: str = DEFAULTS.key_seed
     first_index: int = 0
-    seed: int = 0
+    seed: int = DEFAULTS.fleet_seed
     training: TrainingConfig = field(default_factory=TrainingConfig)
     train_workers: int = 1
-    fleet_size: int | None = None  # the whole fleet when this process runs a slice of it
-    tasks: list[int] | None = None  # join only these task ids (None: every task heard of)
+    fleet_size: int | None = None
+    tasks: list[int] | None = None
 
 
 def device_key(key_seed: str, index: int) -> bytes:

@@ -51,32 +51,37 @@ class LocalTrainer:
 
     def __call__(self, spec: ModelSpec, global_weights: list[np.ndarray], task: dict[str, Any]
                  ) -> tuple[list[np.ndarray], int, float | None]:
-        from fedoracle.learning.privacy import PrivacyAccountant, add_noise, gaussian_sigma
-        from fedoracle.learning.training import local_train
+        """One round's release: :func:`fedoracle.learning.rounds.device_update` with the task's DP.
+
+        Args:
+            spec: the task's model spec.
+            global_weights: the round's global model.
+            task: the registry's ``getTask`` view (ε, δ and S in its fixed-point units).
+
+        Returns:
+            ``(update, num_samples, local_accuracy)``; the accuracy of ``global + update`` on the
+            held-out part of the shard when pre-evaluating, else ``None``.
+        """
+        from fedoracle.learning.privacy import PrivacyAccountant
+        from fedoracle.learning.rounds import DPParams, candidate, device_update, training_seed
 
         with self._lock:
             self.rounds += 1
-            trained = local_train(spec, global_weights, self.x, self.y, epochs=self.config.epochs,
-                                  batch_size=self.config.batch_size, learning_rate=self.config.learning_rate,
-                                  optimizer=self.config.optimizer, seed=self.seed * 1000 + self.rounds)
-            update = [np.asarray(t - g, dtype=g.dtype) for t, g in zip(trained, global_weights)]
-            if self.config.dp:
-                epsilon, delta = task["epsilonMilli"] / 1e3, task["deltaE18"] / 1e18
-                clip = task["clipMicro"] / 1e6
-                d = len(self.y) if self.config.dp_scaling == "sample" else None
-                update = add_noise(update, clip, epsilon, delta, self.rng, num_samples=d)
-                if self._accountant is None:
-                    self._accountant = PrivacyAccountant(delta)
-                    self.target_delta = delta
-                self._accountant.record(gaussian_sigma(epsilon, delta))
+            dp = DPParams.from_task(task, self.config.dp_scaling) if self.config.dp else None
+            if dp is not None and self._accountant is None:
+                self._accountant = PrivacyAccountant(dp.delta)
+                self.target_delta = dp.delta
+            update = device_update(spec, global_weights, self.x, self.y, epochs=self.config.epochs,
+                                   batch_size=self.config.batch_size, learning_rate=self.config.learning_rate,
+                                   optimizer=self.config.optimizer, seed=training_seed(self.seed, self.rounds),
+                                   dp=dp, rng=self.rng, accountant=self._accountant)
             local_acc = None
             if self.config.pre_evaluate and len(self.y_val):
                 from fedoracle.learning.evaluation import Evaluator
 
                 if self._validator is None or self._validator[0] != spec.spec_hash:
                     self._validator = (spec.spec_hash, Evaluator(spec, self.x_val, self.y_val))
-                candidate = [g + u for g, u in zip(global_weights, update)]
-                local_acc = self._validator[1].evaluate(candidate).accuracy
+                local_acc = self._validator[1].evaluate(candidate(global_weights, update)).accuracy
             return update, int(len(self.y)), local_acc
 
 
@@ -96,20 +101,17 @@ def make_trainers(config) -> list[tuple[str, LocalTrainer]]:
         ``(kind, trainer)`` per device of this slice, kinds in ``{"honest", "malicious", "unreliable"}``.
     """
     from fedoracle.learning.data import load_dataset
-    from fedoracle.learning.partition import fleet_kinds, partition
+    from fedoracle.learning.partition import device_seed, plan_fleet
 
     total = getattr(config, "fleet_size", None) or config.first_index + config.count
     if config.first_index < 0 or config.first_index + config.count > total:
         raise ValueError(f"devices {config.first_index}..{config.first_index + config.count - 1} "
                          f"are not in a fleet of {total}")
     data = load_dataset(config.dataset, path=config.data_path)
-    kinds = fleet_kinds(total, config.seed, malicious=config.malicious, unreliable=config.unreliable)
-    # At most 90% of the data set is handed out: skewed (unreliable) shards draw one class heavily,
-    # and handing out everything runs a class dry at P >= 30 (the experiments use the same rule).
-    shard_size = config.samples_per_device or min(2_000, int(0.9 * len(data.y_train)) // max(1, total))
-    shards = partition(data.y_train, kinds, shard_size, config.seed, num_classes=data.num_classes,
-                       target_emd=config.emd, flip_rate=config.flip_rate)
+    shards = plan_fleet(data.y_train, total, config.seed, num_classes=data.num_classes, malicious=config.malicious,
+                        unreliable=config.unreliable, emd=config.emd, flip_rate=config.flip_rate,
+                        samples_per_device=config.samples_per_device)
     mine = range(config.first_index, config.first_index + config.count)
     return [(str(shards[i].kind), LocalTrainer(data.x_train[shards[i].indices], shards[i].labels, config.training,
-                                               seed=config.seed * 100_003 + i))
+                                               seed=device_seed(config.seed, i)))
             for i in mine]

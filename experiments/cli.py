@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-DATASETS = ["mnist", "fashion_mnist", "cifar10"]
+from fedoracle.defaults import ARCHITECTURES, DATASETS
 
 
 def _quiet_tf() -> None:
@@ -49,7 +49,7 @@ common = [
     click.option("--limit-minutes", type=float, default=None,
                  help="Start no new run after this long; rerun the same command to resume."),
     click.option("--model", "architecture", default="small_cnn", show_default=True,
-                 type=click.Choice(["small_cnn", "alexnet"]),
+                 type=click.Choice(ARCHITECTURES),
                  help="alexnet: the paper's AlexNet-style model (dropout makes its training non-deterministic)."),
 ]
 

@@ -1,10 +1,12 @@
 """Experiment configurations: one simulated task (:class:`RunConfig`) and the grids of Fig. 4 and Fig. 5.
 
-Defaults mirror ``fedoracle demo`` (``demo/run.py``, ``publisher/publish.py``,
-``devices/fleet.py``) so that a fast-path run and a protocol run of the same config compute the
-same thing: small_cnn, clip 5.0 with the paper's ÷D sensitivity, 3 local epochs of Adam at lr
-2e-3, batch 128, threshold 0.5/0.4/0.2 (MNIST/Fashion-MNIST/CIFAR-10) in round 1 and the last
-global accuracy minus 0.05 after, 4,000 hidden test examples in ``rounds × 2`` groups.
+Defaults come from :data:`fedoracle.defaults.DEFAULTS`, as the demo's, the publisher's and the
+fleet's do, so that a fast-path run and a protocol run of the same config compute the same thing:
+small_cnn, clip 5.0 with the paper's ÷D sensitivity, 3 local epochs of Adam at lr 2e-3, batch 128,
+threshold 0.5/0.4/0.2 (MNIST/Fashion-MNIST/CIFAR-10) in round 1 and the last global accuracy minus
+0.05 after, 4,000 hidden test examples in ``rounds × 2`` groups. Two defaults are the paper's
+experiment instead of the demo's: P = 10 (the paper's smallest fleet) and λ = 0.2 (its largest
+flip rate; the demo flips every label).
 
 The paper's grid (``--full``): P ∈ {10, 100, 200, 300}, λ ∈ {5, 10, 15, 20}%, EMD up to 1.5,
 ε = 8, δ ∈ {e^-1, e^-3, e^-5, e^-6}, 10 runs. The reduced grid (default) keeps every value of
@@ -16,7 +18,8 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field, replace
 
-DEFAULT_THRESHOLD = {"mnist": 0.50, "fashion_mnist": 0.40, "cifar10": 0.20}  # as demo.run
+from fedoracle.defaults import DEFAULTS, FleetSettings, TaskSettings, TrainingSettings
+
 PAPER_DELTAS = (math.exp(-1), math.exp(-3), math.exp(-5), math.exp(-6))
 PAPER_LAMBDAS = (0.05, 0.10, 0.15, 0.20)
 PAPER_EMDS = (0.0, 0.5, 1.0, 1.5)
@@ -26,24 +29,26 @@ TRAIN_SIZE = {"mnist": 60_000, "fashion_mnist": 60_000, "cifar10": 50_000}
 
 
 def shard_size(dataset: str, devices: int) -> int:
-    """Samples per device for a grid: ``min(2000, 0.9 · N_train / P)``.
+    """Samples per device of a grid point: the fleet's rule
+    (:func:`fedoracle.learning.partition.shard_size`) for the data set's training-set size."""
+    from fedoracle.learning.partition import shard_size as fleet_shard_size
 
-    The fleet's default ``min(2000, N_train // P)`` hands out the whole training set once
-    P ≥ 30, and then the skewed shards of unreliable devices run a class dry (``partition``
-    raises, e.g. at P = 100 on MNIST: "class 8 has no 60 samples left"); leaving 10% unused
-    fixes that. For P ≤ 27 both give 2,000.
-    """
-    return min(2_000, int(0.9 * TRAIN_SIZE[dataset]) // devices)
+    return fleet_shard_size(TRAIN_SIZE[dataset], devices)
 
 
 def grid_shard(dataset: str, devices: int) -> int | None:
-    """``samples_per_device`` for a grid point: ``None`` (the fleet's default) where that works, else :func:`shard_size`."""
-    return None if 2_000 * devices <= 0.9 * TRAIN_SIZE[dataset] else shard_size(dataset, devices)
+    """``samples_per_device`` as a grid point records it: ``None`` where the fleet's rule gives the
+    largest shard, else the shard size (the rule is the same; this keeps the recorded configs of
+    earlier results, and so their resume keys, unchanged)."""
+    size = shard_size(dataset, devices)
+    return None if size == DEFAULTS.max_shard else size
+
+
 ATTACKS = ("label_flip", "adaptive")
 
 
 @dataclass(frozen=True)
-class RunConfig:
+class RunConfig(TaskSettings, FleetSettings, TrainingSettings):
     """One simulated task: fleet, task parameters, oracle policy, attack, seeds.
 
     Attributes:
@@ -55,7 +60,7 @@ class RunConfig:
         malicious, unreliable: shares of the fleet (the paper's 20% / 20%).
         flip_rate: λ, the share of a malicious device's labels that are flipped.
         emd: EMD of the unreliable devices' label distribution.
-        samples_per_device: shard size (``None``: ``min(2000, N_train // P)`` as the fleet).
+        samples_per_device: shard size (``None``: the fleet's rule, ``min(2000, 0.9·N_train // P)``).
         epsilon, delta, clip: the task's local-DP parameters.
         dp_scaling: ``"sample"`` (the paper's ÷D) or ``"update"``.
         variant: ``"defended"`` (DP + accuracy gate), ``"undefended"`` (DP, FedAvg of every
@@ -71,33 +76,17 @@ class RunConfig:
         full_test: also evaluate the final global model on the whole test set.
     """
 
-    dataset: str = "mnist"
     data_path: str | None = None
-    architecture: str = "small_cnn"
-    devices: int = 10
-    rounds: int = 3
-    malicious: float = 0.2
-    unreliable: float = 0.2
-    flip_rate: float = 0.2
-    emd: float = 1.5
-    samples_per_device: int | None = None
-    epsilon: float = 8.0
-    delta: float = 1e-5
-    clip: float = 5.0
-    dp_scaling: str = "sample"
+    devices: int = PAPER_DEVICES[0]
+    flip_rate: float = PAPER_LAMBDAS[-1]
     variant: str = "defended"
-    threshold: float | None = None
-    threshold_margin: float | None = 0.05
-    aggregation: str = "fedavg"
-    trim_fraction: float = 0.2
-    epochs: int = 3
-    batch_size: int = 128
-    learning_rate: float = 2e-3
-    optimizer: str = "adam"
-    test_examples: int = 4_000
-    groups_per_round: int = 2
-    seed: int = 0
-    task_seed: int = 0
+    threshold_margin: float | None = DEFAULTS.threshold_margin
+    aggregation: str = DEFAULTS.aggregation
+    trim_fraction: float = DEFAULTS.trim_fraction
+    test_examples: int = DEFAULTS.test_examples
+    groups_per_round: int = DEFAULTS.groups_per_round
+    seed: int = DEFAULTS.fleet_seed
+    task_seed: int = DEFAULTS.task_seed
     attack: str = "label_flip"
     full_test: bool = True
 
@@ -118,10 +107,6 @@ class RunConfig:
     def gate(self) -> bool:
         """Whether the oracle rejects candidates below the threshold."""
         return self.variant != "undefended"
-
-    @property
-    def initial_threshold(self) -> float:
-        return self.threshold if self.threshold is not None else DEFAULT_THRESHOLD[self.dataset]
 
     def key(self) -> str:
         """A stable identifier of the run (every field), to resume a grid."""

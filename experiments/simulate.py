@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from experiments.config import RunConfig
+from fedoracle.units import to_bp
 from fedoracle.learning.rounds import (
     BP,
     DPParams,
@@ -57,7 +58,7 @@ class SimDevice:
         kind: ``"honest"``, ``"malicious"`` or ``"unreliable"``.
         x, y: its shard (labels as the device has them).
         y_true: the shard's true labels (an adaptive attacker uses them).
-        seed: ``fleet_seed * 100_003 + index``.
+        seed: :func:`fedoracle.learning.partition.device_seed`.
         rng: its noise source, ``default_rng(seed)``.
         rounds: releases so far.
         accountant: its privacy accountant (created on the first DP release).
@@ -78,15 +79,14 @@ class SimDevice:
 
 def build_fleet(cfg: RunConfig, data: Any) -> list[SimDevice]:
     """The fleet of ``devices/training.py`` ``make_trainers`` for the same settings (whole fleet, no slice)."""
-    from fedoracle.learning.partition import fleet_kinds, partition
+    from fedoracle.learning.partition import device_seed, plan_fleet
 
-    kinds = fleet_kinds(cfg.devices, cfg.seed, malicious=cfg.malicious, unreliable=cfg.unreliable)
-    shard_size = cfg.samples_per_device or min(2_000, len(data.y_train) // max(1, cfg.devices))
-    shards = partition(data.y_train, kinds, shard_size, cfg.seed, num_classes=data.num_classes,
-                       target_emd=cfg.emd, flip_rate=cfg.flip_rate)
+    shards = plan_fleet(data.y_train, cfg.devices, cfg.seed, num_classes=data.num_classes, malicious=cfg.malicious,
+                        unreliable=cfg.unreliable, emd=cfg.emd, flip_rate=cfg.flip_rate,
+                        samples_per_device=cfg.samples_per_device)
     fleet = []
     for i, shard in enumerate(shards):
-        seed = cfg.seed * 100_003 + i
+        seed = device_seed(cfg.seed, i)
         fleet.append(SimDevice(i, str(shard.kind), data.x_train[shard.indices], shard.labels,
                                data.y_train[shard.indices], seed, np.random.default_rng(seed)))
     return fleet
@@ -111,15 +111,13 @@ def build_task(cfg: RunConfig, data: Any, round_groups: dict[int, list[int]] | N
         round_groups: group indices per round (1-based), e.g. read from a protocol run's vault;
             ``None`` draws a permutation from ``task_seed`` (the protocol draws it from a secret).
     """
-    from fedoracle.learning.data import split_groups
+    from fedoracle.learning.data import hidden_test_groups
     from fedoracle.learning.models import initial_weights, model_spec
 
     spec = model_spec(cfg.architecture, data.input_shape, data.num_classes)
-    rng = np.random.default_rng(cfg.task_seed)
-    n = min(cfg.test_examples, len(data.y_test))
-    idx = rng.permutation(len(data.y_test))[:n]
     num_groups = cfg.rounds * cfg.groups_per_round
-    groups = split_groups(data.x_test[idx], data.y_test[idx], num_groups)
+    groups = hidden_test_groups(data.x_test, data.y_test, test_examples=cfg.test_examples, num_groups=num_groups,
+                                seed=cfg.task_seed)
     if round_groups is None:
         order = np.random.default_rng([cfg.task_seed, GROUP_ROUNDS_SALT]).permutation(num_groups)
         g = cfg.groups_per_round
@@ -193,7 +191,7 @@ def simulate(cfg: RunConfig, *, round_groups: dict[int, list[int]] | None = None
     fleet = build_fleet(cfg, data)
     task = build_task(cfg, data, round_groups)
     weights = [np.asarray(w) for w in task.initial]
-    threshold = round(cfg.initial_threshold * BP)
+    threshold = to_bp(cfg.initial_threshold)
     records: list[RoundRecord] = []
     for r in range(1, cfg.rounds + 1):
         if records:

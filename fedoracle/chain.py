@@ -31,8 +31,10 @@ from web3 import AsyncHTTPProvider, AsyncWeb3
 from web3._utils.events import get_event_data
 from web3.exceptions import ContractCustomError, ContractLogicError, ContractPanicError, TimeExhausted, Web3RPCError
 
+from fedoracle.defaults import DEFAULTS
 from fedoracle.errors import ChainError, ConfigError
 from fedoracle.hashing import normalize_hash, to_bytes32
+from fedoracle.units import encode_dp
 
 log = logging.getLogger(__name__)
 
@@ -313,14 +315,14 @@ class TaskParams:
     seed_commitment: bytes
     num_groups: int
     groups_per_round: int
-    max_rounds: int = 3
+    max_rounds: int = DEFAULTS.rounds
     target_accuracy_bp: int = 0
-    max_submissions_per_round: int = 0
-    epsilon: float = 8.0
-    delta: float = 1e-5
-    clip: float = 1.0
-    round_duration: int = 600
-    evaluation_window: int = 600
+    max_submissions_per_round: int = DEFAULTS.max_submissions
+    epsilon: float = DEFAULTS.epsilon
+    delta: float = DEFAULTS.delta
+    clip: float = DEFAULTS.clip
+    round_duration: int = DEFAULTS.round_duration
+    evaluation_window: int = DEFAULTS.evaluation_window
     allowlist_only: bool = False
 
     def as_tuple(self) -> tuple:
@@ -333,9 +335,7 @@ class TaskParams:
             self.target_accuracy_bp,
             self.max_rounds,
             self.max_submissions_per_round,
-            round(self.epsilon * 1e3),
-            round(self.delta * 1e18),
-            round(self.clip * 1e6),
+            *encode_dp(self.epsilon, self.delta, self.clip),
             self.test_set_root,
             self.seed_commitment,
             self.num_groups,

@@ -1,6 +1,11 @@
-"""Commitments to the hidden test set: salted group leaves, a Merkle root, a seed and its shuffle.
+"""Commitments: a submission's, and the hidden test set's (salted group leaves, a Merkle root, a
+seed and its shuffle).
 
-The byte-level scheme is shared with ``contracts/FLTaskRegistry.sol`` and tested against it:
+The byte-level scheme is shared with ``contracts/FLTaskRegistry.sol`` and tested against it
+(``tests/contracts/test_views.py``); every role calls these functions and none encodes its own:
+
+- a submission's commitment is ``keccak256(abi.encode(bytes32 modelHash, address payee, uint16
+  thresholdBp, uint32 numSamples))`` (:func:`submission_commitment`);
 
 - a group's hash is ``keccak256(group bytes)`` (the canonical bytes of ``fedoracle.learning.data``);
 - leaf ``i`` is ``keccak256(abi.encode(uint32 i, bytes32 salt_i, bytes32 groupHash_i))`` (96 bytes,
@@ -27,6 +32,28 @@ from eth_hash.auto import keccak
 
 
 SHUFFLE_ROUNDS = 90
+
+
+def submission_commitment(model_hash: bytes | str, payee: str, threshold_bp: int, num_samples: int) -> bytes:
+    """keccak256(abi.encode(bytes32 modelHash, address payee, uint16 thresholdBp, uint32 numSamples)).
+
+    Args:
+        model_hash: the update's content hash (32 bytes, or ``0x``-hex).
+        payee: the address the reward goes to (``0x``-hex, any case).
+        threshold_bp: the threshold in force when the submission was made (basis points).
+        num_samples: the device's declared training examples.
+
+    Raises:
+        ValueError: for a hash that is not 32 bytes, an address that is not 20, or a value out of
+            its Solidity type's range.
+    """
+    digest = bytes.fromhex(model_hash[2:]) if isinstance(model_hash, str) else bytes(model_hash)
+    address = bytes.fromhex(str(payee).removeprefix("0x"))
+    if len(digest) != 32 or len(address) != 20:
+        raise ValueError("a submission commitment needs a 32-byte model hash and a 20-byte payee")
+    if not (0 <= threshold_bp < 2**16 and 0 <= num_samples < 2**32):
+        raise ValueError("thresholdBp is a uint16 and numSamples a uint32")
+    return keccak(digest + address.rjust(32, b"\0") + threshold_bp.to_bytes(32, "big") + num_samples.to_bytes(32, "big"))
 
 
 def seed_commitment(seed: bytes) -> bytes:

@@ -8,7 +8,14 @@ from pathlib import Path
 
 import click
 
-from fedoracle.options import blobs_option, key_option, registry_option, rpc_option
+from fedoracle.options import (
+    aggregation_option,
+    blobs_option,
+    key_option,
+    registry_option,
+    rpc_option,
+    threshold_margin_option,
+)
 
 
 def _exit_cleanly(signum, frame) -> None:
@@ -36,20 +43,20 @@ def cli() -> None:
               help="Where the checkpoint (sqlite) lives.")
 @click.option("--confirmations", envvar="FEDORACLE_CONFIRMATIONS", default=0, show_default=True,
               help="Blocks to wait before acting on an event.")
-@click.option("--workers", envvar="FEDORACLE_WORKERS", default=2, show_default=True, help="Concurrent evaluations.")
-@click.option("--aggregation", default="fedavg", show_default=True,
-              type=click.Choice(["fedavg", "median", "trimmed_mean"]))
+@click.option("--workers", envvar="FEDORACLE_WORKERS", default=2, show_default=True, type=click.IntRange(min=1),
+              help="Concurrent evaluations.")
+@aggregation_option
 @click.option("--from-block", default=0, show_default=True, help="First block when there is no checkpoint.")
 @click.option("--poll-interval", default=0.2, show_default=True)
-@click.option("--threshold-margin", default=None, type=float,
-              help="Dynamic threshold: raise each round's threshold to the last global accuracy minus this.")
+@threshold_margin_option
+@click.option("--static-threshold", is_flag=True, help="Keep every round at the task's published threshold.")
 @click.option("--log-format", envvar="FEDORACLE_LOG_FORMAT", default="kv", show_default=True,
               type=click.Choice(["text", "kv", "json"]), help="Log lines: key=value pairs, JSON objects, or plain.")
 @queue_option
 @click.option("--job-timeout", default=120.0, show_default=True,
               help="With --queue: seconds before a job without a result is sent again.")
 def run(rpc_url, registry, key, blob_store, vault, state_dir, confirmations, workers, aggregation, from_block,
-        poll_interval, threshold_margin, log_format, queue, job_timeout) -> None:
+        poll_interval, threshold_margin, static_threshold, log_format, queue, job_timeout) -> None:
     """Run the oracle daemon until interrupted (SIGINT/SIGTERM stop it cleanly)."""
     signal.signal(signal.SIGTERM, _exit_cleanly)  # until the event loop takes over (start-up is slow)
     from fedoracle.blobstore import open_store
@@ -65,7 +72,7 @@ def run(rpc_url, registry, key, blob_store, vault, state_dir, confirmations, wor
         blobs = open_store(blob_store)
         config = OracleConfig(vault=Path(vault), state_dir=Path(state_dir), confirmations=confirmations,
                               poll_interval=poll_interval, aggregation=aggregation, from_block=from_block,
-                              threshold_margin=threshold_margin)
+                              threshold_margin=None if static_threshold else threshold_margin)
         if queue:
             from oracle.queue import QueuePool
 

@@ -41,17 +41,15 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-from eth_abi import encode as abi_encode
-from eth_utils import keccak, to_checksum_address
-
 from fedoracle.blobstore import BlobStore
 from fedoracle.chain import Chain, ChainError, Phase, Status, Submission, TaskRegistry
 from fedoracle.codec import decode, encode_with_hash
+from fedoracle.defaults import DEFAULTS
+from fedoracle.commitments import submission_commitment
 from fedoracle.errors import ModelRejected, Reason
 from fedoracle.follow import LogFollower
-from fedoracle.hashing import to_bytes32
 from fedoracle.hidden import HiddenTestSet
+from fedoracle.learning.rounds import aggregate_accepted, is_accepted, next_threshold, verdict_reason
 from oracle.faults import crash_point
 from oracle.logs import emit
 from oracle.pool import EvaluationPool
@@ -72,10 +70,10 @@ class OracleConfig:
     state_dir: Path
     confirmations: int = 0
     poll_interval: float = 0.2
-    aggregation: str = "fedavg"  # fedavg | median | trimmed_mean
-    trim_fraction: float = 0.2
+    aggregation: str = DEFAULTS.aggregation  # fedavg | median | trimmed_mean
+    trim_fraction: float = DEFAULTS.trim_fraction
     from_block: int = 0
-    threshold_margin: float | None = None  # raise round r's threshold to global_{r-1} - margin
+    threshold_margin: float | None = DEFAULTS.threshold_margin  # round r: global_{r-1} - margin (None: static)
     max_backoff: float = 10.0  # seconds between retries of a failing step or an unreachable node
 
 
@@ -91,10 +89,8 @@ class TaskView:
 
 
 def commitment(sub: Submission) -> str:
-    """The contract's commitment of a submission: ``keccak256(abi.encode(hash, payee, thr, n))``."""
-    data = abi_encode(["bytes32", "address", "uint16", "uint32"],
-                      [to_bytes32(sub.model_hash), to_checksum_address(sub.payee), sub.threshold_bp, sub.num_samples])
-    return "0x" + keccak(data).hex()
+    """The contract's commitment of a mirrored submission (:func:`fedoracle.commitments.submission_commitment`)."""
+    return "0x" + submission_commitment(sub.model_hash, sub.payee, sub.threshold_bp, sub.num_samples).hex()
 
 
 class Oracle:
@@ -359,8 +355,8 @@ class Oracle:
         if self.config.threshold_margin is None or round_ < 2:
             return
         previous = await self.registry.get_round(task_id, round_ - 1)
-        target = min(previous["globalAccuracyBp"] - round(self.config.threshold_margin * 10_000), 10_000)
-        if target > current_bp:
+        target = next_threshold(round_, current_bp, previous["globalAccuracyBp"], self.config.threshold_margin)
+        if target is not None:
             await self._send(task_id, round_, "threshold", str(target),
                              self.registry.announce_threshold(task_id, target), threshold_bp=target)
 
@@ -465,8 +461,8 @@ class Oracle:
                 score = Score(0, int(Reason.DUPLICATE), f"same model as {original.device}'s earlier submission")
             else:
                 score = await self._score(view, round_, global_hash, sub)
-            accepted = score.reason == Reason.OK and score.accuracy_bp >= sub.threshold_bp
-            reason = Reason(score.reason) if score.reason != Reason.OK or accepted else Reason.BELOW_THRESHOLD
+            accepted = is_accepted(score.reason, score.accuracy_bp, sub.threshold_bp)
+            reason = verdict_reason(score.reason, score.accuracy_bp, sub.threshold_bp)
             await self._send(task_id, round_, "verdict", sub.device,
                              self.registry.post_verdict(sub, score.accuracy_bp, score.reason, ev_hash),
                              device=sub.device, accuracy_bp=score.accuracy_bp, reason=reason.name,
@@ -510,15 +506,10 @@ class Oracle:
     def _aggregate_weights(self, ctx: RoundContext, accepted: list[Submission]):
         if not accepted:
             return ctx.global_weights, ctx.global_hash, b""
-        from fedoracle.learning.aggregation import aggregate
-
         updates = [decode(self.blobs.get(s.model_hash, max_bytes=ctx.spec.max_bytes), ctx.spec,
                           expected_hash=s.model_hash) for s in accepted]
-        samples = [s.num_samples for s in accepted]
-        weights = samples if all(n > 0 for n in samples) else None
-        mean = aggregate(updates, weights=weights, rule=self.config.aggregation,
-                         trim_fraction=self.config.trim_fraction)
-        new = [np.asarray(g + m, dtype=g.dtype) for g, m in zip(ctx.global_weights, mean)]
+        new = aggregate_accepted(ctx.global_weights, updates, [s.num_samples for s in accepted],
+                                 rule=self.config.aggregation, trim_fraction=self.config.trim_fraction)
         data, digest = encode_with_hash(new, ctx.spec)
         return new, digest, data
 

@@ -24,6 +24,7 @@ from fedoracle.chain import Submission
 from fedoracle.codec import ModelSpec, decode, spec_from_blob
 from fedoracle.errors import ModelRejected, Reason
 from fedoracle.hashing import content_hash
+from fedoracle.learning.rounds import score_candidate
 from oracle.store import Score
 
 log = logging.getLogger(__name__)
@@ -63,8 +64,10 @@ class RoundContext:
         return cls(task_id, round_, spec, global_hash, weights, Evaluator(spec, x, y), evaluator_hash(spec_hash))
 
     def accuracy_bp(self, weights: list[np.ndarray]) -> int:
-        """Accuracy in basis points (rounded down, so a verdict never overstates)."""
-        return int(np.floor(self.evaluator.evaluate(weights).accuracy * 10_000 + 1e-9))
+        """Accuracy in basis points (:func:`fedoracle.learning.rounds.accuracy_bp`)."""
+        from fedoracle.learning.rounds import accuracy_bp
+
+        return accuracy_bp(self.evaluator, weights)
 
 
 @dataclass(frozen=True)
@@ -116,11 +119,9 @@ class Scorer:
             ctx = self.context(job)
             data = self.blobs.get(sub.model_hash, max_bytes=ctx.spec.max_bytes)
             update = decode(data, ctx.spec, expected_hash=sub.model_hash)
-            candidate = [g + u for g, u in zip(ctx.global_weights, update)]
-            if not all(np.all(np.isfinite(c)) for c in candidate):
-                raise ModelRejected(Reason.NON_FINITE, "global + update overflows")
-            acc = ctx.accuracy_bp(candidate)
-            return Score(acc, int(Reason.OK), "", time.perf_counter() - t0)
+            verdict = score_candidate(ctx.evaluator, ctx.global_weights, update, sub.threshold_bp)
+            detail = "global + update overflows" if verdict.reason == Reason.NON_FINITE else ""
+            return Score(verdict.accuracy_bp, int(verdict.reason), detail, time.perf_counter() - t0)
         except ModelRejected as exc:
             return Score(0, int(exc.reason), exc.detail[:300], time.perf_counter() - t0)
         except ValueError as exc:  # malformed hash and the like

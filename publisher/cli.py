@@ -7,7 +7,20 @@ import json
 
 import click
 
-from fedoracle.options import blobs_option, key_option, registry_option, rpc_option
+from fedoracle.defaults import DEFAULTS
+from fedoracle.options import (
+    blobs_option,
+    clip_option,
+    dataset_option,
+    delta_option,
+    epsilon_option,
+    key_option,
+    model_option,
+    registry_option,
+    rounds_option,
+    rpc_option,
+    threshold_option,
+)
 
 
 @click.command()
@@ -34,16 +47,19 @@ def task() -> None:
 @click.option("--oracle", required=True, help="The oracle's address.")
 @click.option("--vault", default=".fedoracle/vault", show_default=True,
               help="Private folder for the hidden test set (hand it to the oracle).")
-@click.option("--dataset", default="mnist", show_default=True, type=click.Choice(["mnist", "fashion_mnist", "cifar10"]))
-@click.option("--model", "architecture", default="small_cnn", show_default=True, type=click.Choice(["small_cnn", "alexnet"]))
-@click.option("--rounds", default=3, show_default=True)
-@click.option("--threshold", default=0.5, show_default=True, help="Accuracy a local model must reach.")
-@click.option("--epsilon", default=8.0, show_default=True)
-@click.option("--delta", default=1e-5, show_default=True)
-@click.option("--clip", default=5.0, show_default=True, help="L2 clip norm S of an update.")
-@click.option("--reward", "reward_eth", default=1.0, show_default=True, help="Reward escrow in ETH.")
-@click.option("--round-duration", default=600, show_default=True, help="Seconds a round takes submissions.")
-@click.option("--max-submissions", default=0, show_default=True, help="Close a round at this many (0: deadline).")
+@dataset_option
+@model_option
+@rounds_option
+@threshold_option
+@epsilon_option
+@delta_option
+@clip_option
+@click.option("--reward", "reward_eth", default=DEFAULTS.reward_eth, show_default=True,
+              type=click.FloatRange(min=0.0, min_open=True), help="Reward escrowed, in ETH (> 0).")
+@click.option("--round-duration", default=DEFAULTS.round_duration, show_default=True, type=click.IntRange(min=1),
+              help="Seconds a round takes submissions.")
+@click.option("--max-submissions", default=DEFAULTS.max_submissions, show_default=True,
+              type=click.IntRange(min=0), help="Close a round at this many submissions (0: only the deadline).")
 def task_publish(rpc_url, registry, key, blob_store, oracle, vault, dataset, architecture, rounds, threshold,
                  epsilon, delta, clip, reward_eth, round_duration, max_submissions) -> None:
     """Publish a task: commit the hidden test set, store the initial model, escrow the reward."""

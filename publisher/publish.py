@@ -17,31 +17,39 @@ import numpy as np
 from fedoracle.blobstore import BlobStore
 from fedoracle.chain import TaskParams, TaskRegistry
 from fedoracle.codec import encode_with_hash
+from fedoracle.defaults import DEFAULTS, TaskSettings
 from fedoracle.hidden import HiddenTestSet
+from fedoracle.units import to_bp
 
 
-@dataclass
-class TaskPlan:
-    """What a publisher decides about a task (defaults: a quick MNIST task)."""
+@dataclass(frozen=True)
+class TaskPlan(TaskSettings):
+    """What a publisher decides about a task (defaults: :data:`fedoracle.defaults.DEFAULTS`).
 
-    dataset: str = "mnist"
-    architecture: str = "small_cnn"
-    rounds: int = 3
-    threshold: float = 0.5
-    target_accuracy: float = 0.0
-    groups_per_round: int = 2
-    test_examples: int = 4_000
-    epsilon: float = 8.0
-    delta: float = 1e-5
-    clip: float = 5.0  # about an honest round-1 update's L2 norm for small_cnn (measured; see demo/run.py)
-    reward_eth: float = 1.0
-    round_duration: int = 600
-    evaluation_window: int = 600
-    max_submissions_per_round: int = 0
-    seed: int = 0
+    The task's own fields (data set, model, rounds, threshold, ε, δ, S) are
+    :class:`~fedoracle.defaults.TaskSettings`'.
+
+    Attributes:
+        seed: the publisher's seed (initial model, test-set sample); the test set's secrets
+            (salts, the disclosure seed) come from the OS, never from it.
+    """
+
+    target_accuracy: float = DEFAULTS.target_accuracy
+    groups_per_round: int = DEFAULTS.groups_per_round
+    test_examples: int = DEFAULTS.test_examples
+    reward_eth: float = DEFAULTS.reward_eth
+    round_duration: int = DEFAULTS.round_duration
+    evaluation_window: int = DEFAULTS.evaluation_window
+    max_submissions_per_round: int = DEFAULTS.max_submissions
+    seed: int = DEFAULTS.task_seed
 
     def validate(self) -> None:
-        if not 0.0 <= self.threshold <= 1.0:
+        """Checks the plan before anything is built or sent.
+
+        Raises:
+            ValueError: for a threshold outside [0, 1] or a non-positive round or group count.
+        """
+        if not 0.0 <= self.initial_threshold <= 1.0:
             raise ValueError("threshold is an accuracy in [0, 1]")
         if self.rounds < 1 or self.groups_per_round < 1:
             raise ValueError("rounds and groups_per_round must be positive")
@@ -62,13 +70,11 @@ def hidden_test_set(x_test: np.ndarray, y_test: np.ndarray, plan: TaskPlan, vaul
                     ) -> HiddenTestSet:
     """Splits ``plan.test_examples`` test examples into ``rounds x groups_per_round`` groups and
     commits to them in ``vault``."""
-    from fedoracle.learning.data import encode_group, split_groups
+    from fedoracle.learning.data import encode_group, hidden_test_groups
 
-    rng = np.random.default_rng(plan.seed)
-    n = min(plan.test_examples, len(y_test))
-    idx = rng.permutation(len(y_test))[:n]
-    num_groups = plan.rounds * plan.groups_per_round
-    groups = [encode_group(x, y) for x, y in split_groups(x_test[idx], y_test[idx], num_groups)]
+    groups = [encode_group(x, y) for x, y in hidden_test_groups(
+        x_test, y_test, test_examples=plan.test_examples, num_groups=plan.rounds * plan.groups_per_round,
+        seed=plan.seed)]
     return HiddenTestSet.create(vault, groups, plan.groups_per_round)
 
 
@@ -101,8 +107,8 @@ async def publish_task(registry: TaskRegistry, blobs: BlobStore, vault: str | os
         model_spec_hash=spec.spec_hash,
         initial_model_hash=model_hash,
         initial_model_uri=blobs.uri(model_hash),
-        threshold_bp=round(plan.threshold * 10_000),
-        target_accuracy_bp=round(plan.target_accuracy * 10_000),
+        threshold_bp=to_bp(plan.initial_threshold),
+        target_accuracy_bp=to_bp(plan.target_accuracy),
         test_set_root=hidden.commitment.root,
         seed_commitment=hidden.commitment.seed_commitment,
         num_groups=hidden.commitment.num_groups,

@@ -223,6 +223,28 @@ def split_groups(x: np.ndarray, y: np.ndarray, num_groups: int) -> list[tuple[np
     return [(x[a:b], y[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
 
 
+def hidden_test_groups(x_test: np.ndarray, y_test: np.ndarray, *, test_examples: int, num_groups: int,
+                       seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The hidden test set of a task: ``test_examples`` test examples drawn by ``seed``, in groups.
+
+    The publisher commits to these groups (``publisher/publish.py``) and the experiments' fast path
+    evaluates on the same ones (``experiments/simulate.py``).
+
+    Args:
+        x_test, y_test: the data set's test split.
+        test_examples: examples to draw (at most the whole split).
+        num_groups: ``rounds × groups_per_round``.
+        seed: the publisher's seed.
+
+    Returns:
+        ``num_groups`` ``(x, y)`` groups whose sizes differ by at most one.
+    """
+    rng = np.random.default_rng(seed)
+    n = min(test_examples, len(y_test))
+    idx = rng.permutation(len(y_test))[:n]
+    return split_groups(x_test[idx], y_test[idx], num_groups)
+
+
 def encode_group(x: np.ndarray, y: np.ndarray) -> bytes:
     """Canonical bytes of one test-data group (safetensors: tensors ``x`` and ``y``; deterministic).
 

@@ -38,7 +38,9 @@ class EvalResult:
     @property
     def accuracy_bp(self) -> int:
         """Accuracy in basis points (0..10000, rounded down), the on-chain unit."""
-        return int(self.accuracy * 10_000 + 1e-9)
+        from fedoracle.units import floor_bp
+
+        return floor_bp(self.accuracy)
 
 
 class Evaluator:

@@ -185,3 +185,47 @@ def partition(
             labels = flip_labels(labels, flip_rate, rng, num_classes, mode=flip_mode)
         shards.append(Shard(kind=kind, indices=indices, labels=labels, emd=shard_emd))
     return shards
+
+
+def shard_size(num_train: int, fleet_size: int, samples_per_device: int | None = None) -> int:
+    """Training examples per device: ``samples_per_device``, or ``min(2000, ⌊0.9·N⌋ // P)``.
+
+    At most 90% of the training set is handed out (``DEFAULTS.shard_share``): skewed (unreliable)
+    shards draw one class heavily, and handing out everything runs a class dry at P ≥ 30.
+    """
+    from fedoracle.defaults import DEFAULTS
+
+    if samples_per_device:
+        return samples_per_device
+    return min(DEFAULTS.max_shard, int(DEFAULTS.shard_share * num_train) // max(1, fleet_size))
+
+
+def device_seed(fleet_seed: int, index: int) -> int:
+    """The seed of fleet device ``index``: its training order and its noise source."""
+    return fleet_seed * 100_003 + index
+
+
+def plan_fleet(y_train: np.ndarray, fleet_size: int, seed: int, *, num_classes: int, malicious: float,
+               unreliable: float, emd: float, flip_rate: float, samples_per_device: int | None = None
+               ) -> list[Shard]:
+    """The whole fleet's kinds and disjoint shards, as every role and the experiments draw them.
+
+    A process running devices ``i..j`` of a fleet takes ``plan_fleet(...)[i:j+1]``: slices of one
+    fleet on several hosts get exactly the devices one process running it all would have.
+
+    Args:
+        y_train: the data set's training labels.
+        fleet_size: P, the devices of the whole fleet.
+        seed: the fleet's seed.
+        num_classes: classes of the data set.
+        malicious, unreliable: shares of the fleet.
+        emd: target EMD of an unreliable device's labels.
+        flip_rate: λ of a malicious device.
+        samples_per_device: shard size (``None``: :func:`shard_size`'s rule).
+
+    Returns:
+        One :class:`Shard` per device, in fleet order.
+    """
+    kinds = fleet_kinds(fleet_size, seed, malicious=malicious, unreliable=unreliable)
+    size = shard_size(len(y_train), fleet_size, samples_per_device)
+    return partition(y_train, kinds, size, seed, num_classes=num_classes, target_emd=emd, flip_rate=flip_rate)

@@ -1,16 +1,16 @@
-"""One round of the protocol's learning logic, shared by the devices, the oracle and the experiments.
+"""One round of the protocol's learning logic: the only implementation, called by every role.
 
-The protocol path (``devices/training.py``, ``oracle/scoring.py``, ``oracle/daemon.py``) and the
-experiment harness's fast path (``experiments``) must compute the very same things, so
-both call these functions:
+The devices (``devices/training.py``), the oracle (``oracle/scoring.py``, ``oracle/daemon.py``)
+and the experiment harness's fast path (``experiments/simulate.py``) call these functions and
+re-implement none of them:
 
 - :func:`device_update` — a device's release: train from the global model, take the update
   ``trained - global``, clip and noise it with the task's (ε, δ, S) (``add_noise``), and record the
   release in the device's privacy accountant (``LocalTrainer.__call__``).
 - :func:`score_candidate` — the oracle's verdict on one update: the candidate ``global + Δ`` is
-  checked for finiteness, evaluated, its accuracy floored to basis points, and accepted iff
-  ``OK`` and at or above the threshold bound to the submission (``Scorer.score`` and
-  ``_settle_round``).
+  checked for finiteness, evaluated and its accuracy floored to basis points (``Scorer.score``);
+  :func:`is_accepted` / :func:`verdict_reason` — the acceptance rule the contract applies, ``OK``
+  and at or above the threshold bound to the submission (``_settle_round``).
 - :func:`aggregate_accepted` — the next global model: FedAvg (or an order statistic) of the
   accepted updates weighted by their declared sample counts, added to the global model
   (``_aggregate_weights``).
@@ -18,8 +18,10 @@ both call these functions:
   ever raised (``_follow_threshold``).
 
 The task's DP parameters travel on-chain as fixed-point integers; :meth:`DPParams.from_task` and
-:meth:`DPParams.quantized` apply exactly that rounding, so a simulated device adds the noise a
-protocol device adds.
+:meth:`DPParams.quantized` apply exactly that rounding (:mod:`fedoracle.units`), so a simulated
+device adds the noise a protocol device adds. Fleet planning (shards, device seeds) is
+:func:`fedoracle.learning.partition.plan_fleet`; the hidden test set's sample is
+:func:`fedoracle.learning.data.hidden_test_groups`.
 """
 
 from __future__ import annotations
@@ -31,8 +33,10 @@ from typing import Any
 import numpy as np
 
 from fedoracle.errors import Reason
+from fedoracle.units import BP, decode_dp, floor_bp, quantize_dp, to_bp
 
-BP = 10_000  # basis points in 1.0
+__all__ = ["BP", "DPParams", "Verdict", "accuracy_bp", "aggregate_accepted", "candidate", "device_update",
+           "is_accepted", "next_threshold", "score_candidate", "training_seed", "verdict_reason"]
 
 
 @dataclass(frozen=True)
@@ -55,13 +59,12 @@ class DPParams:
     @classmethod
     def from_task(cls, task: dict[str, Any], scaling: str = "sample") -> DPParams:
         """The parameters a device reads from the registry's ``getTask`` view (fixed-point units)."""
-        return cls(task["epsilonMilli"] / 1e3, task["deltaE18"] / 1e18, task["clipMicro"] / 1e6, scaling)
+        return cls(*decode_dp(task), scaling)
 
     def quantized(self) -> DPParams:
         """The values after the round trip through the contract (ε in 1e-3, δ in 1e-18, S in 1e-6),
         as ``fedoracle.chain.TaskParams`` encodes them and :meth:`from_task` decodes them."""
-        return DPParams(round(self.epsilon * 1e3) / 1e3, round(self.delta * 1e18) / 1e18,
-                        round(self.clip * 1e6) / 1e6, self.scaling)
+        return DPParams(*quantize_dp(self.epsilon, self.delta, self.clip), self.scaling)
 
 
 @dataclass(frozen=True)
@@ -132,7 +135,7 @@ def device_update(
 
 def accuracy_bp(evaluator: Any, weights: Sequence[np.ndarray]) -> int:
     """Accuracy in basis points, rounded down (a verdict never overstates), as the oracle posts it."""
-    return int(np.floor(evaluator.evaluate(list(weights)).accuracy * BP + 1e-9))
+    return floor_bp(evaluator.evaluate(list(weights)).accuracy)
 
 
 def candidate(global_weights: Sequence[np.ndarray], update: Sequence[np.ndarray]) -> list[np.ndarray]:
@@ -157,7 +160,21 @@ def score_candidate(evaluator: Any, global_weights: Sequence[np.ndarray], update
     if not all(np.all(np.isfinite(c)) for c in model):
         return Verdict(0, Reason.NON_FINITE, False)
     acc = accuracy_bp(evaluator, model)
-    return Verdict(acc, Reason.OK, acc >= threshold_bp)
+    return Verdict(acc, Reason.OK, is_accepted(Reason.OK, acc, threshold_bp))
+
+
+def is_accepted(reason: int, accuracy_bp: int, threshold_bp: int) -> bool:
+    """The acceptance rule (``FLTaskRegistry.postVerdict``): evaluated (``OK``) and at or above the
+    threshold bound to the submission."""
+    return reason == Reason.OK and accuracy_bp >= threshold_bp
+
+
+def verdict_reason(reason: int, accuracy_bp: int, threshold_bp: int) -> Reason:
+    """Why a verdict is what it is: the score's reason, or ``BELOW_THRESHOLD`` for an evaluated
+    candidate under the bar (the contract records it so)."""
+    if reason == Reason.OK and not is_accepted(reason, accuracy_bp, threshold_bp):
+        return Reason.BELOW_THRESHOLD
+    return Reason(reason)
 
 
 def aggregate_accepted(
@@ -197,5 +214,5 @@ def next_threshold(round_number: int, current_bp: int, previous_global_bp: int, 
     """
     if margin is None or round_number < 2:
         return None
-    target = min(previous_global_bp - round(margin * BP), BP)
+    target = min(previous_global_bp - to_bp(margin), BP)
     return target if target > current_bp else None

@@ -88,14 +88,6 @@ def submission(model_hash: bytes, payee, threshold_bp: int, num_samples: int) ->
     return (model_hash, str(payee), threshold_bp, num_samples)
 
 
-def commitment(model_hash: bytes, payee, threshold_bp: int, num_samples: int) -> bytes:
-    """keccak256(abi.encode(modelHash, payee, thresholdBp, numSamples)), computed in Python."""
-    addr = bytes.fromhex(str(payee)[2:])
-    return keccak(
-        model_hash + addr.rjust(32, b"\0") + threshold_bp.to_bytes(32, "big") + num_samples.to_bytes(32, "big")
-    )
-
-
 @contextlib.contextmanager
 def reverts_with(error_cls, **inputs):
     """``ape.reverts`` plus strict checks ape skips: the error's type and *every* named input.

@@ -472,3 +472,18 @@ def test_finalize_invalid_accuracy_reverts(awaiting, registry):
 def test_finalize_unknown_task_reverts(registry, oracle):
     with reverts_with(registry.FLTaskUnknown, taskId=2):
         registry.finalize(2, 1, ZERO32, "", sender=oracle)
+
+
+@pytest.mark.parametrize("accuracy", [0, 5_999, 6_000, 10_000])
+@pytest.mark.parametrize("reason", [0, 1, 2, 6, 8])
+def test_python_acceptance_rule_is_the_contracts(disclosed, registry, devices, accuracy, reason):
+    """``fedoracle.learning.rounds.is_accepted`` / ``verdict_reason`` (what the oracle and the
+    experiments decide with) against what the contract records for the same verdict."""
+    from fedoracle.learning.rounds import is_accepted, verdict_reason
+
+    t, d = disclosed, devices[0]
+    threshold_bp = t.subs[1][d.address][2]
+    t.verdict(d, accuracy, reason)
+    v = registry.getVerdict(t.task_id, 1, d)
+    assert (v.status == S_ACCEPTED) == is_accepted(reason, accuracy, threshold_bp)
+    assert v.reason == verdict_reason(reason, accuracy, threshold_bp)

@@ -2,6 +2,7 @@
 
 import pytest
 
+from fedoracle.commitments import submission_commitment as commitment
 from fltask_harness import (
     CLOSED,
     EVALUATION_WINDOW,
@@ -12,7 +13,6 @@ from fltask_harness import (
     ZERO32,
     ZERO_ADDRESS,
     assert_event,
-    commitment,
     h,
     model_uri,
     next_block_at,

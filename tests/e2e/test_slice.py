@@ -49,7 +49,7 @@ def test_slice_publish_submit_verdict_aggregate_claim(registry, anvil, broker, t
         oracle = Oracle(Chain(anvil.rpc_url, dev_account(1)), registry.address, blobs,
                         InProcessPool(Scorer(blobs, str(tmp_path / "vault"))),
                         OracleConfig(vault=tmp_path / "vault", state_dir=tmp_path / "oracle", poll_interval=0.1,
-                                     from_block=published.block_number))
+                                     from_block=published.block_number, threshold_margin=None))
         relay = Relay(anvil.rpc_url, registry.address, broker.url, from_block=published.block_number)
         cfg = TrainingConfig(epochs=1, batch_size=64, learning_rate=1e-3, dp=False)
         rng = np.random.default_rng(1)

@@ -17,16 +17,20 @@ TINY = RunConfig(dataset="mnist", devices=5, rounds=2, samples_per_device=200, e
                  flip_rate=1.0, emd=1.5, test_examples=600, full_test=False)
 
 
-def test_fleet_is_the_one_make_trainers_builds(mnist):
+@pytest.mark.parametrize("devices", [10, 30])
+def test_fleet_is_the_one_make_trainers_builds(mnist, devices):
+    """At P = 30 the shard-size rule matters (0.9·60,000 / 30 = 1,800, not 2,000): both sides
+    call the one rule and get the same shards."""
     from devices.fleet import FleetConfig
     from devices.training import make_trainers
     from experiments.simulate import build_fleet
 
-    cfg = replace(TINY, devices=10, seed=3, flip_rate=0.2, emd=1.0, samples_per_device=None)
-    trainers = make_trainers(FleetConfig(count=10, seed=3, flip_rate=0.2, emd=1.0, dataset="mnist"))
+    cfg = replace(TINY, devices=devices, seed=3, flip_rate=0.2, emd=1.0, samples_per_device=None)
+    trainers = make_trainers(FleetConfig(count=devices, seed=3, flip_rate=0.2, emd=1.0, dataset="mnist"))
     fleet = build_fleet(cfg, mnist)
     assert [d.kind for d in fleet] == [k for k, _ in trainers]
-    assert sorted(d.kind for d in fleet).count("malicious") == 2
+    assert sorted(d.kind for d in fleet).count("malicious") == round(0.2 * devices)
+    assert {len(d.y) for d in fleet} == {min(2_000, 54_000 // devices)}
     for dev, (_, t) in zip(fleet, trainers):
         assert dev.seed == t.seed
         assert np.array_equal(dev.x, t.x) and np.array_equal(dev.y, t.y)

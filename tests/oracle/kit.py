@@ -49,15 +49,13 @@ async def publish(registry: TaskRegistry, blobs: LocalBlobStore, vault: Path, mo
                   groups_per_round: int = 2, spec_bytes: bytes | None = None, round_duration: int = 3600,
                   reward_wei: int = 10**17, seed: int = 0) -> Published:
     """Publishes a task on ``models.spec`` (or on raw ``spec_bytes``, e.g. a non-canonical spec)."""
-    from fedoracle.learning.data import encode_group, split_groups
+    from fedoracle.learning.data import encode_group, hidden_test_groups
 
     spec_hash = blobs.put(spec_bytes if spec_bytes is not None else models.spec.canonical_json())
     data, init_hash = encode_with_hash(models.initial, models.spec)
     blobs.put(data)
-    rng = np.random.default_rng(seed)
-    idx = rng.permutation(len(mnist.y_test))[:test_examples]
-    groups = [encode_group(x, y) for x, y in split_groups(mnist.x_test[idx], mnist.y_test[idx],
-                                                          rounds * groups_per_round)]
+    groups = [encode_group(x, y) for x, y in hidden_test_groups(mnist.x_test, mnist.y_test, test_examples=test_examples,
+                                                                 num_groups=rounds * groups_per_round, seed=seed)]
     hidden = HiddenTestSet.create(vault, groups, groups_per_round)
     params = TaskParams(oracle=oracle, model_spec_hash=spec_hash, initial_model_hash=init_hash,
                         initial_model_uri=blobs.uri(init_hash), threshold_bp=threshold_bp,
@@ -177,7 +175,7 @@ def oracle_argv(rpc_url: str, registry: str, key: str, blobs: Path, vault: Path,
     """The command line a user runs: ``fedoracle oracle run ...``."""
     return [sys.executable, "-m", "fedoracle.cli", "oracle", "run", "--rpc-url", rpc_url, "--registry", registry,
             "--key", key, "--blob-store", str(blobs), "--vault", str(vault), "--state-dir", str(state_dir),
-            "--from-block", str(from_block), "--poll-interval", "0.1", "--log-format", "json", *extra]
+            "--from-block", str(from_block), "--poll-interval", "0.1", "--log-format", "json", "--static-threshold", *extra]
 
 
 def spawn_oracle(argv: list[str], log_path: Path, marker: str, crash_at: str = "") -> subprocess.Popen:

@@ -63,7 +63,8 @@ def served(node, reg, models, mnist, tmp_path_factory):
         d = await publish(reg, blobs, vault, models, mnist, oracle=dev_account(2).address, cap=1, seed=3)
         oracle = Oracle(Chain(node.rpc_url, dev_account(ORACLE)), reg.address, blobs,
                         InProcessPool(Scorer(blobs, str(vault))),
-                        OracleConfig(vault=vault, state_dir=tmp / "state", poll_interval=0.1, from_block=a.block))
+                        OracleConfig(vault=vault, state_dir=tmp / "state", poll_interval=0.1, from_block=a.block,
+                                     threshold_margin=None))
         daemon = asyncio.create_task(oracle.run())
         try:
             for i, (kind, _) in enumerate(CASES):
