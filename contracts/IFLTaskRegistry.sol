@@ -49,7 +49,8 @@ interface IFLTaskRegistry {
      * @dev Values travel as uint8 (mirrored by `fedoracle.chain.Phase`): append, never reorder.
      * None: no such task; Open: the current round takes submissions; Closed: the round is being
      * evaluated (disclosure, verdicts, aggregation); AwaitingFinalize: the last round is aggregated
-     * and the final report is due; Finalized and Cancelled: over, money can only leave.
+     * and the final report is due; Finalized: the report is posted; Cancelled: stopped by a missed
+     * deadline or the publisher. In the last two, money can only leave (claims and the refund).
      */
     enum Phase {
         None,
