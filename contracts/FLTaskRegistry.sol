@@ -82,19 +82,7 @@ contract FLTaskRegistry is IFLTaskRegistry, ReentrancyGuard {
         if (msg.value == 0) revert FLTaskNoReward();
         // Per-submission rewards are stored as uint128; no real escrow comes near this bound.
         if (msg.value > type(uint128).max) revert FLTaskInvalidParameter("reward");
-        if (p.oracle == address(0)) revert FLTaskInvalidParameter("oracle");
-        if (p.modelSpecHash == bytes32(0)) revert FLTaskInvalidParameter("modelSpecHash");
-        if (p.initialModelHash == bytes32(0)) revert FLTaskInvalidParameter("initialModelHash");
-        if (p.thresholdBp > MAX_BP) revert FLTaskInvalidParameter("thresholdBp");
-        if (p.targetAccuracyBp > MAX_BP) revert FLTaskInvalidParameter("targetAccuracyBp");
-        if (p.maxRounds == 0) revert FLTaskInvalidParameter("maxRounds");
-        if (p.testSetRoot == bytes32(0)) revert FLTaskInvalidParameter("testSetRoot");
-        if (p.seedCommitment == bytes32(0)) revert FLTaskInvalidParameter("seedCommitment");
-        if (p.groupsPerRound == 0 || uint256(p.numGroups) < uint256(p.maxRounds) * p.groupsPerRound) {
-            revert FLTaskInvalidParameter("numGroups");
-        }
-        if (p.roundDuration == 0) revert FLTaskInvalidParameter("roundDuration");
-        if (p.evaluationWindow == 0) revert FLTaskInvalidParameter("evaluationWindow");
+        _checkParams(p);
 
         taskId = ++_taskCount;
         TaskConfig storage c = _configs[taskId];
@@ -258,8 +246,8 @@ contract FLTaskRegistry is IFLTaskRegistry, ReentrancyGuard {
         v.accuracyBp = accuracyBp;
         v.reason = reason;
         v.status = accepted ? Status.Accepted : Status.Rejected;
-        s.verdicts += 1;
-        if (accepted) s.accepted += 1;
+        ++s.verdicts;
+        if (accepted) ++s.accepted;
         emit VerdictPosted(taskId, round, device, sub.modelHash, accuracyBp, reason, accepted, evaluatorHash);
     }
 
@@ -441,6 +429,8 @@ contract FLTaskRegistry is IFLTaskRegistry, ReentrancyGuard {
         if (count > type(uint32).max) revert FLTaskInvalidParameter("count");
         // Scratch memory past the free-memory pointer (never allocated, so memory-safe):
         // [seed (32) | round (1) | uint32le(position / 256) (4)].
+        // In assembly a disclosure costs ~3.5x less than with the Solidity loop (docs/contract.md, Gas).
+        // solhint-disable-next-line no-inline-assembly
         assembly ("memory-safe") {
             let ptr := mload(0x40)
             mstore(ptr, seed)
@@ -478,6 +468,23 @@ contract FLTaskRegistry is IFLTaskRegistry, ReentrancyGuard {
         returns (bytes32)
     {
         return keccak256(abi.encode(modelHash, payee, thresholdBp, numSamples));
+    }
+
+    /// @dev Reverts with {FLTaskInvalidParameter} naming the first field of `p` that is out of range.
+    function _checkParams(TaskParams calldata p) private pure {
+        if (p.oracle == address(0)) revert FLTaskInvalidParameter("oracle");
+        if (p.modelSpecHash == bytes32(0)) revert FLTaskInvalidParameter("modelSpecHash");
+        if (p.initialModelHash == bytes32(0)) revert FLTaskInvalidParameter("initialModelHash");
+        if (p.thresholdBp > MAX_BP) revert FLTaskInvalidParameter("thresholdBp");
+        if (p.targetAccuracyBp > MAX_BP) revert FLTaskInvalidParameter("targetAccuracyBp");
+        if (p.maxRounds == 0) revert FLTaskInvalidParameter("maxRounds");
+        if (p.testSetRoot == bytes32(0)) revert FLTaskInvalidParameter("testSetRoot");
+        if (p.seedCommitment == bytes32(0)) revert FLTaskInvalidParameter("seedCommitment");
+        if (p.groupsPerRound == 0 || uint256(p.numGroups) < uint256(p.maxRounds) * p.groupsPerRound) {
+            revert FLTaskInvalidParameter("numGroups");
+        }
+        if (p.roundDuration == 0) revert FLTaskInvalidParameter("roundDuration");
+        if (p.evaluationWindow == 0) revert FLTaskInvalidParameter("evaluationWindow");
     }
 
     function _openRound(uint256 taskId, uint16 round, bytes32 modelHash, string memory modelURI) private {
