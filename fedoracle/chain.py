@@ -43,7 +43,7 @@ ANVIL_MNEMONIC = "test test test test test test test test test test test junk"
 
 
 class Phase(IntEnum):
-    """``FLTaskRegistry.Phase``."""
+    """``IFLTaskRegistry.Phase`` (checked against it by ``tests/contracts/test_interface.py``)."""
 
     NONE = 0
     OPEN = 1
@@ -54,7 +54,7 @@ class Phase(IntEnum):
 
 
 class Status(IntEnum):
-    """``FLTaskRegistry.Status`` (of a verdict)."""
+    """``IFLTaskRegistry.Status`` of a verdict (checked like :class:`Phase`)."""
 
     NONE = 0
     ACCEPTED = 1

@@ -6,11 +6,12 @@ from enum import IntEnum
 
 
 class Reason(IntEnum):
-    """Why the oracle scored a submission the way it did (``reasonCode`` in ``VerdictPosted``).
+    """Why the oracle scored a submission the way it did (``reason`` in ``VerdictPosted``).
 
-    The values are part of the on-chain protocol: ``contracts/FLTaskRegistry.sol`` treats
-    ``OK`` with an accuracy at or above the submission's threshold as accepted, and everything
-    else as rejected.
+    Mirrors the ``@custom:reason-codes`` table of ``contracts/IFLTaskRegistry.sol``, the one list
+    of the codes (``tests/contracts/test_interface.py`` checks names and values against it). The
+    contract treats ``OK`` with an accuracy at or above the submission's threshold as accepted,
+    and everything else as rejected.
     """
 
     OK = 0

@@ -44,9 +44,10 @@ if fresh uv "$ROOT/uv.lock" "$ROOT/pyproject.toml" || [ ! -x "$ROOT/.venv/bin/py
   [ -f "$STAMPS/uv.want" ] && done_ uv || true
 fi
 
-# 4. npm toolchain: solcjs, anvil, OpenZeppelin.
-if fresh npm "$ROOT/toolchain/package-lock.json" || [ ! -d "$ROOT/toolchain/node_modules/solc" ]; then
-  say "npm ci in toolchain/ (solc, anvil, @openzeppelin/contracts)"
+# 4. npm toolchain: solcjs, anvil, OpenZeppelin, solhint.
+if fresh npm "$ROOT/toolchain/package-lock.json" || [ ! -d "$ROOT/toolchain/node_modules/solc" ] \
+   || [ ! -x "$ROOT/toolchain/node_modules/.bin/solhint" ]; then
+  say "npm ci in toolchain/ (solc, anvil, @openzeppelin/contracts, solhint)"
   (cd "$ROOT/toolchain" && npm ci --no-audit --no-fund --silent)
   [ -f "$STAMPS/npm.want" ] && done_ npm || true
 fi
