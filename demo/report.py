@@ -17,6 +17,7 @@ from eth_utils import function_abi_to_4byte_selector
 
 from fedoracle.chain import ChainEvent, TaskRegistry
 from fedoracle.errors import Reason
+from fedoracle.units import from_bp
 
 KINDS = ("honest", "unreliable", "malicious")
 
@@ -64,7 +65,7 @@ def build_report(task_id: int, events: list[ChainEvent], fleet: dict[str, Any], 
             accuracy[(a["round"], kind)].append(a["accuracyBp"])
         elif ev.name == "GlobalModelUpdated":
             r = rounds.setdefault(a["round"], {"round": a["round"], "submissions": 0})
-            r.update(global_accuracy=a["globalAccuracyBp"] / 10_000, accepted=a["acceptedCount"],
+            r.update(global_accuracy=from_bp(a["globalAccuracyBp"]), accepted=a["acceptedCount"],
                      reward_per_accepted_wei=a["rewardPerAccepted"], model_hash="0x" + a["modelHash"].hex())
         elif ev.name == "TaskPublished":
             thresholds[1] = a["thresholdBp"]
@@ -85,7 +86,7 @@ def build_report(task_id: int, events: list[ChainEvent], fleet: dict[str, Any], 
             f"{r}/{k}": {"min": min(v) / 1e4, "mean": sum(v) / len(v) / 1e4, "max": max(v) / 1e4}
             for (r, k), v in sorted(accuracy.items())},
         "rejection_reasons": dict(reasons),
-        "threshold_by_round": {str(r): bp / 10_000 for r, bp in sorted(thresholds.items())},
+        "threshold_by_round": {str(r): from_bp(bp) for r, bp in sorted(thresholds.items())},
         "rewards_wei_by_class": {k: rewards.get(k, 0) for k in KINDS},
         "devices_by_class": dict(Counter(d["kind"] for d in devices.values())),
         "epsilon_spent": {"max": max(eps) if eps else None, "min": min(eps) if eps else None,

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from fedoracle.units import from_bp
+
 KINDS = ("honest", "malicious", "unreliable")
 
 
@@ -45,7 +47,7 @@ def candidate_stats(verdicts: Sequence[dict[str, Any]]) -> dict[str, Any]:
             return None
         return {"max": max(values), "min": min(values), "mean": sum(values) / len(values)}
 
-    acc = [(v["kind"], v["accuracy_bp"] / 10_000) for v in verdicts]
+    acc = [(v["kind"], from_bp(v["accuracy_bp"])) for v in verdicts]
     return {"all": stats([a for _, a in acc]), **{k: stats([a for kk, a in acc if kk == k]) for k in KINDS}}
 
 
