@@ -30,7 +30,6 @@ from __future__ import annotations
 import os
 import tempfile
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -38,6 +37,7 @@ from urllib.parse import urlsplit
 
 from fedoracle.errors import BlobHashMismatch, BlobNotFound, FedoracleError, ModelRejected, Reason
 from fedoracle.hashing import content_hash, is_content_hash
+from fedoracle.retry import Backoff, retry_sync
 
 
 @runtime_checkable
@@ -175,17 +175,11 @@ class HttpBlobStore:
     def _retrying(self, what: str, attempt: Callable[[], bytes | None]) -> bytes | None:
         import requests
 
-        delay = self.backoff
-        for n in range(self.retries + 1):
-            try:
-                return attempt()
-            except (_Transient, requests.ConnectionError, requests.Timeout,
-                    requests.exceptions.ChunkedEncodingError) as exc:
-                if n == self.retries:
-                    raise BlobStoreUnavailable(f"{what}: {exc} (after {n + 1} attempts)") from exc
-            time.sleep(delay)
-            delay *= 2
-        raise AssertionError("unreachable")
+        transient = (_Transient, requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError)
+        try:
+            return retry_sync(attempt, backoff=Backoff(self.backoff), retry_on=transient, attempts=self.retries + 1)
+        except transient as exc:
+            raise BlobStoreUnavailable(f"{what}: {exc} (after {self.retries + 1} attempts)") from exc
 
     def put(self, data: bytes) -> str:
         """Uploads ``data`` under its content hash and returns the hash.

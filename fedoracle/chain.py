@@ -33,6 +33,7 @@ from web3.exceptions import ContractCustomError, ContractLogicError, ContractPan
 
 from fedoracle.errors import ChainError, ConfigError
 from fedoracle.hashing import normalize_hash, to_bytes32
+from fedoracle.retry import Backoff, retry_async
 
 log = logging.getLogger(__name__)
 
@@ -151,6 +152,15 @@ def _show(value: Any) -> str:
     return "0x" + value.hex() if isinstance(value, bytes) else str(value)
 
 
+# Connection-level failures (refused, reset, a dropped keep-alive connection, timeouts); aiohttp's connection
+# errors are not all OSErrors.
+_CONNECTION_ERRORS = (OSError, asyncio.TimeoutError, aiohttp.ClientConnectionError)
+
+
+def _log_rpc_retry(exc: BaseException, attempt: int, delay: float) -> None:
+    log.warning("rpc error, retrying in %.1fs: %s", delay, exc)
+
+
 class Chain:
     """A web3 connection plus one signing account with its own nonce management.
 
@@ -202,19 +212,11 @@ class Chain:
         return await self._retry(lambda: self.w3.eth.get_balance(to_checksum_address(address)))
 
     async def _retry(self, make_call: Any) -> Any:
-        delay = 0.2
-        for attempt in range(self.retries):
-            try:
-                return await make_call()
-            # Connection-level failures (refused, reset, a dropped keep-alive connection, timeouts);
-            # aiohttp's connection errors are not all OSErrors.
-            except (OSError, asyncio.TimeoutError, aiohttp.ClientConnectionError) as exc:
-                if attempt == self.retries - 1:
-                    raise ChainError(f"RPC {self.rpc_url} unreachable: {exc}") from exc
-                log.warning("rpc error, retrying in %.1fs: %s", delay, exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-        raise AssertionError("unreachable")
+        try:
+            return await retry_async(make_call, backoff=Backoff(0.2, cap=5.0), retry_on=_CONNECTION_ERRORS,
+                                     attempts=self.retries, on_retry=_log_rpc_retry)
+        except _CONNECTION_ERRORS as exc:
+            raise ChainError(f"RPC {self.rpc_url} unreachable: {exc}") from exc
 
     async def transact(self, fn: Any, *, value: int = 0, decoder: _ErrorDecoder | None = None) -> dict[str, Any]:
         """Signs and sends a contract call, waits for its receipt and returns it.
@@ -225,14 +227,11 @@ class Chain:
         Raises:
             ChainError: the call reverts (message names the custom error), or the RPC fails.
         """
-        for attempt in range(3):
-            try:
-                return await self._transact_once(fn, value=value, decoder=decoder)
-            except NonceTaken:
-                if attempt == 2:
-                    raise
-                log.warning("nonce taken by another client of %s; retrying with a fresh one", self.address)
-        raise AssertionError("unreachable")
+        def taken(exc: BaseException, attempt: int, delay: float) -> None:
+            log.warning("nonce taken by another client of %s; retrying with a fresh one", self.address)
+
+        return await retry_async(lambda: self._transact_once(fn, value=value, decoder=decoder), backoff=Backoff(0.0),
+                                 retry_on=NonceTaken, attempts=3, on_retry=taken)
 
     async def _transact_once(self, fn: Any, *, value: int = 0, decoder: _ErrorDecoder | None = None) -> dict[str, Any]:
         """One attempt of :meth:`transact`."""
