@@ -25,6 +25,7 @@ from pathlib import Path
 
 from fedoracle.blobstore import LocalBlobStore
 from fedoracle.chain import Chain, ChainEvent, Phase, TaskRegistry, dev_account
+from fedoracle.errors import DemoError, DemoTimeout, ServiceError
 from fedoracle.follow import LogFollower
 from relay.relay import Relay
 from demo.services import Anvil, start_broker
@@ -166,10 +167,10 @@ class Demo:
             accepted = rejected = 0
             while True:
                 if time.monotonic() > deadline:
-                    raise TimeoutError(f"the task did not finish in {cfg.timeout}s (logs in {self.dir})")
+                    raise DemoTimeout(f"the task did not finish in {cfg.timeout}s (logs in {self.dir})")
                 for p in self.procs:
                     if p.poll() is not None:
-                        raise RuntimeError(f"{p.args[4]} exited with code {p.returncode} (see {self.dir})")
+                        raise DemoError(f"{p.args[4]} exited with code {p.returncode} (see {self.dir})")
                 batch = await follower.poll()
                 if batch is None:
                     await asyncio.sleep(0.2)
@@ -198,7 +199,7 @@ class Demo:
                     elif ev.name in ("TaskFinalized", "TaskCancelled"):
                         progress.update(phase, note=ev.name.removeprefix("Task").lower())
                         if ev.name == "TaskCancelled":
-                            raise RuntimeError("the task was cancelled")
+                            raise DemoError("the task was cancelled")
                         return
 
     async def _await_claims(self, registry: TaskRegistry, task_id: int, timeout: float = 60) -> int:
@@ -290,7 +291,7 @@ def run_demo(config: DemoConfig) -> int:
         demo.stop_processes()
         print("interrupted; every process stopped", file=sys.stderr)
         return 130
-    except (RuntimeError, TimeoutError) as exc:
+    except (DemoError, ServiceError, RuntimeError, TimeoutError) as exc:  # ours, and (as before) a library's
         print(f"demo failed: {exc}", file=sys.stderr)
         return 1
     finally:

@@ -23,7 +23,7 @@ import threading
 import time
 from pathlib import Path
 
-from fedoracle.errors import ToolMissing
+from fedoracle.errors import ServiceError, ToolMissing
 
 log = logging.getLogger(__name__)
 
@@ -41,18 +41,18 @@ def wait_for_port(host: str, port: int, timeout: float, proc: subprocess.Popen |
     """Blocks until ``host:port`` accepts connections.
 
     Raises:
-        RuntimeError: when ``proc`` exits first or ``timeout`` passes.
+        ServiceError: when ``proc`` exits first or ``timeout`` passes.
     """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"{proc.args[0]} exited with code {proc.returncode} before listening")
+            raise ServiceError(f"{proc.args[0]} exited with code {proc.returncode} before listening")
         try:
             with socket.create_connection((host, port), timeout=0.2):
                 return
         except OSError:
             time.sleep(0.02)
-    raise RuntimeError(f"nothing listening on {host}:{port} after {timeout}s")
+    raise ServiceError(f"nothing listening on {host}:{port} after {timeout}s")
 
 
 class Service:
@@ -172,7 +172,7 @@ class Mosquitto(Service):
         wait_for_port(host, self.port, 10, self.proc)
         time.sleep(0.02)
         if not self.alive:
-            raise RuntimeError(f"mosquitto died after opening its port: {(tmp / 'mosquitto.log').read_text()[-500:]}")
+            raise ServiceError(f"mosquitto died after opening its port: {(tmp / 'mosquitto.log').read_text()[-500:]}")
 
     def restart(self) -> None:
         """Stops and starts the broker on the same port (for fault tests)."""
@@ -219,7 +219,7 @@ class EmbeddedBroker(Service):
         self._thread = threading.Thread(target=run, name="amqtt-broker", daemon=True)
         self._thread.start()
         if not started.wait(10):
-            raise RuntimeError("embedded MQTT broker did not start")
+            raise ServiceError("embedded MQTT broker did not start")
         _LIVE.add(self)
 
     @property

@@ -35,7 +35,14 @@ from pathlib import Path
 from typing import Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
-from fedoracle.errors import BlobHashMismatch, BlobNotFound, FedoracleError, ModelRejected, Reason
+from fedoracle.errors import (
+    BlobHashMismatch,
+    BlobNotFound,
+    BlobStoreUnavailable,
+    BlobUploadRefused,
+    ModelRejected,
+    Reason,
+)
 from fedoracle.hashing import content_hash, is_content_hash
 from fedoracle.retry import Backoff, retry_sync
 
@@ -110,20 +117,7 @@ class LocalBlobStore:
         return f"LocalBlobStore({str(self.root)!r})"
 
 
-class BlobStoreUnavailable(FedoracleError):
-    """The backend could not be reached or failed (after retries): not the blob's fault."""
-
-
-class BlobUploadRefused(FedoracleError):
-    """The backend refused an upload (bad or missing token, or the bytes did not check out)."""
-
-    def __init__(self, status: int, detail: str) -> None:
-        super().__init__(f"upload refused ({status}): {detail}")
-        self.status = status
-        self.detail = detail
-
-
-class _Transient(Exception):
+class _Transient(BlobStoreUnavailable):
     """An attempt failed in a way worth retrying (connection, timeout, 5xx, 429)."""
 
 

@@ -31,7 +31,15 @@ from web3 import AsyncHTTPProvider, AsyncWeb3
 from web3._utils.events import get_event_data
 from web3.exceptions import ContractCustomError, ContractLogicError, ContractPanicError, TimeExhausted, Web3RPCError
 
-from fedoracle.errors import ChainError, ConfigError
+from fedoracle.errors import (
+    ChainError,
+    ChainReverted,
+    ChainUnreachable,
+    ConfigError,
+    NonceTaken,
+    TransactionNotMined,
+    TransactionRejected,
+)
 from fedoracle.hashing import normalize_hash, to_bytes32
 from fedoracle.retry import Backoff, retry_async
 
@@ -100,10 +108,6 @@ def load_account(key: str) -> LocalAccount:
         return Account.from_key(key)
     except Exception as exc:  # eth_account raises several types for bad keys
         raise ConfigError(f"not a usable private key source ({type(exc).__name__})") from None
-
-
-class NonceTaken(ChainError):
-    """The node refused a transaction because its nonce was already used (nothing was sent)."""
 
 
 @dataclass(frozen=True)
@@ -216,7 +220,7 @@ class Chain:
             return await retry_async(make_call, backoff=Backoff(0.2, cap=5.0), retry_on=_CONNECTION_ERRORS,
                                      attempts=self.retries, on_retry=_log_rpc_retry)
         except _CONNECTION_ERRORS as exc:
-            raise ChainError(f"RPC {self.rpc_url} unreachable: {exc}") from exc
+            raise ChainUnreachable(f"RPC {self.rpc_url} unreachable: {exc}") from exc
 
     async def transact(self, fn: Any, *, value: int = 0, decoder: _ErrorDecoder | None = None) -> dict[str, Any]:
         """Signs and sends a contract call, waits for its receipt and returns it.
@@ -242,7 +246,7 @@ class Chain:
             try:
                 gas = await self._retry(lambda: fn.estimate_gas({"from": account.address, "value": value}))
             except (ContractCustomError, ContractPanicError, ContractLogicError) as exc:
-                raise ChainError(_revert_message(exc, decoder)) from None
+                raise ChainReverted(_revert_message(exc, decoder)) from None
             if self._nonce is None:
                 self._nonce = await self._retry(lambda: self.w3.eth.get_transaction_count(account.address, "pending"))
             tx = await fn.build_transaction(
@@ -268,7 +272,7 @@ class Chain:
                 self._nonce = None
                 if "nonce too low" in str(exc).lower():
                     raise NonceTaken(f"transaction rejected: {exc}") from exc
-                raise ChainError(f"transaction rejected: {exc}") from exc
+                raise TransactionRejected(f"transaction rejected: {exc}") from exc
             self._nonce += 1
             if self.on_sent is not None:
                 self.on_sent("0x" + bytes(tx_hash).hex())
@@ -276,9 +280,10 @@ class Chain:
             receipt = await self._retry(lambda: self.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=120))
         except TimeExhausted as exc:  # dropped, or stuck behind a nonce gap (e.g. after a reorg)
             self._nonce = None
-            raise ChainError(f"transaction 0x{bytes(tx_hash).hex()} not mined: {exc}") from exc
+            raise TransactionNotMined(f"transaction 0x{bytes(tx_hash).hex()} not mined: {exc}") from exc
         if receipt["status"] != 1:
-            raise ChainError(f"transaction 0x{tx_hash.hex()} reverted: {await self._replay(fn, value, receipt, decoder)}")
+            why = await self._replay(fn, value, receipt, decoder)
+            raise ChainReverted(f"transaction 0x{tx_hash.hex()} reverted: {why}")
         return receipt
 
     async def _replay(self, fn: Any, value: int, receipt: dict[str, Any], decoder: _ErrorDecoder | None) -> str:
@@ -408,7 +413,7 @@ class TaskRegistry:
         try:
             return await self.chain._retry(lambda: fn.call())
         except (ContractCustomError, ContractLogicError) as exc:
-            raise ChainError(_revert_message(exc, self._errors)) from None
+            raise ChainReverted(_revert_message(exc, self._errors)) from None
 
     def events_of(self, receipt: dict[str, Any]) -> list[ChainEvent]:
         """Decoded events of this contract in a receipt."""
