@@ -27,6 +27,7 @@ from fedoracle.blobstore import LocalBlobStore
 from fedoracle.chain import Chain, ChainEvent, Phase, TaskRegistry, dev_account
 from fedoracle.errors import DemoError, DemoTimeout, ServiceError
 from fedoracle.follow import LogFollower
+from fedoracle.procs import stop_process_groups
 from relay.relay import Relay
 from demo.services import Anvil, start_broker
 
@@ -86,19 +87,7 @@ class Demo:
 
     def stop_processes(self) -> None:
         """SIGTERM every child's process group, then SIGKILL what is left."""
-        for p in self.procs:
-            if p.poll() is None:
-                try:
-                    os.killpg(p.pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
-        deadline = time.monotonic() + 10
-        for p in self.procs:
-            try:
-                p.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                os.killpg(p.pid, signal.SIGKILL)
-                p.wait()
+        stop_process_groups(self.procs, 10)
 
     async def run(self) -> dict:
         cfg = self.config

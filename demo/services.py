@@ -15,7 +15,6 @@ import atexit
 import logging
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -24,6 +23,7 @@ import time
 from pathlib import Path
 
 from fedoracle.errors import ServiceError, ToolMissing
+from fedoracle.procs import stop_process_group
 
 log = logging.getLogger(__name__)
 
@@ -77,16 +77,8 @@ class Service:
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stops the process group (SIGTERM, then SIGKILL)."""
-        proc = self.proc
-        if proc is not None and proc.poll() is None:
-            try:
-                os.killpg(proc.pid, signal.SIGTERM)
-                proc.wait(timeout)
-            except ProcessLookupError:
-                pass
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout)
+        if self.proc is not None:
+            stop_process_group(self.proc, timeout)
         _LIVE.discard(self)
         if self._tmp is not None:
             self._tmp.cleanup()
@@ -177,10 +169,8 @@ class Mosquitto(Service):
     def restart(self) -> None:
         """Stops and starts the broker on the same port (for fault tests)."""
         conf = Path(self._tmp.name) / "mosquitto.conf"
-        proc = self.proc
-        if proc is not None and proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(5)
+        if self.proc is not None:
+            stop_process_group(self.proc, 5)
         self._spawn([mosquitto_path() or "mosquitto", "-c", str(conf)], Path(self._tmp.name) / "stdout.log")
         wait_for_port(self.host, self.port, 10, self.proc)
 
