@@ -16,7 +16,6 @@ import asyncio
 import json
 import os
 import platform
-import signal
 import statistics
 import subprocess
 import sys
@@ -33,6 +32,7 @@ from fedoracle.blobstore import LocalBlobStore  # noqa: E402
 from fedoracle.chain import Submission  # noqa: E402
 from fedoracle.codec import encode_with_hash  # noqa: E402
 from fedoracle.hidden import HiddenTestSet  # noqa: E402
+from fedoracle.procs import stop_process_groups  # noqa: E402
 from demo.services import RedisServer  # noqa: E402
 from oracle.pool import InProcessPool  # noqa: E402
 from oracle.queue import QueuePool  # noqa: E402
@@ -90,14 +90,6 @@ def start_workers(n: int, url: str, blobs: Path, vault: Path) -> list[subprocess
                              start_new_session=True) for _ in range(n)]
 
 
-def stop(procs: list[subprocess.Popen]) -> None:
-    for p in procs:
-        if p.poll() is None:
-            os.killpg(p.pid, signal.SIGTERM)
-    for p in procs:
-        p.wait(30)
-
-
 async def main(jobs: int) -> dict:
     results: dict = {"machine": f"{os.cpu_count()} cores, {platform.machine()}, no GPU",
                      "load_average_at_start": os.getloadavg()[0], "jobs": jobs,
@@ -126,7 +118,7 @@ async def main(jobs: int) -> dict:
                     results["overhead"]["queue_p50_ms"] = 1000 * statistics.median(qlat)
             finally:
                 await queue.close()
-                stop(workers)
+                stop_process_groups(workers, 30)
     from fedoracle.learning.runtime import stop_workers
 
     stop_workers()

@@ -26,7 +26,9 @@ from pathlib import Path
 from fedoracle.blobstore import LocalBlobStore
 from fedoracle.chain import Chain, ChainEvent, Phase, TaskRegistry, dev_account
 from fedoracle.defaults import DEFAULTS, FleetSettings, TaskSettings, TrainingSettings
+from fedoracle.errors import DemoError, DemoTimeout, ServiceError
 from fedoracle.follow import LogFollower
+from fedoracle.procs import stop_process_groups
 from relay.relay import Relay
 from demo.services import Anvil, start_broker
 
@@ -79,19 +81,7 @@ class Demo:
 
     def stop_processes(self) -> None:
         """SIGTERM every child's process group, then SIGKILL what is left."""
-        for p in self.procs:
-            if p.poll() is None:
-                try:
-                    os.killpg(p.pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
-        deadline = time.monotonic() + 10
-        for p in self.procs:
-            try:
-                p.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                os.killpg(p.pid, signal.SIGKILL)
-                p.wait()
+        stop_process_groups(self.procs, 10)
 
     async def run(self) -> dict:
         cfg = self.config
@@ -158,10 +148,10 @@ class Demo:
             accepted = rejected = 0
             while True:
                 if time.monotonic() > deadline:
-                    raise TimeoutError(f"the task did not finish in {cfg.timeout}s (logs in {self.dir})")
+                    raise DemoTimeout(f"the task did not finish in {cfg.timeout}s (logs in {self.dir})")
                 for p in self.procs:
                     if p.poll() is not None:
-                        raise RuntimeError(f"{p.args[4]} exited with code {p.returncode} (see {self.dir})")
+                        raise DemoError(f"{p.args[4]} exited with code {p.returncode} (see {self.dir})")
                 batch = await follower.poll()
                 if batch is None:
                     await asyncio.sleep(0.2)
@@ -190,7 +180,7 @@ class Demo:
                     elif ev.name in ("TaskFinalized", "TaskCancelled"):
                         progress.update(phase, note=ev.name.removeprefix("Task").lower())
                         if ev.name == "TaskCancelled":
-                            raise RuntimeError("the task was cancelled")
+                            raise DemoError("the task was cancelled")
                         return
 
     async def _await_claims(self, registry: TaskRegistry, task_id: int, timeout: float = 60) -> int:
@@ -282,7 +272,7 @@ def run_demo(config: DemoConfig) -> int:
         demo.stop_processes()
         print("interrupted; every process stopped", file=sys.stderr)
         return 130
-    except (RuntimeError, TimeoutError) as exc:
+    except (DemoError, ServiceError, RuntimeError, TimeoutError) as exc:  # ours, and (as before) a library's
         print(f"demo failed: {exc}", file=sys.stderr)
         return 1
     finally:

@@ -15,7 +15,6 @@ import atexit
 import logging
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -23,7 +22,8 @@ import threading
 import time
 from pathlib import Path
 
-from fedoracle.errors import ToolMissing
+from fedoracle.errors import ServiceError, ToolMissing
+from fedoracle.procs import stop_process_group
 
 log = logging.getLogger(__name__)
 
@@ -41,18 +41,18 @@ def wait_for_port(host: str, port: int, timeout: float, proc: subprocess.Popen |
     """Blocks until ``host:port`` accepts connections.
 
     Raises:
-        RuntimeError: when ``proc`` exits first or ``timeout`` passes.
+        ServiceError: when ``proc`` exits first or ``timeout`` passes.
     """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"{proc.args[0]} exited with code {proc.returncode} before listening")
+            raise ServiceError(f"{proc.args[0]} exited with code {proc.returncode} before listening")
         try:
             with socket.create_connection((host, port), timeout=0.2):
                 return
         except OSError:
             time.sleep(0.02)
-    raise RuntimeError(f"nothing listening on {host}:{port} after {timeout}s")
+    raise ServiceError(f"nothing listening on {host}:{port} after {timeout}s")
 
 
 class Service:
@@ -77,16 +77,8 @@ class Service:
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stops the process group (SIGTERM, then SIGKILL)."""
-        proc = self.proc
-        if proc is not None and proc.poll() is None:
-            try:
-                os.killpg(proc.pid, signal.SIGTERM)
-                proc.wait(timeout)
-            except ProcessLookupError:
-                pass
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout)
+        if self.proc is not None:
+            stop_process_group(self.proc, timeout)
         _LIVE.discard(self)
         if self._tmp is not None:
             self._tmp.cleanup()
@@ -172,15 +164,13 @@ class Mosquitto(Service):
         wait_for_port(host, self.port, 10, self.proc)
         time.sleep(0.02)
         if not self.alive:
-            raise RuntimeError(f"mosquitto died after opening its port: {(tmp / 'mosquitto.log').read_text()[-500:]}")
+            raise ServiceError(f"mosquitto died after opening its port: {(tmp / 'mosquitto.log').read_text()[-500:]}")
 
     def restart(self) -> None:
         """Stops and starts the broker on the same port (for fault tests)."""
         conf = Path(self._tmp.name) / "mosquitto.conf"
-        proc = self.proc
-        if proc is not None and proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(5)
+        if self.proc is not None:
+            stop_process_group(self.proc, 5)
         self._spawn([mosquitto_path() or "mosquitto", "-c", str(conf)], Path(self._tmp.name) / "stdout.log")
         wait_for_port(self.host, self.port, 10, self.proc)
 
@@ -219,7 +209,7 @@ class EmbeddedBroker(Service):
         self._thread = threading.Thread(target=run, name="amqtt-broker", daemon=True)
         self._thread.start()
         if not started.wait(10):
-            raise RuntimeError("embedded MQTT broker did not start")
+            raise ServiceError("embedded MQTT broker did not start")
         _LIVE.add(self)
 
     @property

@@ -22,7 +22,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import random
 from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
@@ -37,6 +36,7 @@ from fedoracle.chain import Chain, ChainError, Phase, TaskRegistry
 from fedoracle.codec import ModelSpec, decode, encode_with_hash, spec_from_blob
 from fedoracle.defaults import TrainingSettings
 from fedoracle.units import floor_bp
+from fedoracle.retry import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +130,7 @@ class Device:
         """
         import aiomqtt
 
-        delay = 0.1
+        backoff = Backoff(0.1, cap=5.0, jitter=1.0)
         me = self.address.lower()
         try:
             while True:
@@ -141,7 +141,7 @@ class Device:
                         await client.subscribe(mqtt.task_topic("+"), qos=mqtt.QOS)
                         await client.subscribe(mqtt.verdict_topic("+", me), qos=mqtt.QOS)
                         await client.publish(mqtt.presence_topic(me), b"online", qos=mqtt.QOS, retain=True)
-                        delay = 0.1
+                        backoff.reset()
                         self.stats.connects += 1
                         self.connected.set()
                         log.info("%s connected to %s (connection %d)", self.name, self.broker_url, self.stats.connects)
@@ -156,9 +156,8 @@ class Device:
                             raise
                 except aiomqtt.MqttError as exc:
                     self.connected.clear()
-                    log.info("%s lost the broker (%s); reconnecting in %.1fs", self.name, exc, delay)
-                    await asyncio.sleep(delay * (1 + random.random()))
-                    delay = min(delay * 2, 5.0)
+                    log.info("%s lost the broker (%s); reconnecting in %.1fs", self.name, exc, backoff.current)
+                    await asyncio.sleep(backoff.next())
         finally:
             self.connected.clear()
             for job in list(self._jobs):
@@ -304,7 +303,7 @@ class Device:
 
     async def _submit(self, key: tuple[int, int], digest: str, num_samples: int) -> bool:
         """Submits, retrying with backoff while the round is still open; ``True`` once on-chain."""
-        delay = 0.5
+        backoff = Backoff(0.5, cap=5.0, jitter=1.0)
         for attempt in range(1, self.submit_retries + 1):
             self.stats.submit_attempts[key] = attempt
             try:
@@ -313,8 +312,7 @@ class Device:
             except ChainError as exc:
                 log.warning("%s: submit for task %d round %d failed (attempt %d): %s", self.name, *key, attempt, exc)
                 self.registry.chain.reset_nonce()
-                await asyncio.sleep(delay * (1 + random.random()))
-                delay = min(delay * 2, 5.0)
+                await asyncio.sleep(backoff.next())
                 try:
                     if int.from_bytes(await self.registry.get_commitment(*key, self.address), "big"):
                         return True  # the failed call did land (a lost receipt)

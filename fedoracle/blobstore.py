@@ -30,14 +30,21 @@ from __future__ import annotations
 import os
 import tempfile
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
-from fedoracle.errors import BlobHashMismatch, BlobNotFound, FedoracleError, ModelRejected, Reason
+from fedoracle.errors import (
+    BlobHashMismatch,
+    BlobNotFound,
+    BlobStoreUnavailable,
+    BlobUploadRefused,
+    ModelRejected,
+    Reason,
+)
 from fedoracle.hashing import content_hash, is_content_hash
+from fedoracle.retry import Backoff, retry_sync
 
 
 @runtime_checkable
@@ -110,20 +117,7 @@ class LocalBlobStore:
         return f"LocalBlobStore({str(self.root)!r})"
 
 
-class BlobStoreUnavailable(FedoracleError):
-    """The backend could not be reached or failed (after retries): not the blob's fault."""
-
-
-class BlobUploadRefused(FedoracleError):
-    """The backend refused an upload (bad or missing token, or the bytes did not check out)."""
-
-    def __init__(self, status: int, detail: str) -> None:
-        super().__init__(f"upload refused ({status}): {detail}")
-        self.status = status
-        self.detail = detail
-
-
-class _Transient(Exception):
+class _Transient(BlobStoreUnavailable):
     """An attempt failed in a way worth retrying (connection, timeout, 5xx, 429)."""
 
 
@@ -175,17 +169,11 @@ class HttpBlobStore:
     def _retrying(self, what: str, attempt: Callable[[], bytes | None]) -> bytes | None:
         import requests
 
-        delay = self.backoff
-        for n in range(self.retries + 1):
-            try:
-                return attempt()
-            except (_Transient, requests.ConnectionError, requests.Timeout,
-                    requests.exceptions.ChunkedEncodingError) as exc:
-                if n == self.retries:
-                    raise BlobStoreUnavailable(f"{what}: {exc} (after {n + 1} attempts)") from exc
-            time.sleep(delay)
-            delay *= 2
-        raise AssertionError("unreachable")
+        transient = (_Transient, requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError)
+        try:
+            return retry_sync(attempt, backoff=Backoff(self.backoff), retry_on=transient, attempts=self.retries + 1)
+        except transient as exc:
+            raise BlobStoreUnavailable(f"{what}: {exc} (after {self.retries + 1} attempts)") from exc
 
     def put(self, data: bytes) -> str:
         """Uploads ``data`` under its content hash and returns the hash.

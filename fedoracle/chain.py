@@ -35,6 +35,17 @@ from fedoracle.defaults import DEFAULTS
 from fedoracle.errors import ChainError, ConfigError
 from fedoracle.hashing import normalize_hash, to_bytes32
 from fedoracle.units import encode_dp
+from fedoracle.errors import (
+    ChainError,
+    ChainReverted,
+    ChainUnreachable,
+    ConfigError,
+    NonceTaken,
+    TransactionNotMined,
+    TransactionRejected,
+)
+from fedoracle.hashing import normalize_hash, to_bytes32
+from fedoracle.retry import Backoff, retry_async
 
 log = logging.getLogger(__name__)
 
@@ -103,10 +114,6 @@ def load_account(key: str) -> LocalAccount:
         raise ConfigError(f"not a usable private key source ({type(exc).__name__})") from None
 
 
-class NonceTaken(ChainError):
-    """The node refused a transaction because its nonce was already used (nothing was sent)."""
-
-
 @dataclass(frozen=True)
 class ChainEvent:
     """A decoded contract event with its position in the chain."""
@@ -151,6 +158,15 @@ def _abi_type(item: dict[str, Any]) -> str:
 
 def _show(value: Any) -> str:
     return "0x" + value.hex() if isinstance(value, bytes) else str(value)
+
+
+# Connection-level failures (refused, reset, a dropped keep-alive connection, timeouts); aiohttp's connection
+# errors are not all OSErrors.
+_CONNECTION_ERRORS = (OSError, asyncio.TimeoutError, aiohttp.ClientConnectionError)
+
+
+def _log_rpc_retry(exc: BaseException, attempt: int, delay: float) -> None:
+    log.warning("rpc error, retrying in %.1fs: %s", delay, exc)
 
 
 class Chain:
@@ -204,19 +220,11 @@ class Chain:
         return await self._retry(lambda: self.w3.eth.get_balance(to_checksum_address(address)))
 
     async def _retry(self, make_call: Any) -> Any:
-        delay = 0.2
-        for attempt in range(self.retries):
-            try:
-                return await make_call()
-            # Connection-level failures (refused, reset, a dropped keep-alive connection, timeouts);
-            # aiohttp's connection errors are not all OSErrors.
-            except (OSError, asyncio.TimeoutError, aiohttp.ClientConnectionError) as exc:
-                if attempt == self.retries - 1:
-                    raise ChainError(f"RPC {self.rpc_url} unreachable: {exc}") from exc
-                log.warning("rpc error, retrying in %.1fs: %s", delay, exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-        raise AssertionError("unreachable")
+        try:
+            return await retry_async(make_call, backoff=Backoff(0.2, cap=5.0), retry_on=_CONNECTION_ERRORS,
+                                     attempts=self.retries, on_retry=_log_rpc_retry)
+        except _CONNECTION_ERRORS as exc:
+            raise ChainUnreachable(f"RPC {self.rpc_url} unreachable: {exc}") from exc
 
     async def transact(self, fn: Any, *, value: int = 0, decoder: _ErrorDecoder | None = None) -> dict[str, Any]:
         """Signs and sends a contract call, waits for its receipt and returns it.
@@ -227,14 +235,11 @@ class Chain:
         Raises:
             ChainError: the call reverts (message names the custom error), or the RPC fails.
         """
-        for attempt in range(3):
-            try:
-                return await self._transact_once(fn, value=value, decoder=decoder)
-            except NonceTaken:
-                if attempt == 2:
-                    raise
-                log.warning("nonce taken by another client of %s; retrying with a fresh one", self.address)
-        raise AssertionError("unreachable")
+        def taken(exc: BaseException, attempt: int, delay: float) -> None:
+            log.warning("nonce taken by another client of %s; retrying with a fresh one", self.address)
+
+        return await retry_async(lambda: self._transact_once(fn, value=value, decoder=decoder), backoff=Backoff(0.0),
+                                 retry_on=NonceTaken, attempts=3, on_retry=taken)
 
     async def _transact_once(self, fn: Any, *, value: int = 0, decoder: _ErrorDecoder | None = None) -> dict[str, Any]:
         """One attempt of :meth:`transact`."""
@@ -245,7 +250,7 @@ class Chain:
             try:
                 gas = await self._retry(lambda: fn.estimate_gas({"from": account.address, "value": value}))
             except (ContractCustomError, ContractPanicError, ContractLogicError) as exc:
-                raise ChainError(_revert_message(exc, decoder)) from None
+                raise ChainReverted(_revert_message(exc, decoder)) from None
             if self._nonce is None:
                 self._nonce = await self._retry(lambda: self.w3.eth.get_transaction_count(account.address, "pending"))
             tx = await fn.build_transaction(
@@ -271,7 +276,7 @@ class Chain:
                 self._nonce = None
                 if "nonce too low" in str(exc).lower():
                     raise NonceTaken(f"transaction rejected: {exc}") from exc
-                raise ChainError(f"transaction rejected: {exc}") from exc
+                raise TransactionRejected(f"transaction rejected: {exc}") from exc
             self._nonce += 1
             if self.on_sent is not None:
                 self.on_sent("0x" + bytes(tx_hash).hex())
@@ -279,9 +284,10 @@ class Chain:
             receipt = await self._retry(lambda: self.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=120))
         except TimeExhausted as exc:  # dropped, or stuck behind a nonce gap (e.g. after a reorg)
             self._nonce = None
-            raise ChainError(f"transaction 0x{bytes(tx_hash).hex()} not mined: {exc}") from exc
+            raise TransactionNotMined(f"transaction 0x{bytes(tx_hash).hex()} not mined: {exc}") from exc
         if receipt["status"] != 1:
-            raise ChainError(f"transaction 0x{tx_hash.hex()} reverted: {await self._replay(fn, value, receipt, decoder)}")
+            why = await self._replay(fn, value, receipt, decoder)
+            raise ChainReverted(f"transaction 0x{tx_hash.hex()} reverted: {why}")
         return receipt
 
     async def _replay(self, fn: Any, value: int, receipt: dict[str, Any], decoder: _ErrorDecoder | None) -> str:
@@ -409,7 +415,7 @@ class TaskRegistry:
         try:
             return await self.chain._retry(lambda: fn.call())
         except (ContractCustomError, ContractLogicError) as exc:
-            raise ChainError(_revert_message(exc, self._errors)) from None
+            raise ChainReverted(_revert_message(exc, self._errors)) from None
 
     def events_of(self, receipt: dict[str, Any]) -> list[ChainEvent]:
         """Decoded events of this contract in a receipt."""

@@ -1,4 +1,29 @@
-"""The small exception hierarchy of fedoracle, and the reason codes a verdict carries on-chain."""
+"""The exception hierarchy of fedoracle (one tree under :class:`FedoracleError`), and the verdict reason codes.
+
+Every exception class of the project is defined here, so the whole tree reads in one place::
+
+    FedoracleError
+    ├── ConfigError
+    ├── ModelRejected                 (carries a Reason)
+    │   ├── BlobNotFound
+    │   └── BlobHashMismatch
+    ├── BlobStoreUnavailable
+    ├── BlobUploadRefused
+    ├── ChainError
+    │   ├── ChainUnreachable
+    │   ├── ChainReverted
+    │   ├── TransactionRejected
+    │   │   └── NonceTaken
+    │   └── TransactionNotMined
+    ├── EvaluationFailed
+    ├── ServiceError
+    │   └── ToolMissing
+    └── DemoError
+        └── DemoTimeout               (also a TimeoutError)
+
+Modules that raise one re-export it where callers used to import it (``fedoracle.chain.NonceTaken``,
+``fedoracle.blobstore.BlobStoreUnavailable``, ...).
+"""
 
 from __future__ import annotations
 
@@ -56,9 +81,58 @@ class BlobHashMismatch(ModelRejected):
         super().__init__(Reason.HASH_MISMATCH, f"expected {expected}, bytes hash to {actual}")
 
 
+class BlobStoreUnavailable(FedoracleError):
+    """The backend could not be reached or failed (after retries): not the blob's fault."""
+
+
+class BlobUploadRefused(FedoracleError):
+    """The backend refused an upload (bad or missing token, or the bytes did not check out)."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(f"upload refused ({status}): {detail}")
+        self.status = status
+        self.detail = detail
+
+
 class ChainError(FedoracleError):
     """A transaction reverted or the node misbehaved."""
 
 
-class ToolMissing(FedoracleError):
+class ChainUnreachable(ChainError):
+    """The node could not be reached at the RPC level, after the connection's retries."""
+
+
+class ChainReverted(ChainError):
+    """A call or transaction reverted; the message names the contract's custom error and its arguments."""
+
+
+class TransactionRejected(ChainError):
+    """A signed transaction did not get into the node: refused (e.g. "already known"), or the node unreachable."""
+
+
+class NonceTaken(TransactionRejected):
+    """The node refused a transaction because its nonce was already used (nothing was sent)."""
+
+
+class TransactionNotMined(ChainError):
+    """A sent transaction got no receipt in time (dropped, or stuck behind a nonce gap)."""
+
+
+class EvaluationFailed(FedoracleError):
+    """No evaluation worker produced a score for a job (it is tried again later, never a verdict)."""
+
+
+class ServiceError(FedoracleError):
+    """A local service (anvil, the MQTT broker, redis) would not start, or died while starting."""
+
+
+class ToolMissing(ServiceError):
     """An external program (anvil, mosquitto, node) is not installed; run ./run once to set up."""
+
+
+class DemoError(FedoracleError):
+    """The demo's task did not complete: a role process died, or the task was cancelled."""
+
+
+class DemoTimeout(DemoError, TimeoutError):
+    """The demo's task did not finish within its time limit."""

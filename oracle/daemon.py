@@ -50,6 +50,7 @@ from fedoracle.errors import ModelRejected, Reason
 from fedoracle.follow import LogFollower
 from fedoracle.hidden import HiddenTestSet
 from fedoracle.learning.rounds import aggregate_accepted, is_accepted, next_threshold, verdict_reason
+from fedoracle.retry import Backoff, retry_async
 from oracle.faults import crash_point
 from oracle.logs import emit
 from oracle.pool import EvaluationPool
@@ -119,7 +120,7 @@ class Oracle:
         self._scorer = Scorer(blobs, str(config.vault))
         self._sending: tuple[int, int, str, str] | None = None
         self._signed: str | None = None
-        self._retry_at: dict[int, tuple[float, float]] = {}  # task -> (not before, last delay)
+        self._retry_at: dict[int, tuple[float, Backoff]] = {}  # task -> (not before, its delays)
         self._rewind_to: int | None = None
         self._caught_up = False
         self._last_rescan: dict[int, float] = {}
@@ -164,14 +165,16 @@ class Oracle:
                 await self._maybe_serve(task_id)
 
     async def _until_ok(self, what: str, make_call) -> None:
-        delay = 0.5
-        while not self.stopped.is_set():
-            try:
-                return await make_call()
-            except ChainError as exc:
-                emit(log, "rpc_wait", logging.WARNING, step=what, error=str(exc)[:200], retry_in=delay)
-                await self._sleep(delay)
-                delay = min(delay * 2, self.config.max_backoff)
+        def wait(exc: BaseException, attempt: int, delay: float) -> None:
+            emit(log, "rpc_wait", logging.WARNING, step=what, error=str(exc)[:200], retry_in=delay)
+
+        if self.stopped.is_set():
+            return None
+        try:
+            return await retry_async(make_call, backoff=Backoff(0.5, cap=self.config.max_backoff), retry_on=ChainError,
+                                     on_retry=wait, sleep=self._sleep, give_up=self.stopped.is_set)
+        except ChainError:  # only once stopped: every other ChainError is retried
+            return None
 
     async def _sleep(self, seconds: float) -> None:
         try:
@@ -189,7 +192,7 @@ class Oracle:
              tasks=",".join(map(str, self.tasks)) or "-")
         if ready is not None:
             ready.set()
-        outage = 0.5
+        outage = Backoff(0.5, cap=self.config.max_backoff)
         while not self.stopped.is_set():
             try:
                 batch = await follower.poll()
@@ -201,13 +204,13 @@ class Oracle:
                 await self._retry_unserved()
             except Exception as exc:  # noqa: BLE001 - node unreachable past Chain's retries, a range
                 # the node no longer has (a reorg under our feet), ...: the range is read again.
+                delay = outage.next()
                 emit(log, "rpc_wait", logging.WARNING, step="poll", error=f"{type(exc).__name__}: {exc}"[:300],
-                     retry_in=outage)
+                     retry_in=delay)
                 follower = self._follower(self.checkpoint.next_block or self.config.from_block)
-                await self._sleep(outage)
-                outage = min(outage * 2, self.config.max_backoff)
+                await self._sleep(delay)
                 continue
-            outage = 0.5
+            outage.reset()
             self._caught_up = batch is None
             for task_id in list(self.tasks):
                 await self._reconcile_guarded(task_id)
@@ -239,7 +242,7 @@ class Oracle:
 
     async def _reconcile_guarded(self, task_id: int) -> None:
         """One task's step; a failure is logged and retried later with backoff, never fatal."""
-        not_before, delay = self._retry_at.get(task_id, (0.0, 0.0))
+        not_before, backoff = self._retry_at.get(task_id, (0.0, None))
         if time.monotonic() < not_before:
             return
         try:
@@ -250,8 +253,10 @@ class Oracle:
             error, trace = str(exc)[:300], False
         except Exception as exc:  # noqa: BLE001 - a daemon survives its own bugs; logged with the trace
             error, trace = f"{type(exc).__name__}: {exc}"[:300], True
-        delay = min(max(delay * 2, self.config.poll_interval), self.config.max_backoff)
-        self._retry_at[task_id] = (time.monotonic() + delay, delay)
+        if backoff is None:
+            backoff = Backoff(self.config.poll_interval, cap=self.config.max_backoff)
+        delay = backoff.next()
+        self._retry_at[task_id] = (time.monotonic() + delay, backoff)
         emit(log, "retry", logging.WARNING, task=task_id, error=error, retry_in=round(delay, 2))
         if trace:
             log.debug("task %d step failed", task_id, exc_info=True)

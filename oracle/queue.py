@@ -29,6 +29,7 @@ import time
 from typing import Any
 
 from fedoracle.chain import Submission
+from fedoracle.errors import ConfigError, EvaluationFailed
 from oracle.scoring import Scorer, ScoreJob
 from oracle.store import Score
 
@@ -66,7 +67,7 @@ _DELAY = float(os.environ.get("FEDORACLE_TEST_SCORE_DELAY", "0"))
 def _score_task(job: dict[str, Any]) -> dict[str, Any]:
     """The worker side: score one job with this process's scorer (sync: runs in a thread)."""
     if _scorer is None:
-        raise RuntimeError("this process is not an oracle worker (no scorer configured)")
+        raise ConfigError("this process is not an oracle worker (no scorer configured)")
     started = time.perf_counter()
     sub = job.get("submission")
     log.info("scoring task=%s round=%s device=%s", job["task_id"], job["round"], sub and sub["device"])
@@ -121,7 +122,7 @@ class QueuePool:
                 await asyncio.sleep(min(2.0 * attempt, 10.0))
                 continue
             return Score(**result.return_value)
-        raise RuntimeError(f"no worker scored the job for {job.submission} after {self.attempts} attempts")
+        raise EvaluationFailed(f"no worker scored the job for {job.submission} after {self.attempts} attempts")
 
     async def close(self) -> None:
         if self._started:

@@ -18,6 +18,7 @@ from fedoracle.blobstore import BlobStore
 from fedoracle.chain import TaskParams, TaskRegistry
 from fedoracle.codec import encode_with_hash
 from fedoracle.defaults import DEFAULTS, TaskSettings
+from fedoracle.errors import BlobHashMismatch
 from fedoracle.hidden import HiddenTestSet
 from fedoracle.units import to_bp
 
@@ -96,8 +97,8 @@ async def publish_task(registry: TaskRegistry, blobs: BlobStore, vault: str | os
     plan.validate()
     data = dataset if dataset is not None else load_dataset(plan.dataset)
     spec = model_spec(plan.architecture, data.input_shape, data.num_classes)
-    if blobs.put(spec.canonical_json()) != spec.spec_hash:
-        raise AssertionError("spec hash is not the hash of its canonical JSON")
+    if (stored := blobs.put(spec.canonical_json())) != spec.spec_hash:
+        raise BlobHashMismatch(spec.spec_hash, stored)  # the spec hash is not the hash of its canonical JSON
     weights = initial_weights(spec, plan.seed)
     model_bytes, model_hash = encode_with_hash(weights, spec)
     blobs.put(model_bytes)

@@ -20,6 +20,7 @@ from fedoracle import mqtt
 from fedoracle.chain import Chain, ChainEvent, TaskRegistry
 from fedoracle.follow import LogFollower
 from fedoracle.hashing import normalize_hash
+from fedoracle.retry import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -96,12 +97,12 @@ class Relay:
 
         follower = LogFollower(self.registry, self.from_block, poll_interval=self.poll_interval)
         chain_id = await self.registry.chain.chain_id()
-        delay = 0.2
+        backoff = Backoff(0.2, cap=5.0)
         pending: list[tuple[str, dict]] = []
         while True:
             try:
                 async with mqtt.client(self.broker_url, identifier=f"fedoracle-relay-{id(self):x}") as client:
-                    delay = 0.2
+                    backoff.reset()
                     self.connects += 1
                     # A restarted broker may have lost the retained state: put it back (idempotent).
                     for topic, text in list(self._retained.items()):
@@ -122,6 +123,6 @@ class Relay:
                             pending.pop(0)
                             self.published += 1
             except aiomqtt.MqttError as exc:
+                delay = backoff.next()
                 log.warning("relay lost the broker (%s); reconnecting in %.1fs", exc, delay)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)

@@ -35,6 +35,7 @@ from fedoracle.blobstore import (
 from fedoracle.codec import ModelSpec, decode, encode
 from fedoracle.errors import BlobHashMismatch, BlobNotFound, ModelRejected, Reason
 from fedoracle.hashing import content_hash
+from fedoracle.procs import stop_process_group
 
 MAX_BYTES = 64 * 1024
 TOKEN = "s3cret-token"
@@ -81,7 +82,8 @@ def blob_server(root: Path, *, token: str | None = None, max_bytes: int = MAX_BY
     env = {k: v for k, v in os.environ.items() if k != "FEDORACLE_BLOB_TOKEN"}
     if token:
         env["FEDORACLE_BLOB_TOKEN"] = token  # the token travels by environment, as documented
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True,
+                            start_new_session=True)
     try:
         ready, _, _ = select.select([proc.stdout], [], [], START_TIMEOUT)
         line = proc.stdout.readline() if ready else ""
@@ -91,12 +93,7 @@ def blob_server(root: Path, *, token: str | None = None, max_bytes: int = MAX_BY
         url = line.split("listening on ", 1)[1].split()[0]
         yield Server(url, root, token)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=30)
+        stop_process_group(proc, 30)
         proc.stdout.close()
         proc.stderr.close()
 

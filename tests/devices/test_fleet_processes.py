@@ -17,6 +17,7 @@ from eth_account import Account
 from devices.fleet import device_key, fund, payee_address
 from fedoracle import mqtt
 from fedoracle.chain import Phase
+from fedoracle.procs import stop_process_groups
 from tests.conftest import run
 from tests.devices.conftest import FAUCET, task_harness, wait_for
 from tests.devices.test_faults import quick_plan
@@ -92,10 +93,7 @@ def test_killed_device_process_does_not_block_the_round(anvil, broker, fresh_reg
     try:
         state, rec, submitted, decoy_submitted, closed, payee0, code = run(asyncio.wait_for(go(), 600))
     finally:
-        for p in procs:
-            if p.poll() is None:
-                os.killpg(p.pid, signal.SIGKILL)
-                p.wait()
+        stop_process_groups(procs, 30, sig=signal.SIGKILL)
     assert state["phase"] == Phase.FINALIZED
     assert submitted == [addresses[0]]  # the killed device never submitted
     assert len(closed) == 1  # closed by the oracle at the deadline, not by the cap (3 slots)

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
 import uuid
 
+from fedoracle.procs import stop_process_groups
 from tests.e2e.test_demo import processes_with_marker
 
 
@@ -58,11 +58,7 @@ def test_roles_one_by_one_from_the_command_line(anvil, broker, tmp_path):
             assert time.monotonic() < deadline, (tmp_path / "oracle.log").read_text()[-3000:]
             time.sleep(1)
     finally:
-        for p in procs:
-            if p.poll() is None:
-                os.killpg(p.pid, signal.SIGTERM)
-        for p in procs:
-            p.wait(30)
+        stop_process_groups(procs, 30)
 
     assert status["rounds"][0]["accepted"] == 3
     assert all(s["verdict"]["accepted"] for s in status["submissions"])

@@ -21,6 +21,7 @@ import pytest
 
 from fedoracle.blobstore import open_store
 from fedoracle.chain import Chain, Phase, Status, TaskRegistry, dev_account
+from fedoracle.procs import stop_process_groups
 from publisher.publish import TaskPlan, publish_task
 from demo.services import MOSQUITTO_CONF, mosquitto_path, wait_for_port
 from tests.conftest import run
@@ -78,15 +79,7 @@ class Hosts:
         return proc
 
     def close(self) -> None:
-        for p in self.procs:
-            if p.poll() is None:
-                os.killpg(p.pid, 15)
-        for p in self.procs:
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(p.pid, 9)
-                p.wait()
+        stop_process_groups(self.procs, 10)
         for name in self.ns.values():
             subprocess.run(["ip", "netns", "pids", name], capture_output=True)  # (for logs on failure)
             subprocess.run(["ip", "netns", "del", name], capture_output=True)

@@ -22,6 +22,7 @@ from fedoracle.blobstore import LocalBlobStore
 from fedoracle.chain import Phase, Status, dev_account
 from fedoracle.codec import decode
 from fedoracle.errors import Reason
+from fedoracle.procs import stop_process_group
 from oracle.store import Checkpoint
 from tests.conftest import run
 from tests.e2e.test_demo import processes_with_marker
@@ -40,11 +41,8 @@ CRASH_POINTS = ["after_send:verdict:1", "after_receipt:verdict:2", "after_commit
 
 
 def kill_group(proc) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    proc.wait(30)
+    """The fault: SIGKILL to the oracle's whole group (it and its TFF worker), no goodbye."""
+    stop_process_group(proc, 30, sig=signal.SIGKILL)
 
 
 def test_killed_again_and_again_the_oracle_posts_exactly_one_verdict_per_submission(node, reg, models, mnist,

@@ -17,6 +17,7 @@ import uuid
 from fedoracle.blobstore import LocalBlobStore
 from fedoracle.chain import Phase, dev_account
 from fedoracle.errors import Reason
+from fedoracle.procs import stop_process_groups
 from tests.conftest import run
 from tests.e2e.test_demo import processes_with_marker
 from tests.oracle.kit import (
@@ -87,11 +88,7 @@ def test_listener_and_two_workers_over_redis_one_killed(node, reg, models, mnist
         run(wait_phase(reg, pub.task_id, Phase.FINALIZED, 400,
                        alive=lambda: listener.poll() is None and workers[1].poll() is None))
     finally:
-        for p in procs:
-            if p.poll() is None:
-                os.killpg(p.pid, signal.SIGTERM)
-        for p in procs:
-            p.wait(30)
+        stop_process_groups(procs, 30)
 
     events = run(task_events(reg, pub.task_id, pub.block))
     counts = verdict_counts(events)
