@@ -32,9 +32,6 @@ from web3._utils.events import get_event_data
 from web3.exceptions import ContractCustomError, ContractLogicError, ContractPanicError, TimeExhausted, Web3RPCError
 
 from fedoracle.defaults import DEFAULTS
-from fedoracle.errors import ChainError, ConfigError
-from fedoracle.hashing import normalize_hash, to_bytes32
-from fedoracle.units import encode_dp
 from fedoracle.errors import (
     ChainError,
     ChainReverted,
@@ -46,6 +43,7 @@ from fedoracle.errors import (
 )
 from fedoracle.hashing import normalize_hash, to_bytes32
 from fedoracle.retry import Backoff, retry_async
+from fedoracle.units import encode_dp
 
 log = logging.getLogger(__name__)
 
