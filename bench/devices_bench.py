@@ -38,11 +38,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from demo.services import Anvil, Mosquitto
 from fedoracle import mqtt
 from fedoracle.chain import Chain, TaskParams, TaskRegistry, dev_account
 from fedoracle.commitments import TestSetCommitment
 from relay.relay import Relay
-from demo.services import Anvil, Mosquitto
 
 RESULTS = Path(__file__).parent / "results"
 PUBLISHER, ORACLE, FAUCET = 0, 1, 2
@@ -112,7 +112,8 @@ async def fanout(p: int, anvil: Anvil, broker: Mosquitto) -> dict:
     await asyncio.gather(relay_job, *clients, return_exceptions=True)
     rounds = [got_round[i] - receipt_at for i in range(p)]
     tasks = [got_task[i] - receipt_at for i in range(p)]
-    return {"devices": p, "connect_all_s": round(connect_s, 2), "receipt_after_send_ms": round(1e3 * (receipt_at - sent), 1),
+    return {"devices": p, "connect_all_s": round(connect_s, 2),
+            "receipt_after_send_ms": round(1e3 * (receipt_at - sent), 1),
             "block": receipt["blockNumber"], "round_opened_after_receipt": _pcts(rounds),
             "task_published_after_receipt": _pcts(tasks), "last_device_ms": round(1e3 * max(rounds + tasks), 1),
             "round_opened_after_send": _pcts([got_round[i] - sent for i in range(p)])}
@@ -124,10 +125,10 @@ async def whole_round(p: int, anvil: Anvil, broker: Mosquitto, work: Path, data)
     from devices.fleet import Fleet, FleetConfig, fund
     from fedoracle.blobstore import LocalBlobStore
     from fedoracle.chain import Phase
-    from publisher.publish import TaskPlan, publish_task
     from oracle.daemon import Oracle, OracleConfig
     from oracle.pool import InProcessPool
     from oracle.scoring import Scorer
+    from publisher.publish import TaskPlan, publish_task
 
     registry = await TaskRegistry.deploy(Chain(anvil.rpc_url, dev_account(PUBLISHER)))
     blobs = LocalBlobStore(work / f"blobs-{p}")
@@ -208,7 +209,8 @@ def write_md(result: dict) -> str:
              "## Relay → MQTT fan-out (receive-only path: one light subscriber per device, same client settings)", "",
              "Time from the `publish` transaction's receipt to each device's receipt of the relayed message "
              "(relay polls every 50 ms).", "",
-             "| P | connect all (s) | RoundOpened p50 / p95 / max (ms) | TaskPublished p50 / p95 / max (ms) | last device (ms) | RoundOpened after *sending* the tx, p50 / max (ms) |",
+             "| P | connect all (s) | RoundOpened p50 / p95 / max (ms) | TaskPublished p50 / p95 / max (ms) "
+             "| last device (ms) | RoundOpened after *sending* the tx, p50 / max (ms) |",
              "|---|---|---|---|---|---|"]
     for r in result["fanout"]:
         a, b = r["round_opened_after_receipt"], r["task_published_after_receipt"]
@@ -216,10 +218,12 @@ def write_md(result: dict) -> str:
                      f"{b['p50_ms']} / {b['p95_ms']} / {b['max_ms']} | {r['last_device_ms']} | "
                      f"{r['round_opened_after_send']['p50_ms']} / {r['round_opened_after_send']['max_ms']} |")
     lines += ["", "## One whole round (full devices, relay and oracle in one process)", "",
-              "small_cnn on MNIST, **tiny shards** (64 examples, 1 epoch, batch 32), local DP (clip 5, ε 8), threshold 0.1 (a timing run: tiny shards do not reach the demo's 0.5), "
+              "small_cnn on MNIST, **tiny shards** (64 examples, 1 epoch, batch 32), local DP (clip 5, ε 8), "
+              "threshold 0.1 (a timing run: tiny shards do not reach the demo's 0.5), "
               "20% malicious / 20% unreliable; TFF scoring of every candidate. Seconds after the publish receipt "
               "(submission times from block timestamps, whole seconds).", "",
-              "| P | submissions | accepted | first / last submission (s) | closed (s) | finalized: round wall time (s) |",
+              "| P | submissions | accepted | first / last submission (s) | closed (s) "
+              "| finalized: round wall time (s) |",
               "|---|---|---|---|---|---|"]
     for r in result["round"]:
         lines.append(f"| {r['devices']} | {r['submissions']} | {r['accepted']} | {r['first_submission_s']} / "

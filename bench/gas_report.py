@@ -40,8 +40,11 @@ def keccak(b: bytes) -> bytes:
 
 
 def model_blob(size: int) -> tuple[bytes, bytes]:
-    """A deterministic model-sized blob and its keccak256; the first variant whose digest has no
-    zero byte (calldata prices zero bytes at 4 gas, others at 16, so hashes are made comparable)."""
+    """A deterministic model-sized blob and its keccak256.
+
+    The first variant whose digest has no zero byte (calldata prices zero bytes at 4 gas, others
+    at 16, so hashes are made comparable).
+    """
     body = (bytes(range(256)) * (size // 256 + 1))[: size - 4]
     for counter in range(1_000):
         blob = body + counter.to_bytes(4, "big")
@@ -144,7 +147,7 @@ def run(out: Path) -> int:
         one_round(3, devices[:6])
         record("finalize", registry.finalize(task, 7_003, keccak(b"report"), "http://report", sender=oracle))
         for rnd in (1, 2, 3):
-            for i, d in enumerate(devices[:6]):
+            for d in devices[:6]:
                 if registry.claimable(task, rnd, d) > 0:
                     record("claim", registry.claim(task, rnd, d, sender=stranger), f"round {rnd}, by a third party")
         assert registry.refundable(task) > 0

@@ -1,4 +1,4 @@
-"""Benchmark of the learning core: TFF vs Keras evaluation throughput, local training time, and the local-DP clip trade-off.
+"""Benchmark of the learning core: TFF vs Keras evaluation, local training, the local-DP clip trade-off.
 
 Writes ``bench/results/learning.json``. Run with ``./run python bench/learning_bench.py``.
 
@@ -26,7 +26,7 @@ import numpy as np
 import tensorflow as tf
 
 from fedoracle.learning.aggregation import aggregate, apply_update
-from fedoracle.learning.data import load_dataset
+from fedoracle.learning.data import Dataset, load_dataset
 from fedoracle.learning.evaluation import Evaluator
 from fedoracle.learning.models import build_spec_model, initial_weights, model_spec
 from fedoracle.learning.partition import DeviceKind, partition
@@ -47,7 +47,7 @@ def _median_seconds(call: Callable[[], object], repeats: int) -> float:
     return statistics.median(times)
 
 
-def bench_evaluation(data, architecture: str, batch_size: int = 1000, repeats: int = 5) -> dict:  # noqa: ANN001
+def bench_evaluation(data: Dataset, architecture: str, batch_size: int = 1000, repeats: int = 5) -> dict:
     spec = model_spec(architecture, data.input_shape, data.num_classes)
     weights = initial_weights(spec, 0)
     evaluator = Evaluator(spec, data.x_test, data.y_test, batch_size=batch_size)
@@ -56,7 +56,9 @@ def bench_evaluation(data, architecture: str, batch_size: int = 1000, repeats: i
     model.compile(loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
     n = len(data.y_test)
     tff_s = _median_seconds(lambda: evaluator.evaluate(weights), repeats)
-    keras_s = _median_seconds(lambda: model.evaluate(data.x_test, data.y_test, batch_size=batch_size, verbose=0), repeats)
+    keras_s = _median_seconds(
+        lambda: model.evaluate(data.x_test, data.y_test, batch_size=batch_size, verbose=0), repeats
+    )
     return {
         "architecture": architecture,
         "test_examples": n,
@@ -69,7 +71,7 @@ def bench_evaluation(data, architecture: str, batch_size: int = 1000, repeats: i
     }
 
 
-def bench_training(data, architecture: str, shard: int = 600, repeats: int = 3) -> dict:  # noqa: ANN001
+def bench_training(data: Dataset, architecture: str, shard: int = 600, repeats: int = 3) -> dict:
     spec = model_spec(architecture, data.input_shape, data.num_classes)
     weights = initial_weights(spec, 0)
     x, y = data.x_train[:shard], data.y_train[:shard]
@@ -85,7 +87,7 @@ def bench_training(data, architecture: str, shard: int = 600, repeats: int = 3) 
     }
 
 
-def bench_dp_clip(data, clips: tuple[float, ...] = (0.01, 0.03, 0.1, 0.3, 1.0)) -> dict:  # noqa: ANN001
+def bench_dp_clip(data: Dataset, clips: tuple[float, ...] = (0.01, 0.03, 0.1, 0.3, 1.0)) -> dict:
     spec = model_spec("small_cnn", data.input_shape, data.num_classes)
     evaluator = Evaluator(spec, data.x_test, data.y_test)
     warm = local_train(spec, initial_weights(spec, 0), data.x_train[:6000], data.y_train[:6000], learning_rate=1e-3)
@@ -93,7 +95,7 @@ def bench_dp_clip(data, clips: tuple[float, ...] = (0.01, 0.03, 0.1, 0.3, 1.0)) 
     updates = []
     for i, shard in enumerate(shards):
         trained = local_train(spec, warm, data.x_train[shard.indices], shard.labels, seed=i)
-        updates.append([t - g for t, g in zip(trained, warm)])
+        updates.append([t - g for t, g in zip(trained, warm, strict=True)])
     rows = []
     rng = np.random.default_rng(0)
     for mode, num_samples in (("update", None), ("sample_mean", 600)):
@@ -128,7 +130,9 @@ def main() -> None:
     mnist = load_dataset("mnist")
     started = time.perf_counter()
     results = {
-        "machine": {"cpus": __import__("os").cpu_count(), "platform": platform.platform(), "tensorflow": tf.__version__},
+        "machine": {
+            "cpus": __import__("os").cpu_count(), "platform": platform.platform(), "tensorflow": tf.__version__
+        },
         "evaluation": [bench_evaluation(mnist, a) for a in ("small_cnn", "alexnet")],
         "training": [bench_training(mnist, a) for a in ("small_cnn", "alexnet")],
         "dp_clip": bench_dp_clip(mnist),

@@ -1,5 +1,7 @@
-"""Benchmark of the oracle daemon: latency from a ``ModelSubmitted`` block to its verdict being
-mined, and verdicts per minute, at 50 and 300 submissions.
+"""Benchmark of the oracle daemon: submission-to-verdict latency and verdicts per minute.
+
+Latency runs from a ``ModelSubmitted`` block to its verdict being mined; both are measured at 50
+and 300 submissions.
 
 Writes ``bench/results/oracle.json`` and ``bench/results/oracle.md``. Run with
 ``./run python bench/oracle_bench.py`` (``--sizes 50,300``).
@@ -25,21 +27,20 @@ import asyncio
 import json
 import os
 import platform
-import statistics
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
+from demo.services import Anvil
 from fedoracle.blobstore import LocalBlobStore
 from fedoracle.chain import Chain, Phase, TaskRegistry, dev_account
 from fedoracle.codec import decode, encode_with_hash
-from publisher.publish import TaskPlan, publish_task
-from demo.services import Anvil
 from oracle.daemon import Oracle, OracleConfig
 from oracle.pool import InProcessPool
 from oracle.scoring import Scorer
+from publisher.publish import TaskPlan, publish_task
 
 RESULTS = Path(__file__).parent / "results"
 PER_ROUND = 50
@@ -81,7 +82,7 @@ async def run_size(n: int, mnist, trained: list[np.ndarray], workers: int) -> di
                     await asyncio.sleep(0.05)
                 g_hash = (await registry.get_task(task_id))["globalModelHash"]
                 global_w = decode(blobs.get(g_hash), spec)
-                good = blobs.put(encode_with_hash([w - g for w, g in zip(trained, global_w)], spec)[0])
+                good = blobs.put(encode_with_hash([w - g for w, g in zip(trained, global_w, strict=True)], spec)[0])
                 bad = blobs.put(encode_with_hash([rng.normal(0, 50, g.shape).astype(g.dtype) for g in global_w],
                                                  spec)[0])
                 for i, dev in enumerate(devices):
@@ -150,6 +151,8 @@ def main() -> None:
         f"| {n} | {r['rounds']} | {r['latency_s']['p50']:.2f} | {r['latency_s']['p95']:.2f} | "
         f"{r['after_close_s']['p50']:.2f} | {r['after_close_s']['p95']:.2f} | {r['verdicts_per_minute']:.0f} |"
         for n, r in results.items())
+    table_head = ("| submissions | rounds | latency p50 (s) | latency p95 (s) | after close p50 (s) "
+                  "| after close p95 (s) | verdicts / min |")
     (RESULTS / "oracle.md").write_text(f"""# Oracle benchmark
 
 `./run python bench/oracle_bench.py` on a {os.cpu_count()}-core machine (load average at the end
@@ -157,7 +160,7 @@ def main() -> None:
 Anvil with automine; MNIST small_cnn; rounds of {PER_ROUND} submissions closed by the cap; 80 %
 good updates, 20 % rejected; oracle in-process with 2 evaluation threads.
 
-| submissions | rounds | latency p50 (s) | latency p95 (s) | after close p50 (s) | after close p95 (s) | verdicts / min |
+{table_head}
 |---|---|---|---|---|---|---|
 {rows}
 

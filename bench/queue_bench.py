@@ -28,6 +28,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from demo.services import RedisServer  # noqa: E402
 from fedoracle.blobstore import LocalBlobStore  # noqa: E402
 from fedoracle.chain import Submission  # noqa: E402
 from fedoracle.codec import encode_with_hash  # noqa: E402
@@ -36,7 +37,7 @@ from fedoracle.procs import stop_process_groups  # noqa: E402
 from demo.services import RedisServer  # noqa: E402
 from oracle.pool import InProcessPool  # noqa: E402
 from oracle.queue import QueuePool  # noqa: E402
-from oracle.scoring import Scorer, ScoreJob  # noqa: E402
+from oracle.scoring import ScoreJob, Scorer  # noqa: E402
 
 
 def setup(tmp: Path, jobs: int) -> tuple[LocalBlobStore, Path, list[ScoreJob], list[ScoreJob]]:
@@ -58,7 +59,7 @@ def setup(tmp: Path, jobs: int) -> tuple[LocalBlobStore, Path, list[ScoreJob], l
     rng = np.random.default_rng(0)
     real, cheap = [], []
     for i in range(jobs):
-        update = [(t - g + rng.normal(0, 1e-4, g.shape)).astype(g.dtype) for t, g in zip(trained, init)]
+        update = [(t - g + rng.normal(0, 1e-4, g.shape)).astype(g.dtype) for t, g in zip(trained, init, strict=True)]
         digest = blobs.put(encode_with_hash(update, spec)[0])
         sub = Submission(1, 1, f"0x{i:040x}", f"0x{i:040x}", digest, "", 5000, 100)
         real.append(ScoreJob(1, 1, spec.spec_hash, global_hash, hidden.root, sub))

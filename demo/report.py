@@ -24,7 +24,9 @@ KINDS = ("honest", "unreliable", "malicious")
 
 async def gas_by_function(registry: TaskRegistry, tx_hashes: list[str]) -> dict[str, dict[str, float]]:
     """Gas used per contract function over the given transactions (min / mean / max / count)."""
-    selectors = {function_abi_to_4byte_selector(f): f["name"] for f in registry.contract.abi if f.get("type") == "function"}
+    selectors = {
+        function_abi_to_4byte_selector(f): f["name"] for f in registry.contract.abi if f.get("type") == "function"
+    }
     per: dict[str, list[int]] = defaultdict(list)
     w3 = registry.chain.w3
     for h in tx_hashes:
@@ -40,7 +42,10 @@ def build_report(task_id: int, events: list[ChainEvent], fleet: dict[str, Any], 
                  extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Joins the task's events with the fleet's view of its devices."""
     devices = {d["address"].lower(): d for d in fleet.get("devices", [])}
-    kind_of = lambda addr: devices.get(addr.lower(), {}).get("kind", "unknown")  # noqa: E731
+
+    def kind_of(addr: str) -> str:
+        return str(devices.get(addr.lower(), {}).get("kind", "unknown"))
+
     payee_kind = {d["payee"].lower(): d["kind"] for d in devices.values()}
     rounds: dict[int, dict[str, Any]] = {}
     verdicts: dict[str, Counter] = {k: Counter() for k in KINDS}
@@ -116,9 +121,9 @@ def write_report(report: dict[str, Any], out: Path) -> list[Path]:
     ax.plot(xs, [100 * r["global_accuracy"] for r in rounds], marker="o", color="#1f77b4", label="global model")
     for kind, color in (("honest", "#2ca02c"), ("unreliable", "#ff7f0e"), ("malicious", "#7f7f7f")):
         means = [report["candidate_accuracy_by_round_and_class"].get(f"{x}/{kind}", {}).get("mean") for x in xs]
-        pts = [(x, 100 * m) for x, m in zip(xs, means) if m is not None]
+        pts = [(x, 100 * m) for x, m in zip(xs, means, strict=True) if m is not None]
         if pts:
-            ax.plot(*zip(*pts), ls=":", marker=".", color=color, label=f"{kind} candidates (mean)")
+            ax.plot(*zip(*pts, strict=True), ls=":", marker=".", color=color, label=f"{kind} candidates (mean)")
     th = report.get("threshold_by_round") or {}
     if th:
         rs = sorted(int(r) for r in th)

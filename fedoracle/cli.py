@@ -2,8 +2,9 @@
 
 Every role's commands (``task``/``deploy``: the publisher; ``relay``/``blobs``: the relay;
 ``oracle``; ``devices``) and the ``demo`` and ``experiment`` groups come from the
-``fedoracle.commands`` entry points (declared in pyproject.toml), so the core never imports a role. Nothing on the start-up
-path imports TensorFlow: commands import what they compute with when they run.
+``fedoracle.commands`` entry points (declared in pyproject.toml), so the core never imports a
+role. Nothing on the start-up path imports TensorFlow: commands import what they compute with
+when they run.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import asyncio
 import json
 import logging
 import sys
-from importlib.metadata import entry_points
+from importlib.metadata import EntryPoint, entry_points
 
 import click
 
@@ -23,13 +24,15 @@ from fedoracle.options import registry_option, rpc_option
 class PluginGroup(click.Group):
     """A click group that adds the role CLIs registered under ``fedoracle.commands``."""
 
-    def _plugins(self) -> dict:
+    def _plugins(self) -> dict[str, EntryPoint]:
         return {ep.name: ep for ep in entry_points(group="fedoracle.commands")}
 
     def list_commands(self, ctx: click.Context) -> list[str]:
+        """The core's own commands and every plugged-in role's, sorted by name."""
         return sorted(set(super().list_commands(ctx)) | set(self._plugins()))
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        """The command ``name``: the core's own, else the entry point's, loaded only now (fast ``--help``)."""
         cmd = super().get_command(ctx, name)
         if cmd is None and name in self._plugins():
             cmd = self._plugins()[name].load()
@@ -42,7 +45,9 @@ def setup_logging(verbose: int) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)-7s %(name)s %(message)s", stream=sys.stderr)
 
 
-@click.group(cls=PluginGroup, context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "FEDORACLE"})
+@click.group(
+    cls=PluginGroup, context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "FEDORACLE"}
+)
 @click.version_option(__version__, prog_name="fedoracle")
 @click.option("-v", "--verbose", count=True, help="More logs (-v info, -vv debug).")
 def main(verbose: int) -> None:

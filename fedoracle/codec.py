@@ -16,8 +16,10 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from functools import cached_property
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field
 
 from fedoracle.errors import ModelRejected, Reason
@@ -72,7 +74,7 @@ class ModelSpec(BaseModel):
         architecture: str,
         input_shape: Sequence[int],
         num_classes: int,
-        weights: Sequence[np.ndarray],
+        weights: Sequence[NDArray[Any]],
         max_bytes: int = DEFAULT_MAX_BYTES,
     ) -> ModelSpec:
         """Builds the spec that ``weights`` satisfy."""
@@ -114,7 +116,7 @@ def header_metadata(fmt: str, spec_hash: str) -> dict[str, str]:
     return {"fedoracle": json.dumps({"format": fmt, "spec": spec_hash}, sort_keys=True, separators=(",", ":"))}
 
 
-def encode(weights: Sequence[np.ndarray], spec: ModelSpec) -> bytes:
+def encode(weights: Sequence[NDArray[Any]], spec: ModelSpec) -> bytes:
     """Encodes ``weights`` (in model order) as canonical bytes that claim to follow ``spec``.
 
     Raises:
@@ -131,13 +133,13 @@ def encode(weights: Sequence[np.ndarray], spec: ModelSpec) -> bytes:
     return data
 
 
-def encode_with_hash(weights: Sequence[np.ndarray], spec: ModelSpec) -> tuple[bytes, str]:
+def encode_with_hash(weights: Sequence[NDArray[Any]], spec: ModelSpec) -> tuple[bytes, str]:
     """:func:`encode` plus the content hash of the bytes."""
     data = encode(weights, spec)
     return data, content_hash(data)
 
 
-def decode(data: bytes, spec: ModelSpec, *, expected_hash: str | None = None) -> list[np.ndarray]:
+def decode(data: bytes, spec: ModelSpec, *, expected_hash: str | None = None) -> list[NDArray[Any]]:
     """Decodes and validates model bytes against ``spec``.
 
     Args:
@@ -172,7 +174,9 @@ def decode(data: bytes, spec: ModelSpec, *, expected_hash: str | None = None) ->
         raise ModelRejected(Reason.WRONG_SPEC, f"blob claims spec {metadata.get('spec')}, task has {spec.spec_hash}")
     names = [_name(i) for i in range(len(tensors))]
     if sorted(tensors) != names:
-        raise ModelRejected(Reason.WRONG_SPEC, f"tensor names {sorted(tensors)[:4]}... are not w0000..w{len(tensors) - 1:04d}")
+        raise ModelRejected(
+            Reason.WRONG_SPEC, f"tensor names {sorted(tensors)[:4]}... are not w0000..w{len(tensors) - 1:04d}"
+        )
     arrays = [tensors[n] for n in names]
     _check_tensors(arrays, spec)
     for i, a in enumerate(arrays):
@@ -193,10 +197,10 @@ def _metadata(data: bytes) -> dict[str, str]:
     return inner
 
 
-def _check_tensors(arrays: Sequence[np.ndarray], spec: ModelSpec) -> None:
+def _check_tensors(arrays: Sequence[NDArray[Any]], spec: ModelSpec) -> None:
     if len(arrays) != len(spec.tensors):
         raise ModelRejected(Reason.WRONG_SPEC, f"{len(arrays)} tensors, spec has {len(spec.tensors)}")
-    for i, (a, t) in enumerate(zip(arrays, spec.tensors)):
+    for i, (a, t) in enumerate(zip(arrays, spec.tensors, strict=True)):
         if tuple(a.shape) != tuple(t.shape):
             raise ModelRejected(Reason.WRONG_SPEC, f"tensor {i} has shape {tuple(a.shape)}, spec says {t.shape}")
         if str(a.dtype) != t.dtype:

@@ -18,7 +18,14 @@ from fedoracle.hashing import content_hash
 
 
 class HiddenTestSet:
-    """A committed test set in its vault folder."""
+    """A committed test set in its vault folder.
+
+    Args:
+        folder: the set's folder (``<vault>/<root>``), holding ``secret.json`` and ``groups/``.
+
+    Raises:
+        ConfigError: when the folder holds no ``secret.json``.
+    """
 
     def __init__(self, folder: str | os.PathLike[str]) -> None:
         self.folder = Path(folder)
@@ -37,7 +44,7 @@ class HiddenTestSet:
         folder = Path(vault) / ("0x" + commitment.root.hex())
         (folder / "groups").mkdir(parents=True, exist_ok=True)
         os.chmod(folder, 0o700)
-        for h, data in zip(hashes, groups):
+        for h, data in zip(hashes, groups, strict=True):
             (folder / "groups" / h).write_bytes(data)
         commitment.save(folder / "secret.json")
         return cls(folder)
@@ -49,6 +56,7 @@ class HiddenTestSet:
 
     @property
     def root(self) -> str:
+        """The Merkle root committed on-chain, as ``0x``-prefixed hex (also the folder's name)."""
         return "0x" + self.commitment.root.hex()
 
     def group_bytes(self, index: int) -> bytes:

@@ -17,35 +17,49 @@ late still sees the current task and round) and published with QoS 1.
 from __future__ import annotations
 
 import socket
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from pydantic import BaseModel
+
+if TYPE_CHECKING:
+    import aiomqtt
 
 PREFIX = "sfl/v1"
 QOS = 1
 
 
 def task_topic(task_id: int | str) -> str:
+    """The retained topic of a task's spec and phase (:class:`TaskMessage`)."""
     return f"{PREFIX}/tasks/{task_id}"
 
 
 def round_topic(task_id: int | str, round_: int | str) -> str:
+    """The retained topic of one round of a task: its global model and deadline (:class:`RoundMessage`)."""
     return f"{PREFIX}/tasks/{task_id}/rounds/{round_}"
 
 
 def threshold_topic(task_id: int | str) -> str:
+    """The retained topic of a task's current acceptance threshold (:class:`ThresholdMessage`)."""
     return f"{PREFIX}/tasks/{task_id}/threshold"
 
 
 def verdict_topic(task_id: int | str, device: str) -> str:
+    """The retained topic of a device's latest verdict in a task (:class:`VerdictMessage`).
+
+    The device address is lower-cased, so checksummed and plain spellings share one topic.
+    """
     return f"{PREFIX}/tasks/{task_id}/verdicts/{device.lower()}"
 
 
 def presence_topic(device: str) -> str:
+    """The retained topic of a device's online/offline state (its last will), address lower-cased."""
     return f"{PREFIX}/devices/{device.lower()}/presence"
 
 
 class _Msg(BaseModel):
+    """What every message carries: the chain event it reports, for the reader to check on-chain."""
+
     registry: str
     chain_id: int
     block_number: int
@@ -78,12 +92,16 @@ class RoundMessage(_Msg):
 
 
 class ThresholdMessage(_Msg):
+    """The acceptance threshold (basis points) in force for a task's round."""
+
     task_id: int
     round: int
     threshold_bp: int
 
 
 class VerdictMessage(_Msg):
+    """The oracle's verdict on one device's submission: its accuracy, reason code and acceptance."""
+
     task_id: int
     round: int
     device: str
@@ -101,7 +119,9 @@ def parse_url(url: str) -> tuple[str, int]:
     return parsed.hostname or "127.0.0.1", parsed.port or 1883
 
 
-def client(url: str, identifier: str | None = None, *, will: tuple[str, bytes] | None = None, **kwargs):
+def client(
+    url: str, identifier: str | None = None, *, will: tuple[str, bytes] | None = None, **kwargs: Any
+) -> aiomqtt.Client:
     """An ``aiomqtt.Client`` for ``url`` with TCP no-delay (every hop waits ~40 ms without it).
 
     Args:
@@ -109,6 +129,9 @@ def client(url: str, identifier: str | None = None, *, will: tuple[str, bytes] |
         identifier: the MQTT client id.
         will: ``(topic, payload)`` of a retained QoS 1 last will.
         **kwargs: passed to ``aiomqtt.Client``.
+
+    Returns:
+        The client, not yet connected (enter it with ``async with``).
     """
     import aiomqtt
 

@@ -1,6 +1,9 @@
-"""Click options shared by the role CLIs (where the chain, the registry, the key, the blobs and the
-broker are). Every role imports them from here, never from another role's CLI, so that each role
-can be installed and run on its own. Standard library and click only (fast ``--help``)."""
+"""Click options shared by the role CLIs: the chain, the registry, the key, the blobs, the broker.
+
+The protocol parameters' options take their defaults from :mod:`fedoracle.defaults`. Every role
+imports them from here, never from another role's CLI, so that each role can be installed and run
+on its own. Standard library and click only (fast ``--help``).
+"""
 
 from __future__ import annotations
 
@@ -185,7 +188,8 @@ def dp_scaling_option(f: F) -> F:
 def fleet_seed_option(f: F) -> F:
     """``--seed``: the fleet's seed."""
     return _protocol_option("--seed", env="SEED", default=DEFAULTS.fleet_seed, type=click.IntRange(min=0),
-                            help="Seeds the fleet's kinds, shards, training order and (for now) DP noise; see issue 17.")(f)
+                            help="Seeds the fleet's kinds, shards, training order and (for now) DP noise; "
+                                 "see issue 17.")(f)
 
 
 def aggregation_option(f: F) -> F:

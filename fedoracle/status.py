@@ -67,21 +67,30 @@ async def task_status(rpc_url: str, registry_address: str, task_id: int, from_bl
     }
 
 
+def _eth(wei: int) -> str:
+    return f"{wei / 1e18:.6f} ETH"
+
+
+def _verdict_word(verdict: dict[str, Any]) -> str:
+    if not verdict:
+        return "pending"
+    return "accepted" if verdict["accepted"] else "rejected"
+
+
 def render_status(report: dict[str, Any]) -> None:
     """Prints a status report as rich tables."""
     from rich.console import Console
     from rich.table import Table
 
     console = Console()
-    eth = lambda wei: f"{wei / 1e18:.6f} ETH"  # noqa: E731
     console.print(f"[bold]Task {report['task_id']}[/]  phase [cyan]{report['phase']}[/]  round {report['round']}  "
                   f"threshold {report['threshold_bp'] / 100:.2f}%")
     left = report["deadline_in_s"]
     console.print(f"deadline {'in ' + str(left) + ' s' if left >= 0 else str(-left) + ' s ago'}  "
-                  f"oracle {report['oracle']} (balance {eth(report['oracle_balance_wei'])})")
-    console.print(f"reward {eth(report['reward_wei'])}  allocated {eth(report['allocated_wei'])}  "
-                  f"refunded {eth(report['refunded_wei'])}  refundable {eth(report['refundable_wei'])}  "
-                  f"registry balance {eth(report['registry_balance_wei'])}")
+                  f"oracle {report['oracle']} (balance {_eth(report['oracle_balance_wei'])})")
+    console.print(f"reward {_eth(report['reward_wei'])}  allocated {_eth(report['allocated_wei'])}  "
+                  f"refunded {_eth(report['refunded_wei'])}  refundable {_eth(report['refundable_wei'])}  "
+                  f"registry balance {_eth(report['registry_balance_wei'])}")
     s = report["summary"]
     reasons = ", ".join(f"{k} {v}" for k, v in sorted(s["by_reason"].items())) or "-"
     console.print(f"submissions {s['submissions']}: accepted {s['accepted']}, rejected {s['rejected']}, "
@@ -89,12 +98,12 @@ def render_status(report: dict[str, Any]) -> None:
     rounds = Table("round", "submissions", "accepted", "global acc.", "reward / accepted", "settled")
     for r in report["rounds"]:
         rounds.add_row(str(r["round"]), str(r["submissions"]), str(r["accepted"]),
-                       f"{r['globalAccuracyBp'] / 100:.2f}%", eth(r["rewardPerAccepted"]), str(r["settled"]))
+                       f"{r['globalAccuracyBp'] / 100:.2f}%", _eth(r["rewardPerAccepted"]), str(r["settled"]))
     console.print(rounds)
     subs = Table("round", "device", "verdict", "accuracy", "reason", "claimable", "claimed")
     for s in report["submissions"]:
         v = s["verdict"] or {}
-        subs.add_row(str(s["round"]), s["device"][:12], {True: "accepted", False: "rejected"}.get(v.get("accepted"), "pending"),
-                     f"{v['accuracy_bp'] / 100:.2f}%" if v else "-", v.get("reason", "-"), eth(s["claimable_wei"]),
+        subs.add_row(str(s["round"]), s["device"][:12], _verdict_word(v),
+                     f"{v['accuracy_bp'] / 100:.2f}%" if v else "-", v.get("reason", "-"), _eth(s["claimable_wei"]),
                      str(s["claimed"]))
     console.print(subs)

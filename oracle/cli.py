@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 import signal
 from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from fedoracle.options import (
+    F,
     aggregation_option,
     blobs_option,
     key_option,
@@ -17,12 +20,17 @@ from fedoracle.options import (
     threshold_margin_option,
 )
 
+if TYPE_CHECKING:
+    from oracle.pool import EvaluationPool
+    from oracle.store import Checkpoint
 
-def _exit_cleanly(signum, frame) -> None:
+
+def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(0)
 
 
-def queue_option(f):
+def queue_option(f: F) -> F:
+    """``--queue`` / ``FEDORACLE_QUEUE``: the Redis URL of the evaluation queue (in-process without it)."""
     return click.option("--queue", envvar="FEDORACLE_QUEUE", default=None,
                         help="Redis URL of the evaluation queue (redis://HOST:PORT/0); without it, in-process.")(f)
 
@@ -55,8 +63,9 @@ def cli() -> None:
 @queue_option
 @click.option("--job-timeout", default=120.0, show_default=True,
               help="With --queue: seconds before a job without a result is sent again.")
-def run(rpc_url, registry, key, blob_store, vault, state_dir, confirmations, workers, aggregation, from_block,
-        poll_interval, threshold_margin, static_threshold, log_format, queue, job_timeout) -> None:
+def run(rpc_url: str, registry: str, key: str, blob_store: str, vault: str, state_dir: str, confirmations: int,
+        workers: int, aggregation: str, from_block: int, poll_interval: float, threshold_margin: float,
+        static_threshold: bool, log_format: str, queue: str | None, job_timeout: float) -> None:
     """Run the oracle daemon until interrupted (SIGINT/SIGTERM stop it cleanly)."""
     signal.signal(signal.SIGTERM, _exit_cleanly)  # until the event loop takes over (start-up is slow)
     from fedoracle.blobstore import open_store
@@ -73,6 +82,7 @@ def run(rpc_url, registry, key, blob_store, vault, state_dir, confirmations, wor
         config = OracleConfig(vault=Path(vault), state_dir=Path(state_dir), confirmations=confirmations,
                               poll_interval=poll_interval, aggregation=aggregation, from_block=from_block,
                               threshold_margin=None if static_threshold else threshold_margin)
+        pool: EvaluationPool
         if queue:
             from oracle.queue import QueuePool
 
@@ -116,8 +126,17 @@ def log(state_dir: str, registry: str, task_id: int | None, as_json: bool) -> No
         render_log(report)
 
 
-def oracle_log(cp, task_id: int | None = None) -> dict:
-    """What ``fedoracle oracle log`` shows, from a checkpoint."""
+def oracle_log(cp: Checkpoint, task_id: int | None = None) -> dict[str, Any]:
+    """What ``fedoracle oracle log`` shows, from a checkpoint.
+
+    Args:
+        cp: the oracle's checkpoint.
+        task_id: only this task's scores and transactions, when given.
+
+    Returns:
+        The report: the checkpoint's watermark, event counts, scores, transactions, and the
+        transactions counted by status and their gas summed by action.
+    """
     from fedoracle.errors import Reason
 
     scores = [{"task": r[0], "round": r[1], "device": r[2], "model_hash": r[3], "accuracy_bp": r[4],
@@ -137,7 +156,7 @@ def oracle_log(cp, task_id: int | None = None) -> dict:
     }
 
 
-def render_log(report: dict) -> None:
+def render_log(report: dict[str, Any]) -> None:
     """Prints an oracle log report as rich tables."""
     from rich.console import Console
     from rich.table import Table
@@ -167,7 +186,7 @@ def render_log(report: dict) -> None:
               help="Seconds before a job a dead worker held is claimed by another.")
 @click.option("--log-format", envvar="FEDORACLE_LOG_FORMAT", default="kv", show_default=True,
               type=click.Choice(["text", "kv", "json"]))
-def worker(queue, blob_store, vault, concurrency, idle_timeout, log_format) -> None:
+def worker(queue: str, blob_store: str, vault: str, concurrency: int, idle_timeout: float, log_format: str) -> None:
     """Run an evaluation worker: scores jobs from the queue until interrupted (any host)."""
     from oracle.logs import configure
     from oracle.queue import run_worker

@@ -42,6 +42,7 @@ class JsonFormatter(logging.Formatter):
     """One JSON object per record: ``ts``, ``level``, ``logger``, then the action's fields (or ``msg``)."""
 
     def format(self, record: logging.LogRecord) -> str:
+        """Renders ``record`` as one line of JSON (values that are not JSON are stringified)."""
         out: dict[str, Any] = {"ts": round(record.created, 3), "level": record.levelname.lower(),
                                "logger": record.name}
         fields = getattr(record, FIELDS, None)
@@ -58,6 +59,7 @@ class KeyValueFormatter(logging.Formatter):
     """``ts=... level=... logger=...`` followed by the action's fields (or ``msg=...``)."""
 
     def format(self, record: logging.LogRecord) -> str:
+        """Renders ``record`` as one line of ``key=value`` pairs, then its traceback if any."""
         ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(record.created)) + f".{int(record.msecs):03d}"
         head = {"ts": ts, "level": record.levelname.lower(), "logger": record.name}
         fields = getattr(record, FIELDS, None) or {"msg": record.getMessage()}
@@ -68,8 +70,14 @@ class KeyValueFormatter(logging.Formatter):
 
 
 def configure(fmt: str) -> None:
-    """Sets the format of the root logger's handlers (``text`` keeps the CLI's) and shows the
-    oracle's actions (INFO) even when the rest of the process logs warnings only."""
+    """Sets the format of the root logger's handlers and shows the oracle's actions.
+
+    The ``oracle`` loggers log at INFO even when the rest of the process logs warnings only.
+
+    Args:
+        fmt: ``kv`` (:class:`KeyValueFormatter`), ``json`` (:class:`JsonFormatter`) or ``text``
+            (keep the CLI's format).
+    """
     logging.getLogger("oracle").setLevel(logging.INFO)
     if fmt == "text":
         return

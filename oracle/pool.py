@@ -11,7 +11,7 @@ import asyncio
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
-from oracle.scoring import Scorer, ScoreJob
+from oracle.scoring import ScoreJob, Scorer
 from oracle.store import Score
 
 
@@ -38,7 +38,9 @@ class InProcessPool:
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="oracle-eval")
 
     async def score(self, job: ScoreJob) -> Score:
+        """Scores ``job`` on a pool thread (the event loop keeps running meanwhile)."""
         return await asyncio.get_running_loop().run_in_executor(self._executor, self.scorer.score, job)
 
     async def close(self) -> None:
+        """Stops the threads: queued evaluations are cancelled, the running ones finish first."""
         self._executor.shutdown(wait=True, cancel_futures=True)

@@ -26,12 +26,15 @@ import dataclasses
 import logging
 import os
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fedoracle.chain import Submission
 from fedoracle.errors import ConfigError, EvaluationFailed
-from oracle.scoring import Scorer, ScoreJob
+from oracle.scoring import ScoreJob, Scorer
 from oracle.store import Score
+
+if TYPE_CHECKING:
+    from taskiq import AsyncBroker
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +43,7 @@ GROUP = "fedoracle-oracle-workers"
 TASK_NAME = "fedoracle.oracle.score"
 
 
-def make_broker(url: str, *, idle_timeout_ms: int = 60_000, result_ttl: int = 3_600, fetch: int = 1):
+def make_broker(url: str, *, idle_timeout_ms: int = 60_000, result_ttl: int = 3_600, fetch: int = 1) -> AsyncBroker:
     """A taskiq broker on Redis streams with a Redis result backend.
 
     Args:
@@ -49,10 +52,13 @@ def make_broker(url: str, *, idle_timeout_ms: int = 60_000, result_ttl: int = 3_
         result_ttl: seconds a result is kept in Redis.
         fetch: jobs a worker takes from the stream at once (one each keeps the load spread and a
             dead worker's backlog small).
+
+    Returns:
+        The broker with the scoring task registered, not yet started.
     """
     from taskiq_redis import RedisAsyncResultBackend, RedisStreamBroker
 
-    backend = RedisAsyncResultBackend(url, result_ex_time=result_ttl)
+    backend: RedisAsyncResultBackend[dict[str, Any]] = RedisAsyncResultBackend(url, result_ex_time=result_ttl)
     broker = RedisStreamBroker(url, queue_name=QUEUE_NAME, consumer_group_name=GROUP, consumer_id="0",
                                idle_timeout=idle_timeout_ms, unacknowledged_lock_timeout=5.0,
                                xread_block=500, xread_count=fetch).with_result_backend(backend)
@@ -95,7 +101,10 @@ class QueuePool:
         self.job_timeout = job_timeout
         self.attempts = attempts
         self.broker = make_broker(url, idle_timeout_ms=idle_timeout_ms)
-        self._task = self.broker.find_task(TASK_NAME)
+        task = self.broker.find_task(TASK_NAME)
+        if task is None:  # make_broker registers it; only a changed make_broker could lose it
+            raise ConfigError(f"the queue broker has no task {TASK_NAME!r}")
+        self._task = task
         self._started = False
         self.sent = 0
 
@@ -105,6 +114,11 @@ class QueuePool:
             self._started = True
 
     async def score(self, job: ScoreJob) -> Score:
+        """Sends ``job`` to the workers and waits for its score, sending it again on a timeout.
+
+        Raises:
+            RuntimeError: when no worker returned a score in ``attempts`` tries.
+        """
         await self._start()
         payload = dataclasses.asdict(job)
         for attempt in range(1, self.attempts + 1):
@@ -125,6 +139,7 @@ class QueuePool:
         raise EvaluationFailed(f"no worker scored the job for {job.submission} after {self.attempts} attempts")
 
     async def close(self) -> None:
+        """Shuts the broker's connections down (the workers keep running)."""
         if self._started:
             await self.broker.shutdown()
 

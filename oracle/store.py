@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from fedoracle.chain import ChainEvent, Submission
 
@@ -56,7 +57,12 @@ class Score:
 
 
 class Checkpoint:
-    """The sqlite file at ``path`` (created with its schema on first use)."""
+    """The oracle's checkpoint: one sqlite file in WAL mode, every write durable (``synchronous=FULL``).
+
+    Args:
+        path: the sqlite file; it and its folder are created with the schema on first use, and a
+            file written by an older version gains the columns it lacks.
+    """
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -71,6 +77,7 @@ class Checkpoint:
             self.db.execute("ALTER TABLE actions ADD COLUMN block_number INTEGER")
 
     def close(self) -> None:
+        """Closes the database connection."""
         self.db.close()
 
     @contextmanager
@@ -87,15 +94,20 @@ class Checkpoint:
     # --- watermark and applied events ----------------------------------------------------------
 
     def get(self, key: str, default: str | None = None) -> str | None:
+        """The value stored under ``key`` in the ``meta`` table, or ``default``."""
         row = self.db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
         return row[0] if row else default
 
     def set(self, key: str, value: str) -> None:
-        self.db.execute("INSERT INTO meta(key, value) VALUES(?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
-                        (key, value))
+        """Stores ``value`` under ``key`` in the ``meta`` table (replacing any earlier value)."""
+        self.db.execute(
+            "INSERT INTO meta(key, value) VALUES(?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+            (key, value),
+        )
 
     @property
     def next_block(self) -> int | None:
+        """The first block whose events are not applied yet; ``None`` before the first batch."""
         value = self.get("next_block")
         return None if value is None else int(value)
 
@@ -125,13 +137,15 @@ class Checkpoint:
         return True
 
     def applied_count(self, name: str | None = None) -> int:
+        """How many events have been applied (only those called ``name``, when given)."""
         if name is None:
-            return self.db.execute("SELECT COUNT(*) FROM events").fetchone()[0]
-        return self.db.execute("SELECT COUNT(*) FROM events WHERE name=?", (name,)).fetchone()[0]
+            return int(self.db.execute("SELECT COUNT(*) FROM events").fetchone()[0])
+        return int(self.db.execute("SELECT COUNT(*) FROM events WHERE name=?", (name,)).fetchone()[0])
 
     # --- submissions and scores ----------------------------------------------------------------
 
     def submissions(self, task_id: int, round_: int) -> list[Submission]:
+        """The mirrored submissions of a round, in chain order (block, then log index)."""
         rows = self.db.execute(
             "SELECT task_id, round, device, payee, model_hash, model_uri, threshold_bp, num_samples FROM submissions "
             "WHERE task_id=? AND round=? ORDER BY block_number, log_index",
@@ -146,8 +160,11 @@ class Checkpoint:
         return row[0] if row else None
 
     def forget_submission(self, sub: Submission) -> None:
-        """Drops a mirrored submission the chain does not have (its log was reorged away while the
-        oracle was not watching); the event key goes too, so a re-read applies the chain's log."""
+        """Drops a mirrored submission the chain does not have.
+
+        Its log was reorged away while the oracle was not watching. The event key goes too, so a
+        re-read applies the chain's log.
+        """
         row = self.db.execute("SELECT tx_hash, log_index FROM submissions WHERE task_id=? AND round=? AND device=?",
                               (sub.task_id, sub.round, sub.device.lower())).fetchone()
         if row is None:
@@ -158,6 +175,7 @@ class Checkpoint:
                             (sub.task_id, sub.round, sub.device.lower()))
 
     def score(self, sub: Submission) -> Score | None:
+        """The cached score of ``sub`` (same device, round and model hash), if it was evaluated."""
         row = self.db.execute(
             "SELECT accuracy_bp, reason, detail, seconds FROM scores WHERE task_id=? AND round=? AND device=? "
             "AND model_hash=?",
@@ -166,13 +184,14 @@ class Checkpoint:
         return Score(*row) if row else None
 
     def save_score(self, sub: Submission, score: Score) -> None:
+        """Caches the score of ``sub``, replacing an earlier one for the same model."""
         self.db.execute(
             "INSERT OR REPLACE INTO scores VALUES(?, ?, ?, ?, ?, ?, ?, ?)",
             (sub.task_id, sub.round, sub.device.lower(), sub.model_hash, score.accuracy_bp, score.reason,
              score.detail, score.seconds),
         )
 
-    def scores(self, task_id: int | None = None) -> list[tuple]:
+    def scores(self, task_id: int | None = None) -> list[tuple[Any, ...]]:
         """``(task, round, device, model_hash, accuracy_bp, reason, detail, seconds)`` rows."""
         q = "SELECT * FROM scores" + (" WHERE task_id=?" if task_id is not None else "")
         return self.db.execute(q + " ORDER BY task_id, round, device", () if task_id is None else (task_id,)).fetchall()
@@ -187,7 +206,7 @@ class Checkpoint:
             (time.time(), task_id, round_, action, subject, tx_hash.lower(), SENT),
         )
 
-    def finish_action(self, tx_hash: str, receipt: dict | None, status: str | None = None) -> None:
+    def finish_action(self, tx_hash: str, receipt: Mapping[str, Any] | None, status: str | None = None) -> None:
         """Completes a sent transaction's row from its receipt (or marks it ``dropped``)."""
         if receipt is None:
             self.db.execute("UPDATE actions SET status=? WHERE tx_hash=?", (status or DROPPED, tx_hash.lower()))
@@ -196,7 +215,7 @@ class Checkpoint:
         self.db.execute("UPDATE actions SET at=?, gas_used=?, status=?, block_number=? WHERE tx_hash=?",
                         (time.time(), int(receipt["gasUsed"]), status, int(receipt["blockNumber"]), tx_hash.lower()))
 
-    def record_action(self, task_id: int, round_: int, action: str, subject: str, receipt: dict) -> None:
+    def record_action(self, task_id: int, round_: int, action: str, subject: str, receipt: Mapping[str, Any]) -> None:
         """Records a mined transaction (sent and finished at once)."""
         tx_hash = "0x" + bytes(receipt["transactionHash"]).hex()
         if not self.db.execute("SELECT 1 FROM actions WHERE tx_hash=?", (tx_hash,)).fetchone():
@@ -207,15 +226,16 @@ class Checkpoint:
         """``(tx_hash, action)`` of transactions sent but not known to be mined (a crash came between)."""
         return self.db.execute("SELECT tx_hash, action FROM actions WHERE status=? ORDER BY id", (SENT,)).fetchall()
 
-    def actions(self, action: str | None = None, task_id: int | None = None) -> list[tuple]:
+    def actions(self, action: str | None = None, task_id: int | None = None) -> list[tuple[Any, ...]]:
         """``(task, round, action, subject, tx_hash, gas_used)`` rows of mined transactions, in order."""
         rows = self.action_rows(action, task_id)
         return [(r["task_id"], r["round"], r["action"], r["subject"], r["tx_hash"], r["gas_used"])
                 for r in rows if r["status"] == MINED]
 
-    def action_rows(self, action: str | None = None, task_id: int | None = None) -> list[dict]:
+    def action_rows(self, action: str | None = None, task_id: int | None = None) -> list[dict[str, Any]]:
         """Every recorded transaction (any status) as dicts, in the order they were sent."""
-        where, args = [], []
+        where: list[str] = []
+        args: list[str | int] = []
         if action is not None:
             where.append("action=?")
             args.append(action)
@@ -225,4 +245,4 @@ class Checkpoint:
         q = ("SELECT id, at, task_id, round, action, subject, tx_hash, gas_used, status, block_number FROM actions"
              + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY id")
         cols = ["id", "at", "task_id", "round", "action", "subject", "tx_hash", "gas_used", "status", "block_number"]
-        return [dict(zip(cols, row)) for row in self.db.execute(q, args).fetchall()]
+        return [dict(zip(cols, row, strict=True)) for row in self.db.execute(q, args).fetchall()]

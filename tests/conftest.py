@@ -13,10 +13,9 @@ import psutil
 import pytest
 from hypothesis import HealthCheck, settings
 
+from demo.services import Anvil, start_broker, stop_all
 from fedoracle.blobstore import LocalBlobStore
 from fedoracle.chain import Chain, TaskRegistry, dev_account
-from demo.services import Anvil, start_broker, stop_all
-
 
 # Property tests run on a shared 2-core CI machine: per-example deadlines would make them flaky.
 settings.register_profile("fedoracle", deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -69,8 +68,10 @@ def blobs(tmp_path):
 
 @pytest.fixture(scope="session")
 def registry(anvil) -> TaskRegistry:
-    """A registry deployed once on the session's anvil (deployer: dev account 0); tests publish
-    their own tasks in it, which are independent by task id."""
+    """A registry deployed once on the session's anvil (deployer: dev account 0).
+
+    Tests publish their own tasks in it, which are independent by task id.
+    """
     return run(TaskRegistry.deploy(Chain(anvil.rpc_url, dev_account(0))))
 
 

@@ -71,7 +71,10 @@ def reward():
 
 @pytest.fixture
 def publish(registry, chain, publisher, oracle, testset):
-    """publish(**param_overrides, value=..., sender=..., ts=...) -> (TaskDriver, receipt)."""
+    """A function that publishes a task and returns ``(TaskDriver, receipt)``.
+
+    Call it as ``publish(value=..., sender=..., ts=..., **param_overrides)``.
+    """
 
     def _publish(value=REWARD, sender=None, ts=None, **overrides):
         ts = ts or testset

@@ -11,9 +11,9 @@ from dataclasses import dataclass, field, fields
 import ape
 from eth_abi import decode as abi_decode
 from eth_hash.auto import keccak
+from hypothesis import HealthCheck, settings
 
 from fedoracle.commitments import TestSetCommitment
-from hypothesis import HealthCheck, settings
 
 # Phase / Status enums of the contract.
 NONE, OPEN, CLOSED, AWAITING_FINALIZE, FINALIZED, CANCELLED = range(6)
@@ -71,7 +71,7 @@ class Params:
         return tuple(getattr(self, f.name) for f in fields(self))
 
     @classmethod
-    def for_testset(cls, oracle, ts: TestSetCommitment, **kw) -> "Params":
+    def for_testset(cls, oracle, ts: TestSetCommitment, **kw) -> Params:
         kw.setdefault("maxRounds", ts.max_rounds)
         return cls(
             oracle=str(oracle),
@@ -135,7 +135,7 @@ def _decode_undecoded(err, error_cls) -> dict:
         f"expected {error_cls.__name__}, got {type(err).__name__}: {err}"
     )
     values = abi_decode(types, data[4:])
-    return {i.name: v for i, v in zip(abi.inputs, values)}
+    return {i.name: v for i, v in zip(abi.inputs, values, strict=True)}
 
 
 def event_args(receipt, event) -> list[dict]:
@@ -245,17 +245,21 @@ class TaskDriver:
 
 
 def next_block_at(chain, timestamp: int):
-    """Makes the next block (the next transaction's) carry exactly `timestamp`, on the in-process
-    chain and on anvil alike (anvil may give the next block its parent's timestamp, so "mine at
-    T-1, then transact" is not enough there)."""
+    """Makes the next block (the next transaction's) carry exactly `timestamp`.
+
+    Works on the in-process chain and on anvil alike (anvil may give the next block its parent's
+    timestamp, so "mine at T-1, then transact" is not enough there).
+    """
     chain.pending_timestamp = timestamp
 
 
 @contextlib.contextmanager
 def provider(networks, name: str):
-    """Runs the block on ape's `name` provider ("test": in-process, "foundry": anvil), reusing the
-    session's provider when it is already that one, else starting one and stopping it after
-    (so no anvil outlives the test)."""
+    """Runs the block on ape's `name` provider ("test": in-process, "foundry": anvil).
+
+    Reuses the session's provider when it is already that one, else starts one and stops it
+    after (so no anvil outlives the test).
+    """
     active = networks.active_provider
     if active is not None and active.name == name:
         yield active

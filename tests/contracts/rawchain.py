@@ -54,7 +54,7 @@ class Abi:
 
     def decode_error(self, data: bytes) -> tuple[str, dict]:
         name, names, types = self.errors[data[:4]]
-        return name, dict(zip(names, abi_decode(types, data[4:])))
+        return name, dict(zip(names, abi_decode(types, data[4:]), strict=True))
 
     def decode_logs(self, logs: list[tuple[bytes, list[bytes], bytes]]) -> list[tuple[str, dict]]:
         """(event name, arguments) for every log of a known event (indexed args from topics)."""
@@ -65,8 +65,8 @@ class Abi:
             name, inputs = self.events[topics[0]]
             indexed = [i for i in inputs if i["indexed"]]
             plain = [i for i in inputs if not i["indexed"]]
-            args = dict(zip([i["name"] for i in plain], abi_decode([_type(i) for i in plain], data)))
-            for i, topic in zip(indexed, topics[1:]):
+            args = dict(zip([i["name"] for i in plain], abi_decode([_type(i) for i in plain], data), strict=True))
+            for i, topic in zip(indexed, topics[1:], strict=True):
                 args[i["name"]] = abi_decode([_type(i)], topic)[0]
             out.append((name, args))
         return out
@@ -110,7 +110,7 @@ class EthTesterBackend:
     def send(self, sender: str, to: str, data: bytes, value: int = 0) -> dict:
         tx = {"from": sender, "to": to, "data": _hex(data), "value": value, "gas": GAS, "gas_price": GAS_PRICE}
         receipt = self.t.get_transaction_receipt(self.t.send_transaction(tx))
-        logs = [(l["address"], [_bytes(t) for t in l["topics"]], _bytes(l["data"])) for l in receipt["logs"]]
+        logs = [(lg["address"], [_bytes(t) for t in lg["topics"]], _bytes(lg["data"])) for lg in receipt["logs"]]
         return {"status": receipt["status"], "block": receipt["block_number"], "logs": logs}
 
     def balance(self, addr: str) -> int:
@@ -143,10 +143,12 @@ class RpcBackend:
         return resp["result"]
 
     def call(self, sender: str, to: str, data: bytes, value: int = 0) -> bytes:
-        return _bytes(self._req("eth_call", [{"from": sender, "to": to, "data": _hex(data), "value": hex(value)}, "latest"]))
+        call = {"from": sender, "to": to, "data": _hex(data), "value": hex(value)}
+        return _bytes(self._req("eth_call", [call, "latest"]))
 
     def send(self, sender: str, to: str, data: bytes, value: int = 0) -> dict:
-        tx = {"from": sender, "to": to, "data": _hex(data), "value": hex(value), "gas": hex(GAS), "gasPrice": hex(GAS_PRICE)}
+        tx = {"from": sender, "to": to, "data": _hex(data), "value": hex(value), "gas": hex(GAS),
+              "gasPrice": hex(GAS_PRICE)}
         tx_hash = self._req("eth_sendTransaction", [tx])
         receipt = self._req("eth_getTransactionReceipt", [tx_hash])
         for _ in range(200):  # automine answers at once; a node mining on an interval may lag
@@ -154,7 +156,7 @@ class RpcBackend:
                 break
             time.sleep(0.005)
             receipt = self._req("eth_getTransactionReceipt", [tx_hash])
-        logs = [(l["address"], [_bytes(t) for t in l["topics"]], _bytes(l["data"])) for l in receipt["logs"]]
+        logs = [(lg["address"], [_bytes(t) for t in lg["topics"]], _bytes(lg["data"])) for lg in receipt["logs"]]
         return {"status": int(receipt["status"], 16), "block": int(receipt["blockNumber"], 16), "logs": logs}
 
     def balance(self, addr: str) -> int:

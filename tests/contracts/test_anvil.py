@@ -1,5 +1,7 @@
-"""The same contract on anvil (ape-foundry), whatever provider the session uses: a full lifecycle
-with events and payouts, the gas bound, and what only a real node can test (huge balances).
+"""The same contract on anvil (ape-foundry), whatever provider the session uses.
+
+A full lifecycle with events and payouts, the gas bound, and what only a real node can test
+(huge balances).
 
 Run the *whole* suite on anvil with `ape test tests/contracts --network ethereum:local:foundry`.
 """
@@ -25,7 +27,7 @@ from test_gas import KB, MB, SUBMIT_GAS_LIMIT, model_blob
 
 @pytest.fixture(scope="module")
 def anvil(networks):
-    """ape's foundry provider (an anvil process on a free port) for this module's tests."""
+    """The foundry provider of ape (an anvil process on a free port) for this module's tests."""
     with provider(networks, "foundry") as p:
         yield p
 
@@ -47,21 +49,21 @@ def test_full_lifecycle_on_anvil(anvil, on_anvil, chain, accounts):
     reward = 2 * 10**18
     p = Params.for_testset(oracle, ts, maxRounds=2)
     receipt = registry.publish(p.as_tuple(), value=reward, sender=publisher)
-    assert [l.taskId for l in receipt.decode_logs(registry.TaskPublished)] == [1]
+    assert [log.taskId for log in receipt.decode_logs(registry.TaskPublished)] == [1]
     t = TaskDriver(registry, chain, publisher, oracle, ts, 1)
 
     # Round 1: two accepted, one rejected.
-    for d, pay in zip(devices[:3], payees[:3]):
+    for d, pay in zip(devices[:3], payees[:3], strict=True):
         t.submit(d, payee=pay)
     t.close()
     receipt = t.disclose()
-    assert [l.groupIndex for l in receipt.decode_logs(registry.TestDataDisclosed)] == ts.round_indices(1)
+    assert [log.groupIndex for log in receipt.decode_logs(registry.TestDataDisclosed)] == ts.round_indices(1)
     t.verdict(devices[0], 9_000)
     t.verdict(devices[1], 7_000)
     t.verdict(devices[2], 2_000)
     receipt = t.aggregate(7_200)
     share1 = reward // 2 // 2
-    assert [l.rewardPerAccepted for l in receipt.decode_logs(registry.GlobalModelUpdated)] == [share1]
+    assert [log.rewardPerAccepted for log in receipt.decode_logs(registry.GlobalModelUpdated)] == [share1]
     assert registry.getState(1).phase == OPEN and registry.getState(1).round == 2
 
     # Round 2: one accepted; a late submission is refused after close.
@@ -111,8 +113,11 @@ def test_submit_gas_on_anvil(anvil, on_anvil, chain, accounts):
 
 
 def test_reward_above_uint128_is_refused(anvil, on_anvil, accounts):
-    """Shares are stored as uint128: publish refuses a larger escrow (needs a balance only anvil
-    can grant). Raw JSON-RPC, since ape's fee estimation trips over such values."""
+    """Shares are stored as uint128: publish refuses a larger escrow.
+
+    Needs a balance only anvil can grant. Raw JSON-RPC, since ape's fee estimation trips over
+    such values.
+    """
     registry = on_anvil
     rich = accounts[18].address
     anvil.set_balance(rich, 2**200)

@@ -23,7 +23,7 @@ def expected_split(reward: int, max_rounds: int, accepted: list[int]) -> tuple[l
     for r, k in enumerate(accepted, start=1):
         p = reward - pool * (max_rounds - 1) if r == max_rounds else pool
         per.append(p // k if k else 0)
-    refund = reward - sum(p * k for p, k in zip(per, accepted))
+    refund = reward - sum(p * k for p, k in zip(per, accepted, strict=True))
     return per, refund
 
 
@@ -32,7 +32,7 @@ def expected_split(reward: int, max_rounds: int, accepted: list[int]) -> tuple[l
 
 def test_claim_pays_the_recorded_payee(task, registry, devices, payees, stranger, reward):
     t = task
-    for d, p in zip(devices[:2], payees[:2]):
+    for d, p in zip(devices[:2], payees[:2], strict=True):
         t.submit(d, payee=p)
     t.submit(devices[2], payee=payees[2])
     t.close()
@@ -117,7 +117,7 @@ def test_split_rule_and_full_payout(publish, registry, chain, devices, payees, s
     t.finalize()
     per, refund = expected_split(reward, rounds, accepted)
     paid = 0
-    for r, (p, k) in enumerate(zip(per, accepted), start=1):
+    for r, (p, k) in enumerate(zip(per, accepted, strict=True), start=1):
         rec = registry.getRound(t.task_id, r)
         assert (rec.rewardPerAccepted, rec.accepted, rec.settled) == (p, k, True)
         for d in devices[:k]:

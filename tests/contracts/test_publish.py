@@ -40,7 +40,9 @@ def test_publish_escrows_commits_and_opens_round_1(registry, publisher, oracle, 
     assert_event(
         receipt,
         registry.RoundOpened,
-        dict(taskId=1, round=1, globalModelHash=p.initialModelHash, globalModelURI=p.initialModelURI, deadline=deadline),
+        dict(
+            taskId=1, round=1, globalModelHash=p.initialModelHash, globalModelURI=p.initialModelURI, deadline=deadline
+        ),
     )
 
     c = registry.getTask(1)

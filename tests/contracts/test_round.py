@@ -1,5 +1,8 @@
-"""closeSubmissions, discloseTestData (disclosure_test_data), postVerdict (evaluate_local_model),
-aggregate (aggregate_model_update + evaluate_model), finalize (finalize_contract + post_evaluation)."""
+"""The round's functions: closing, disclosure, verdicts, aggregation and finalization.
+
+closeSubmissions, discloseTestData (disclosure_test_data), postVerdict (evaluate_local_model),
+aggregate (aggregate_model_update + evaluate_model), finalize (finalize_contract + post_evaluation).
+"""
 
 import pytest
 
@@ -45,7 +48,7 @@ def test_oracle_closes_any_time(task, registry, devices):
 
 def test_a_round_without_submissions_can_close(task, registry):
     receipt = task.close()
-    assert [l.submissions for l in receipt.decode_logs(registry.SubmissionsClosed)] == [0]
+    assert [log.submissions for log in receipt.decode_logs(registry.SubmissionsClosed)] == [0]
 
 
 @pytest.mark.parametrize("who", ["publisher", "stranger"])
@@ -112,8 +115,8 @@ def test_disclosure_reveals_seed_once_and_the_rounds_groups(closed, registry, pu
     t.submit(devices[0])
     t.close()
     receipt = t.disclose(sender=sender)
-    assert receipt.decode_logs(registry.SeedRevealed) == [] or len(list(receipt.decode_logs(registry.SeedRevealed))) == 0
-    assert [l.groupIndex for l in receipt.decode_logs(registry.TestDataDisclosed)] == t.ts.round_indices(2)
+    assert len(list(receipt.decode_logs(registry.SeedRevealed))) == 0
+    assert [log.groupIndex for log in receipt.decode_logs(registry.TestDataDisclosed)] == t.ts.round_indices(2)
     assert set(t.ts.round_indices(1)).isdisjoint(t.ts.round_indices(2))
 
 
@@ -124,7 +127,7 @@ def test_disclosure_verifies_for_any_tree_shape(publish, registry, devices, num_
     for r in range(1, ts.max_rounds + 1):
         t.close()
         receipt = t.disclose()
-        assert [l.groupIndex for l in receipt.decode_logs(registry.TestDataDisclosed)] == ts.round_indices(r)
+        assert [log.groupIndex for log in receipt.decode_logs(registry.TestDataDisclosed)] == ts.round_indices(r)
         t.aggregate()
     assert registry.getState(t.task_id).phase == AWAITING_FINALIZE
 
@@ -193,7 +196,7 @@ def test_disclosure_accepts_any_uri(closed, registry, publisher):
     groups = [list(g) for g in closed.disclosure(1)]
     groups[0][3] = "https://mirror.example/group"  # the URI is not committed, only announced
     receipt = registry.discloseTestData(closed.task_id, closed.ts.seed, [tuple(g) for g in groups], sender=publisher)
-    assert [l.uri for l in receipt.decode_logs(registry.TestDataDisclosed)][0] == "https://mirror.example/group"
+    assert [log.uri for log in receipt.decode_logs(registry.TestDataDisclosed)][0] == "https://mirror.example/group"
 
 
 def test_disclosure_of_unknown_task_reverts(registry, publisher, testset):
@@ -249,7 +252,7 @@ def test_accepted_verdict(disclosed, registry, oracle, devices, accuracy):
 def test_rejected_verdict(disclosed, registry, devices, accuracy, reason, stored_reason):
     t, d = disclosed, devices[0]
     receipt = t.verdict(d, accuracy, reason)
-    args = [dict(l.event_arguments) for l in receipt.decode_logs(registry.VerdictPosted)]
+    args = [dict(log.event_arguments) for log in receipt.decode_logs(registry.VerdictPosted)]
     assert [(a["accuracyBp"], a["reason"], a["accepted"]) for a in args] == [(accuracy, stored_reason, False)]
     v = registry.getVerdict(t.task_id, 1, d)
     assert (v.reason, v.status) == (stored_reason, S_REJECTED)
@@ -295,13 +298,22 @@ def test_verdict_on_a_different_submission_reverts(disclosed, registry, oracle, 
 
 def test_second_verdict_reverts(disclosed, registry, devices):
     disclosed.verdict(devices[0], 9_000)
-    with reverts_with(registry.FLTaskVerdictAlreadyPosted, taskId=disclosed.task_id, round=1, device=devices[0].address):
+    with reverts_with(
+        registry.FLTaskVerdictAlreadyPosted, taskId=disclosed.task_id, round=1, device=devices[0].address
+    ):
         disclosed.verdict(devices[0], 1_000)
 
 
 @pytest.mark.parametrize(
     "accuracy,reason",
-    [(10_001, 0), (65_535, 2), (5_000, 9), (5_000, 255), (6_000, REASON_BELOW_THRESHOLD), (9_000, REASON_BELOW_THRESHOLD)],
+    [
+        (10_001, 0),
+        (65_535, 2),
+        (5_000, 9),
+        (5_000, 255),
+        (6_000, REASON_BELOW_THRESHOLD),
+        (9_000, REASON_BELOW_THRESHOLD),
+    ],
 )
 def test_invalid_verdict_reverts(disclosed, registry, devices, accuracy, reason):
     with reverts_with(registry.FLTaskInvalidVerdict, accuracyBp=accuracy, reason=reason):
@@ -345,7 +357,13 @@ def test_aggregate_settles_and_opens_next_round(judged, registry, reward):
     assert_event(
         receipt,
         registry.RoundOpened,
-        dict(taskId=t.task_id, round=2, globalModelHash=new, globalModelURI=model_uri(new), deadline=receipt.timestamp + ROUND_DURATION),
+        dict(
+            taskId=t.task_id,
+            round=2,
+            globalModelHash=new,
+            globalModelURI=model_uri(new),
+            deadline=receipt.timestamp + ROUND_DURATION,
+        ),
     )
     rec = registry.getRound(t.task_id, 1)
     assert (bytes(rec.globalModelHash), rec.rewardPerAccepted, rec.submissions, rec.accepted) == (new, per, 2, 1)
@@ -364,7 +382,7 @@ def test_last_round_awaits_finalize(publish, registry, devices, reward):
     assert (s.phase, s.round) == (AWAITING_FINALIZE, 1)
     assert s.deadline == receipt.timestamp + EVALUATION_WINDOW
     assert list(receipt.decode_logs(registry.RoundOpened)) == []
-    assert [l.rewardPerAccepted for l in receipt.decode_logs(registry.GlobalModelUpdated)] == [reward // 2]
+    assert [log.rewardPerAccepted for log in receipt.decode_logs(registry.GlobalModelUpdated)] == [reward // 2]
 
 
 @pytest.mark.parametrize("target,accuracy,converged", [(7_000, 6_999, False), (7_000, 7_000, True), (0, 10_000, False)])
@@ -385,7 +403,8 @@ def test_round_without_accepted_updates_keeps_the_model(judged, registry, device
     with reverts_with(registry.FLTaskInvalidParameter, name="modelHash"):
         t.aggregate(model_hash=h("a model from nowhere"))
     receipt = t.aggregate(model_hash=before)
-    assert [(l.acceptedCount, l.rewardPerAccepted) for l in receipt.decode_logs(registry.GlobalModelUpdated)] == [(0, 0)]
+    updated = receipt.decode_logs(registry.GlobalModelUpdated)
+    assert [(log.acceptedCount, log.rewardPerAccepted) for log in updated] == [(0, 0)]
     assert bytes(registry.getTask(t.task_id).globalModelHash) == before
 
 
@@ -412,7 +431,9 @@ def test_aggregate_with_pending_verdicts_reverts(disclosed, registry, devices):
         disclosed.aggregate(model_hash=h("m"))
 
 
-@pytest.mark.parametrize("model_hash,accuracy,name", [(ZERO32, 7_000, "modelHash"), (b"\x01" * 32, 10_001, "globalAccuracyBp")])
+@pytest.mark.parametrize(
+    "model_hash,accuracy,name", [(ZERO32, 7_000, "modelHash"), (b"\x01" * 32, 10_001, "globalAccuracyBp")]
+)
 def test_aggregate_invalid_parameter_reverts(judged, registry, model_hash, accuracy, name):
     with reverts_with(registry.FLTaskInvalidParameter, name=name):
         judged.aggregate(accuracy, model_hash=model_hash)
@@ -477,8 +498,11 @@ def test_finalize_unknown_task_reverts(registry, oracle):
 @pytest.mark.parametrize("accuracy", [0, 5_999, 6_000, 10_000])
 @pytest.mark.parametrize("reason", [0, 1, 2, 6, 8])
 def test_python_acceptance_rule_is_the_contracts(disclosed, registry, devices, accuracy, reason):
-    """``fedoracle.learning.rounds.is_accepted`` / ``verdict_reason`` (what the oracle and the
-    experiments decide with) against what the contract records for the same verdict."""
+    """The Python acceptance rule against what the contract records for the same verdict.
+
+    ``fedoracle.learning.rounds.is_accepted`` / ``verdict_reason`` are what the oracle and the
+    experiments decide with.
+    """
     from fedoracle.learning.rounds import is_accepted, verdict_reason
 
     t, d = disclosed, devices[0]

@@ -1,5 +1,6 @@
-"""Static analysis gate: slither on FLTaskRegistry reports no high or medium finding, and every
-lower finding is one explained in docs/contract.md.
+"""Static analysis gate: slither on FLTaskRegistry reports no high or medium finding.
+
+Every lower finding is one explained in docs/contract.md.
 
 slither-analyzer is in the project's test dependencies (pyproject.toml), so the gate runs in the
 default suite; $FEDORACLE_SLITHER points it at another slither. Settings: slither.config.json.

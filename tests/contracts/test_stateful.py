@@ -1,5 +1,7 @@
-"""Stateful property test: random sequences of every registry action, from several accounts,
-checked step by step against a Python model of the contract, with the money invariants.
+"""Stateful property test: random sequences of every registry action against a Python model.
+
+The actions come from several accounts and are checked step by step against the model of the
+contract, with the money invariants.
 
 Rules: publish, submit, announceThreshold, closeSubmissions, discloseTestData (honest and forged),
 postVerdict (from the oracle and from others, honest and mismatched), aggregate, finalize, cancel,
@@ -29,7 +31,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 import pytest
-from hypothesis import settings, strategies as st
+from hypothesis import settings
+from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
     initialize,
@@ -39,7 +42,6 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from rawchain import Abi, Reverted, backend_for
 from fltask_harness import (
     AWAITING_FINALIZE,
     CANCELLED,
@@ -55,6 +57,7 @@ from fltask_harness import (
     provider,
     stateful_settings,
 )
+from rawchain import Abi, Reverted, backend_for
 
 MAX_BP = 10_000
 ROUND_DURATION = 3_600
@@ -143,8 +146,10 @@ class RegistryMachine(RuleBasedStateMachine):
         return self.io.now()
 
     def _avoid_edges(self):
-        """Moves the clock past any deadline within EDGE_MARGIN of now, so "late" is unambiguous
-        (an eth_call and the next block may see timestamps a second or two apart)."""
+        """Moves the clock past any deadline within EDGE_MARGIN of now, so "late" is unambiguous.
+
+        An eth_call and the next block may see timestamps a second or two apart.
+        """
         now = self.now()
         near = [t.deadline for t in self.tasks if now - 1 <= t.deadline <= now + EDGE_MARGIN]
         if near:
@@ -159,9 +164,11 @@ class RegistryMachine(RuleBasedStateMachine):
         return self.abi.decode_output(fn, self.io.call(self.acc["stranger"], self.reg, self.abi.encode(fn, *args)))
 
     def act(self, call: tuple, sender: str, expect: tuple | None, value: int = 0):
-        """Calls `call` = (function, *args) from `sender`. `expect` None: must succeed (sent as a
-        transaction; the decoded events are returned); else (ErrorName, {arg: value, ...}): must
-        revert with exactly that error and those arguments."""
+        """Calls `call` = (function, *args) from `sender`, as the model predicts in `expect`.
+
+        `expect` None: must succeed (sent as a transaction; the decoded events are returned); else
+        (ErrorName, {arg: value, ...}): must revert with exactly that error and those arguments.
+        """
         fname, *args = call
         data = self.abi.encode(fname, *args)
         if expect is not None:
@@ -258,7 +265,9 @@ class RegistryMachine(RuleBasedStateMachine):
         self._avoid_edges()
         publisher, orc = self.acc["publishers"][who], self.acc["oracles"][oracle]
         ts = make_testset(num_groups=2 * max_rounds, groups_per_round=2, seed=len(self.tasks) + 11 * max_rounds)
-        p = Params.for_testset(orc, ts, maxRounds=max_rounds, maxSubmissionsPerRound=max_subs, targetAccuracyBp=target_bp)
+        p = Params.for_testset(
+            orc, ts, maxRounds=max_rounds, maxSubmissionsPerRound=max_subs, targetAccuracyBp=target_bp
+        )
         fn = ("publish", p.as_tuple())
         if reward == 0:
             self.act(fn, publisher, ("FLTaskNoReward", {}), value=0)
@@ -444,7 +453,8 @@ class RegistryMachine(RuleBasedStateMachine):
         if not t.rnd().disclosed:
             return self.act(fn, sender, ("FLTaskNotDisclosed", {"round": t.round}))
         if t.verdicts != t.submissions:
-            return self.act(fn, sender, ("FLTaskVerdictsPending", {"verdicts": t.verdicts, "submissions": t.submissions}))
+            pending = {"verdicts": t.verdicts, "submissions": t.submissions}
+            return self.act(fn, sender, ("FLTaskVerdictsPending", pending))
         if acc > MAX_BP:
             return self.act(fn, sender, ("FLTaskInvalidParameter", {"name": "globalAccuracyBp"}))
         if t.accepted == 0 and mh != t.global_hash:
@@ -598,7 +608,9 @@ class RegistryMachine(RuleBasedStateMachine):
                     return self._claim(t, t.task_id, r, d, self.acc["stranger"])
         return self._refund(t, t.task_id, self.acc["stranger"])
 
-    @precondition(lambda self: any(s == "C" for t in self.tasks for rm in t.rounds.values() for s in rm.status.values()))
+    @precondition(
+        lambda self: any(s == "C" for t in self.tasks for rm in t.rounds.values() for s in rm.status.values())
+    )
     @rule(data=st.data(), who=st.integers(0, 2))
     def claim_again(self, data, who):
         """Nobody paid twice: replay a claim that was already paid (must revert NothingToClaim)."""
@@ -671,9 +683,11 @@ class RegistryMachine(RuleBasedStateMachine):
 
 @pytest.mark.parametrize("provider_name", ["foundry", "test"], ids=["anvil", "in-process"])
 def test_registry_state_machine(project, networks, accounts, provider_name):
-    """The full run on anvil (fast raw JSON-RPC); a shorter one on the in-process EVM, whose
-    Python signing makes each transaction ~30 ms (set FLTASK_STATEFUL_FULL=1 for the full count
-    there too)."""
+    """The full run on anvil (fast raw JSON-RPC); a shorter one on the in-process EVM.
+
+    Python signing on the in-process EVM makes each transaction ~30 ms (set
+    FLTASK_STATEFUL_FULL=1 for the full count there too).
+    """
     base = stateful_settings()
     examples = base.max_examples
     if provider_name == "test" and not os.environ.get("FLTASK_STATEFUL_FULL"):

@@ -3,13 +3,14 @@
 import pytest
 
 from fedoracle.commitments import submission_commitment as commitment
+
 from fltask_harness import (
     CLOSED,
     EVALUATION_WINDOW,
     OPEN,
+    REASON_BELOW_THRESHOLD,
     S_ACCEPTED,
     S_REJECTED,
-    REASON_BELOW_THRESHOLD,
     ZERO32,
     ZERO_ADDRESS,
     assert_event,
@@ -18,7 +19,6 @@ from fltask_harness import (
     next_block_at,
     reverts_with,
 )
-
 
 # ---------------------------------------------------------------------------------------------- submit
 
@@ -219,5 +219,5 @@ def test_each_submission_is_judged_against_the_threshold_it_saw(task, registry, 
     assert registry.getVerdict(task.task_id, 1, early).status == S_ACCEPTED
     v = registry.getVerdict(task.task_id, 1, late)
     assert v.status == S_REJECTED and v.reason == REASON_BELOW_THRESHOLD
-    assert [l.accepted for l in r_early.decode_logs(registry.VerdictPosted)] == [True]
-    assert [l.reason for l in r_late.decode_logs(registry.VerdictPosted)] == [REASON_BELOW_THRESHOLD]
+    assert [log.accepted for log in r_early.decode_logs(registry.VerdictPosted)] == [True]
+    assert [log.reason for log in r_late.decode_logs(registry.VerdictPosted)] == [REASON_BELOW_THRESHOLD]

@@ -1,9 +1,11 @@
 """Pure helpers shared with fedoracle.commitments: shuffle, leaves, submission commitments."""
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fedoracle.commitments import leaf_hash, shuffled_index, submission_commitment
+
 from fltask_harness import h, reverts_with
 
 seeds = st.binary(min_size=32, max_size=32)

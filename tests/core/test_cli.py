@@ -1,6 +1,7 @@
 """The command line: every group answers --help, and start-up never imports TensorFlow.
 
-The import rules between the packages are in ``test_layout.py``."""
+The import rules between the packages are in ``test_layout.py``.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +14,10 @@ from click.testing import CliRunner
 from fedoracle.cli import main
 
 
-@pytest.mark.parametrize("args", [[], ["oracle"], ["devices"], ["task"], ["deploy"], ["relay"], ["blobs"], ["demo"], ["experiment"], ["status"]])
+@pytest.mark.parametrize(
+    "args",
+    [[], ["oracle"], ["devices"], ["task"], ["deploy"], ["relay"], ["blobs"], ["demo"], ["experiment"], ["status"]],
+)
 def test_help_answers(args):
     result = CliRunner().invoke(main, [*args, "--help"])
     assert result.exit_code == 0, result.output

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from demo.services import Mosquitto
 from devices.client import Device
 from devices.fleet import Fleet, FleetConfig, fund
 from fedoracle.blobstore import LocalBlobStore
@@ -24,7 +25,6 @@ from fedoracle.chain import Chain, ChainEvent, Phase, TaskRegistry, dev_account
 from fedoracle.errors import ToolMissing
 from publisher.publish import PublishedTask, TaskPlan, publish_task
 from relay.relay import Relay
-from demo.services import Mosquitto
 from tests.conftest import run
 
 PUBLISHER, ORACLE, FAUCET = 3, 4, 5
@@ -103,8 +103,10 @@ async def wait_for(predicate, timeout: float = 120, interval: float = 0.1) -> No
 
 
 def fleet_config(count: int, key_seed: str, **kw) -> FleetConfig:
-    """The demo's measured settings (clip 5 is in the plan; epochs 3, batch 128, lr 2e-3, flip
-    rate 1.0) on small shards."""
+    """The demo's measured settings on small shards.
+
+    Clip 5 is in the plan; epochs 3, batch 128, lr 2e-3, flip rate 1.0.
+    """
     from devices.client import TrainingConfig
 
     training = TrainingConfig(epochs=kw.pop("epochs", 3), batch_size=128, learning_rate=2e-3)

@@ -1,5 +1,7 @@
-"""Faults a fleet meets in the field: a broker restart, retained replays, forged and malformed
-messages. Real anvil, real mosquitto over TCP, real TF/TFF."""
+"""Faults a fleet meets in the field: a broker restart, retained replays, forged and malformed messages.
+
+Real anvil, real mosquitto over TCP, real TF/TFF.
+"""
 
 from __future__ import annotations
 

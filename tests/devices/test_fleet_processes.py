@@ -1,6 +1,9 @@
-"""The fleet command, one device per process, as on separate hosts: it joins only the tasks it is
-told to, and a device process killed mid-training does not block the round (the deadline closes
-it). The processes get only URLs (RPC, broker) and the blob store; never the oracle's files."""
+"""The fleet command, one device per process, as on separate hosts.
+
+It joins only the tasks it is told to, and a device process killed mid-training does not block
+the round (the deadline closes it). The processes get only URLs (RPC, broker) and the blob
+store; never the oracle's files.
+"""
 
 from __future__ import annotations
 

@@ -43,7 +43,8 @@ def test_fleet_of_ten_completes_two_rounds_and_the_money_adds_up(anvil, broker, 
             refundable = await registry.refundable(h.task_id)
             await registry.refund(h.task_id)
             balance_after = await registry.chain.balance(registry.address)
-            return h, reward, rounds, verdicts, submitted, payees, balance_before_refund, refundable, balance_after, raised
+            return (h, reward, rounds, verdicts, submitted, payees, balance_before_refund, refundable, balance_after,
+                    raised)
 
     h, reward, rounds, verdicts, submitted, payees, before, refundable, after, raised = run(asyncio.wait_for(go(), 900))
     kinds = Counter(d.kind for d in h.devices)
@@ -68,7 +69,7 @@ def test_fleet_of_ten_completes_two_rounds_and_the_money_adds_up(anvil, broker, 
     # The split rule: per-round pool = reward / maxRounds (the last round takes the remainder),
     # shared equally by that round's accepted submissions.
     pools = [reward // 2, reward // 2 + reward % 2]
-    for rec, pool in zip(rounds, pools):
+    for rec, pool in zip(rounds, pools, strict=True):
         assert rec["settled"] and rec["accepted"] >= 6
         assert rec["rewardPerAccepted"] == pool // rec["accepted"]
     allocated = sum(rec["rewardPerAccepted"] * rec["accepted"] for rec in rounds)

@@ -10,9 +10,8 @@ import sys
 import time
 import uuid
 
-import pytest
-
 import psutil
+import pytest
 
 
 def processes_with_marker(marker: str) -> list[str]:

@@ -17,11 +17,11 @@ from devices.client import Device, TrainingConfig
 from devices.training import LocalTrainer
 from fedoracle.chain import Chain, Phase, Status, dev_account
 from fedoracle.errors import Reason
-from publisher.publish import TaskPlan, publish_task
-from relay.relay import Relay
 from oracle.daemon import Oracle, OracleConfig
 from oracle.pool import InProcessPool
 from oracle.scoring import Scorer
+from publisher.publish import TaskPlan, publish_task
+from relay.relay import Relay
 from tests.conftest import run
 
 

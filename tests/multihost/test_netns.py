@@ -19,11 +19,11 @@ from pathlib import Path
 
 import pytest
 
+from demo.services import MOSQUITTO_CONF, mosquitto_path, wait_for_port
 from fedoracle.blobstore import open_store
 from fedoracle.chain import Chain, Phase, Status, TaskRegistry, dev_account
 from fedoracle.procs import stop_process_groups
 from publisher.publish import TaskPlan, publish_task
-from demo.services import MOSQUITTO_CONF, mosquitto_path, wait_for_port
 from tests.conftest import run
 
 pytestmark = pytest.mark.skipif(
@@ -71,7 +71,7 @@ class Hosts:
             sh("ip", "-n", peer_ns, "link", "set", veth + "b", "up")
 
     def spawn(self, host: str, argv: list[str], log: Path) -> subprocess.Popen:
-        out = open(log, "wb")  # noqa: SIM115 - owned by the child
+        out = open(log, "wb")  # the child owns it: Popen dups the descriptor, so close ours below
         proc = subprocess.Popen(["ip", "netns", "exec", self.ns[host], *argv], stdout=out, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
         out.close()

@@ -1,5 +1,8 @@
-"""Fixtures of the oracle tests: an anvil of their own (with many dev accounts), a registry on it,
-MNIST, and two really trained model updates made once for the whole package."""
+"""Fixtures of the oracle tests: their own anvil, a registry, MNIST and two trained updates.
+
+The anvil has many dev accounts; the two really trained model updates are made once for the
+whole package.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +11,8 @@ import sys
 import psutil
 import pytest
 
-from fedoracle.chain import Chain, TaskRegistry, dev_account
 from demo.services import Anvil
+from fedoracle.chain import Chain, TaskRegistry, dev_account
 from tests.conftest import run
 from tests.oracle.kit import Models
 

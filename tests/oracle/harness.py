@@ -1,5 +1,8 @@
-"""An in-process oracle on its own anvil, for tests that bend the chain (reorgs, pending
-transactions, outages): start it, stop it (or drop it mid-step, like a crash), start it again."""
+"""An in-process oracle on its own anvil, for tests that bend the chain.
+
+Reorgs, pending transactions, outages: start it, stop it (or drop it mid-step, like a crash),
+start it again.
+"""
 
 from __future__ import annotations
 
@@ -37,7 +40,8 @@ class Harness:
         return dev_account(ORACLE).address
 
     async def start(self, from_block: int, rpc_url: str | None = None, retries: int = 5) -> Oracle:
-        self.oracle = Oracle(Chain(rpc_url or self.rpc_url, dev_account(ORACLE), retries=retries), self.registry.address, self.blobs,
+        chain = Chain(rpc_url or self.rpc_url, dev_account(ORACLE), retries=retries)
+        self.oracle = Oracle(chain, self.registry.address, self.blobs,
                              InProcessPool(Scorer(self.blobs, str(self.vault))),
                              OracleConfig(vault=self.vault, state_dir=self.tmp / "state", poll_interval=0.1,
                                           from_block=from_block, max_backoff=2.0, threshold_margin=None))

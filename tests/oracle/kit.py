@@ -1,5 +1,7 @@
-"""Helpers of the oracle tests: publishing tasks with a chosen spec, crafting good and bad model
-blobs, submitting from dev accounts, and reading verdicts back from the chain.
+"""Helpers of the oracle tests: tasks, good and bad model blobs, submissions, verdicts.
+
+They publish tasks with a chosen spec, craft good and bad model blobs, submit from dev
+accounts, and read verdicts back from the chain.
 
 Blobs are written to a real content-addressed folder and submitted with real transactions; the
 "bad" ones are crafted bytes of each kind the oracle must reject (no mocks anywhere).
@@ -81,14 +83,17 @@ _variants = iter(range(1, 1 << 30))
 
 def make_blob(kind: str, blobs: LocalBlobStore, models: Models, global_weights: list[np.ndarray],
               which: int = 0, variant: int | None = None) -> str:
-    """Stores a blob of ``kind`` (good, noise, nan, wrong_shape, wrong_dtype, wrong_spec, garbage,
-    oversized, hash_mismatch, missing) and returns the content hash to submit.
+    """Stores a blob of ``kind`` and returns the content hash to submit.
+
+    Kinds: good, noise, nan, wrong_shape, wrong_dtype, wrong_spec, garbage, oversized,
+    hash_mismatch, missing.
 
     Every call makes different bytes (a tiny seeded perturbation; the oracle rejects a model that
     an earlier submission of the round already sent as ``DUPLICATE``); pass ``variant`` to get
-    the same bytes again (0: the trained update itself)."""
+    the same bytes again (0: the trained update itself).
+    """
     spec = models.spec
-    delta = [w - g for w, g in zip(models.trained[which], global_weights)]
+    delta = [w - g for w, g in zip(models.trained[which], global_weights, strict=True)]
     variant = next(_variants) if variant is None else variant
     if variant:  # a distinct model of the same quality: a tiny, seeded perturbation
         jitter = np.random.default_rng(variant)
@@ -175,7 +180,8 @@ def oracle_argv(rpc_url: str, registry: str, key: str, blobs: Path, vault: Path,
     """The command line a user runs: ``fedoracle oracle run ...``."""
     return [sys.executable, "-m", "fedoracle.cli", "oracle", "run", "--rpc-url", rpc_url, "--registry", registry,
             "--key", key, "--blob-store", str(blobs), "--vault", str(vault), "--state-dir", str(state_dir),
-            "--from-block", str(from_block), "--poll-interval", "0.1", "--log-format", "json", "--static-threshold", *extra]
+            "--from-block", str(from_block), "--poll-interval", "0.1", "--log-format", "json", "--static-threshold",
+            *extra]
 
 
 def spawn_oracle(argv: list[str], log_path: Path, marker: str, crash_at: str = "") -> subprocess.Popen:

@@ -1,6 +1,9 @@
-"""Reorgs on anvil (``evm_snapshot``/``evm_revert``): a ``ModelSubmitted`` that is reorged away
-never gets a verdict and its replacement does, whether the oracle watches the reorg happen or is
-down while it happens (then its mirror holds a submission the chain no longer has)."""
+"""Reorgs on anvil (``evm_snapshot``/``evm_revert``): a reorged-away submission gets no verdict.
+
+A ``ModelSubmitted`` that is reorged away never gets a verdict and its replacement does, whether
+the oracle watches the reorg happen or is down while it happens (then its mirror holds a
+submission the chain no longer has).
+"""
 
 from __future__ import annotations
 
@@ -8,9 +11,9 @@ import asyncio
 
 import pytest
 
+from demo.services import Anvil
 from fedoracle.chain import Phase, Status, dev_account
 from fedoracle.errors import Reason
-from demo.services import Anvil
 from tests.conftest import run
 from tests.oracle.harness import deploy, rpc
 from tests.oracle.kit import make_blob, publish, submit, task_events, verdict_counts, wait_phase

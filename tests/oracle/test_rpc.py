@@ -1,6 +1,9 @@
-"""The node goes away and comes back: RPC calls retry with backoff, the daemon waits out an
-outage longer than its retries and then finishes the round; a nonce taken by an outside
-transaction from the oracle's account is recovered from ("nonce too low")."""
+"""The node goes away and comes back; a nonce is taken behind the oracle's back.
+
+RPC calls retry with backoff, the daemon waits out an outage longer than its retries and then
+finishes the round; a nonce taken by an outside transaction from the oracle's account is
+recovered from ("nonce too low").
+"""
 
 from __future__ import annotations
 
@@ -8,9 +11,9 @@ import asyncio
 
 import pytest
 
+from demo.services import free_port
 from fedoracle.chain import Chain, ChainError, Phase, Status, dev_account
 from fedoracle.errors import Reason
-from demo.services import free_port
 from tests.conftest import run
 from tests.core.test_chain import params
 from tests.oracle.harness import Harness
@@ -18,8 +21,10 @@ from tests.oracle.kit import make_blob, publish, submit, task_events, verdict_co
 
 
 class Outage:
-    """A TCP relay in front of the node that can be taken down (refusing and cutting connections)
-    and brought back on the same port."""
+    """A TCP relay in front of the node that can be taken down and brought back on the same port.
+
+    Taken down, it refuses new connections and cuts the open ones.
+    """
 
     def __init__(self, target_port: int) -> None:
         self.target_port = target_port

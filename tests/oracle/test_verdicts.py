@@ -1,7 +1,10 @@
-"""N submissions, N verdicts: a round of good and bad model updates against anvil and a real blob
-store, scored with TFF by an in-process oracle; bad inputs each get their reason on-chain and
-the daemon goes on serving (the next good submission, a task with a broken spec, a task whose
-test set reaches the vault late) while it ignores tasks that are not its own."""
+"""N submissions, N verdicts: good and bad model updates scored by an in-process oracle.
+
+A round of good and bad model updates against anvil and a real blob store, scored with TFF; bad
+inputs each get their reason on-chain and the daemon goes on serving (the next good submission,
+a task with a broken spec, a task whose test set reaches the vault late) while it ignores tasks
+that are not its own.
+"""
 
 from __future__ import annotations
 
@@ -46,8 +49,11 @@ def device(i: int) -> str:
 
 @pytest.fixture(scope="module")
 def served(node, reg, models, mnist, tmp_path_factory):
-    """Runs the oracle through: task A (the CASES), B (non-canonical spec), C (test set handed over
-    late), D (another oracle's task). Returns what the chain and the oracle show afterwards."""
+    """Runs the oracle through four tasks and returns what the chain and the oracle show afterwards.
+
+    Task A (the CASES), B (non-canonical spec), C (test set handed over late), D (another
+    oracle's task).
+    """
     tmp = tmp_path_factory.mktemp("verdicts")
     blobs, vault = LocalBlobStore(tmp / "blobs"), tmp / "vault"
     oracle_addr = dev_account(ORACLE).address
@@ -79,7 +85,10 @@ def served(node, reg, models, mnist, tmp_path_factory):
                 await submit(node.rpc_url, reg.address, FIRST_DEVICE + i, b.task_id, other, blobs)
             await submit(node.rpc_url, reg.address, FIRST_DEVICE, c.task_id, good, blobs)
             await submit(node.rpc_url, reg.address, FIRST_DEVICE, d.task_id, good, blobs)
-            alive = lambda: not daemon.done()  # noqa: E731
+
+            def alive() -> bool:
+                return not daemon.done()
+
             for t in (a, b):
                 await wait_phase(reg, t.task_id, Phase.FINALIZED, 300, alive=alive)
             c_waiting = await reg.get_state(c.task_id)
@@ -120,7 +129,8 @@ def test_n_submissions_get_exactly_n_verdicts(served):
 def test_accept_and_reject_are_right(served):
     accepted = [v["status"] == Status.ACCEPTED for v in served["verdicts"]]
     assert accepted == [want == Reason.OK for _, want in CASES]
-    assert all(v["accuracyBp"] >= 5000 for v, (_, want) in zip(served["verdicts"], CASES) if want == Reason.OK)
+    pairs = zip(served["verdicts"], CASES, strict=True)
+    assert all(v["accuracyBp"] >= 5000 for v, (_, want) in pairs if want == Reason.OK)
     assert served["round_a"]["accepted"] == 3 and served["round_a"]["settled"]
     assert served["round_a"]["globalAccuracyBp"] >= 5000
 
