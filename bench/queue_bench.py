@@ -34,7 +34,6 @@ from fedoracle.chain import Submission  # noqa: E402
 from fedoracle.codec import encode_with_hash  # noqa: E402
 from fedoracle.hidden import HiddenTestSet  # noqa: E402
 from fedoracle.procs import stop_process_groups  # noqa: E402
-from demo.services import RedisServer  # noqa: E402
 from oracle.pool import InProcessPool  # noqa: E402
 from oracle.queue import QueuePool  # noqa: E402
 from oracle.scoring import ScoreJob, Scorer  # noqa: E402
