@@ -13,6 +13,7 @@ import asyncio
 import json
 import logging
 import sys
+from typing import Any
 from importlib.metadata import EntryPoint, entry_points
 
 import click
@@ -30,6 +31,17 @@ class PluginGroup(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
         """The core's own commands and every plugged-in role's, sorted by name."""
         return sorted(set(super().list_commands(ctx)) | set(self._plugins()))
+
+    def invoke(self, ctx: click.Context) -> Any:
+        """Runs the command; a project error is one line (``Error: ...``, exit 1), ``-v`` adds its traceback."""
+        from fedoracle.errors import FedoracleError
+
+        try:
+            return super().invoke(ctx)
+        except FedoracleError as exc:
+            if ctx.params.get("verbose"):
+                raise
+            raise click.ClickException(f"{exc} ({type(exc).__name__}; -v for the traceback)") from exc
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         """The command ``name``: the core's own, else the entry point's, loaded only now (fast ``--help``)."""

@@ -4,6 +4,7 @@ Every exception class of the project is defined here, so the whole tree reads in
 
     FedoracleError
     ├── ConfigError
+    │   └── StateLocked
     ├── ModelRejected                 (carries a Reason)
     │   ├── BlobNotFound
     │   └── BlobHashMismatch
@@ -56,6 +57,10 @@ class FedoracleError(Exception):
 
 class ConfigError(FedoracleError):
     """A setting is missing or inconsistent."""
+
+
+class StateLocked(ConfigError):
+    """Another process holds this state folder (e.g. a second oracle on the same checkpoint)."""
 
 
 class ModelRejected(FedoracleError):

@@ -99,3 +99,4 @@ def _name(p) -> str:
         return p.name()
     except Exception:  # noqa: BLE001 - gone or inaccessible
         return ""
+

@@ -55,7 +55,7 @@ from oracle.faults import crash_point
 from oracle.logs import emit
 from oracle.pool import EvaluationPool
 from oracle.scoring import RoundContext, ScoreJob, Scorer, evaluator_hash
-from oracle.store import DROPPED, Checkpoint, Score
+from oracle.store import DROPPED, Checkpoint, Score, StateLock
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +111,9 @@ class Oracle:
         self.blobs = blobs
         self.pool = pool
         self.config = config
-        self.checkpoint = Checkpoint(Path(config.state_dir) / f"oracle-{self.registry.address.lower()}.sqlite")
+        state = Path(config.state_dir) / f"oracle-{self.registry.address.lower()}"
+        self._lock = StateLock(state.with_suffix(".lock"), "the oracle")  # one oracle per checkpoint
+        self.checkpoint = Checkpoint(state.with_suffix(".sqlite"))
         self.tasks: dict[int, TaskView] = {}
         self._unserved: dict[int, str] = {}  # names us, but its test set is not (yet) in the vault
         # In-flight evaluations by (task, round, device, model hash): a submission replaced after a
@@ -266,6 +268,7 @@ class Oracle:
             t.cancel()
         await self.pool.close()
         self.checkpoint.close()
+        self._lock.release()
 
     # --- transactions ----------------------------------------------------------------------------
 

@@ -13,6 +13,8 @@ posted.
 
 from __future__ import annotations
 
+import fcntl
+import os
 import sqlite3
 import time
 from collections.abc import Iterator, Mapping
@@ -22,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from fedoracle.chain import ChainEvent, Submission
+from fedoracle.errors import StateLocked
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -246,3 +249,40 @@ class Checkpoint:
              + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY id")
         cols = ["id", "at", "task_id", "round", "action", "subject", "tx_hash", "gas_used", "status", "block_number"]
         return [dict(zip(cols, row, strict=True)) for row in self.db.execute(q, args).fetchall()]
+
+
+class StateLock:
+    """An exclusive, non-blocking lock on a state file (``flock``): one process per state.
+
+    The operating system releases it when the process dies, however it dies (``kill -9``
+    included), so a crashed holder never blocks its restart.
+
+    Args:
+        path: the lock file (created if missing).
+        what: the holder's role, for the error message.
+
+    Raises:
+        StateLocked: when another process holds the lock.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], what: str = "process") -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = open(self.path, "a+")  # noqa: SIM115 - held open for the lock's lifetime
+        try:
+            fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._file.seek(0)
+            holder = self._file.read().strip() or "another process"
+            self._file.close()
+            raise StateLocked(f"{self.path.parent} is in use by {what} {holder}; stop it first "
+                              f"or give this one its own --state-dir") from None
+        self._file.seek(0)
+        self._file.truncate()
+        self._file.write(f"pid {os.getpid()}")
+        self._file.flush()
+
+    def release(self) -> None:
+        """Releases the lock (idempotent)."""
+        if not self._file.closed:
+            self._file.close()

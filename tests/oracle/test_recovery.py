@@ -77,3 +77,33 @@ def test_emit_takes_any_field_name_but_action(caplog):
     with pytest.raises(TypeError, match="action"):
         emit(log, "recovered", action="verdict")
 
+
+
+def test_a_second_oracle_on_the_same_state_refuses_to_start(node, tmp_path):
+    """Two oracles on one checkpoint would race for the nonce and the watermark: the second one
+    stops at once with one line naming the holder; the first is untouched, and once it is gone a
+    new one starts (a SIGKILLed holder's lock goes with its process)."""
+    import subprocess
+
+    from tests.oracle.kit import oracle_argv
+
+    async def go():
+        h = await deploy(node.rpc_url, tmp_path)
+        block = await h.registry.chain.w3.eth.block_number
+        await h.start(block)
+        try:
+            argv = oracle_argv(node.rpc_url, h.registry.address, f"dev:{ORACLE}", h.blobs.root, h.vault,
+                               tmp_path / "state", block)
+            second = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+            assert h.alive(), h
+        finally:
+            await h.stop()
+        await h.start(block)  # the lock went with the first oracle
+        await h.stop()
+        return second
+
+    second = run(go())
+    assert second.returncode == 1, second.stderr[-2000:]
+    errors = [line for line in second.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and "in use by the oracle pid" in errors[0], second.stderr[-2000:]
+    assert "Traceback" not in second.stderr
