@@ -50,16 +50,28 @@ PUBLISHER, ORACLE, FAUCET = 0, 1, 2
 
 def _pcts(values: list[float]) -> dict:
     v = sorted(values)
-    return {"n": len(v), "p50_ms": round(1e3 * statistics.median(v), 1),
-            "p95_ms": round(1e3 * v[min(len(v) - 1, int(0.95 * len(v)))], 1), "max_ms": round(1e3 * v[-1], 1)}
+    return {
+        "n": len(v),
+        "p50_ms": round(1e3 * statistics.median(v), 1),
+        "p95_ms": round(1e3 * v[min(len(v) - 1, int(0.95 * len(v)))], 1),
+        "max_ms": round(1e3 * v[-1], 1),
+    }
 
 
 def _dummy_params() -> TaskParams:
     tc = TestSetCommitment.create([secrets.token_bytes(32) for _ in range(2)], 2)
-    return TaskParams(oracle=dev_account(ORACLE).address, model_spec_hash="0x" + "11" * 32,
-                      initial_model_hash="0x" + "22" * 32, initial_model_uri="file:///init", threshold_bp=5000,
-                      test_set_root=tc.root, seed_commitment=tc.seed_commitment, num_groups=2, groups_per_round=2,
-                      max_rounds=1)
+    return TaskParams(
+        oracle=dev_account(ORACLE).address,
+        model_spec_hash="0x" + "11" * 32,
+        initial_model_hash="0x" + "22" * 32,
+        initial_model_uri="file:///init",
+        threshold_bp=5000,
+        test_set_root=tc.root,
+        seed_commitment=tc.seed_commitment,
+        num_groups=2,
+        groups_per_round=2,
+        max_rounds=1,
+    )
 
 
 async def fanout(p: int, anvil: Anvil, broker: Mosquitto) -> dict:
@@ -112,11 +124,16 @@ async def fanout(p: int, anvil: Anvil, broker: Mosquitto) -> dict:
     await asyncio.gather(relay_job, *clients, return_exceptions=True)
     rounds = [got_round[i] - receipt_at for i in range(p)]
     tasks = [got_task[i] - receipt_at for i in range(p)]
-    return {"devices": p, "connect_all_s": round(connect_s, 2),
-            "receipt_after_send_ms": round(1e3 * (receipt_at - sent), 1),
-            "block": receipt["blockNumber"], "round_opened_after_receipt": _pcts(rounds),
-            "task_published_after_receipt": _pcts(tasks), "last_device_ms": round(1e3 * max(rounds + tasks), 1),
-            "round_opened_after_send": _pcts([got_round[i] - sent for i in range(p)])}
+    return {
+        "devices": p,
+        "connect_all_s": round(connect_s, 2),
+        "receipt_after_send_ms": round(1e3 * (receipt_at - sent), 1),
+        "block": receipt["blockNumber"],
+        "round_opened_after_receipt": _pcts(rounds),
+        "task_published_after_receipt": _pcts(tasks),
+        "last_device_ms": round(1e3 * max(rounds + tasks), 1),
+        "round_opened_after_send": _pcts([got_round[i] - sent for i in range(p)]),
+    }
 
 
 async def whole_round(p: int, anvil: Anvil, broker: Mosquitto, work: Path, data) -> dict:
@@ -133,8 +150,16 @@ async def whole_round(p: int, anvil: Anvil, broker: Mosquitto, work: Path, data)
     registry = await TaskRegistry.deploy(Chain(anvil.rpc_url, dev_account(PUBLISHER)))
     blobs = LocalBlobStore(work / f"blobs-{p}")
     vault = work / f"vault-{p}"
-    config = FleetConfig(count=p, malicious=0.2, unreliable=0.2, flip_rate=1.0, emd=1.5, samples_per_device=64,
-                         key_seed=f"bench-{p}", training=TrainingConfig(epochs=1, batch_size=32, learning_rate=2e-3))
+    config = FleetConfig(
+        count=p,
+        malicious=0.2,
+        unreliable=0.2,
+        flip_rate=1.0,
+        emd=1.5,
+        samples_per_device=64,
+        key_seed=f"bench-{p}",
+        training=TrainingConfig(epochs=1, batch_size=32, learning_rate=2e-3),
+    )
     fleet = Fleet(config, anvil.rpc_url, registry.address, blobs, broker.url)
     t = time.perf_counter()
     fleet.build()
@@ -143,14 +168,32 @@ async def whole_round(p: int, anvil: Anvil, broker: Mosquitto, work: Path, data)
     stop = asyncio.Event()
     fleet_job = asyncio.create_task(fleet.run(stop))
     await asyncio.wait_for(_all_connected(fleet), 300)
-    plan = TaskPlan(dataset="mnist", rounds=1, threshold=0.1, clip=5.0, groups_per_round=2, test_examples=1_000,
-                    max_submissions_per_round=p, reward_eth=1.0, round_duration=3_600)
-    relay = Relay(anvil.rpc_url, registry.address, broker.url, from_block=await registry.chain.block_number() + 1,
-                  poll_interval=0.05)
+    plan = TaskPlan(
+        dataset="mnist",
+        rounds=1,
+        threshold=0.1,
+        clip=5.0,
+        groups_per_round=2,
+        test_examples=1_000,
+        max_submissions_per_round=p,
+        reward_eth=1.0,
+        round_duration=3_600,
+    )
+    relay = Relay(
+        anvil.rpc_url,
+        registry.address,
+        broker.url,
+        from_block=await registry.chain.block_number() + 1,
+        poll_interval=0.05,
+    )
     relay_job = asyncio.create_task(relay.run())
-    oracle = Oracle(Chain(anvil.rpc_url, dev_account(ORACLE)), registry.address, blobs,
-                    InProcessPool(Scorer(blobs, str(vault))),
-                    OracleConfig(vault=vault, state_dir=work / f"oracle-{p}", poll_interval=0.1, threshold_margin=None))
+    oracle = Oracle(
+        Chain(anvil.rpc_url, dev_account(ORACLE)),
+        registry.address,
+        blobs,
+        InProcessPool(Scorer(blobs, str(vault))),
+        OracleConfig(vault=vault, state_dir=work / f"oracle-{p}", poll_interval=0.1, threshold_margin=None),
+    )
     oracle_job = asyncio.create_task(oracle.run())
     t0 = time.time()
     published = await publish_task(registry, blobs, vault, plan, dev_account(ORACLE).address, dataset=data)
@@ -186,10 +229,17 @@ async def whole_round(p: int, anvil: Anvil, broker: Mosquitto, work: Path, data)
         k["submitted"] += bool(d.stats.submitted)
         k["accepted"] += d.address.lower() in accepted
     return {
-        "devices": p, "shard": 64, "epochs": 1, "batch_size": 32, "model": "small_cnn", "dataset": "mnist",
+        "devices": p,
+        "shard": 64,
+        "epochs": 1,
+        "batch_size": 32,
+        "model": "small_cnn",
+        "dataset": "mnist",
         "fleet_build_s": round(build_s, 1),
         "publish_s": round(t_receipt - t0, 2),
-        "submissions": len(subs), "verdicts": len(verdicts), "accepted": rec["accepted"],
+        "submissions": len(subs),
+        "verdicts": len(verdicts),
+        "accepted": rec["accepted"],
         "first_submission_s": block_times[subs[0].block_number] - int(t_receipt) if subs else None,
         "last_submission_s": block_times[subs[-1].block_number] - int(t_receipt) if subs else None,
         "closed_s": round(marks["closed"] - t_receipt, 1),
@@ -205,29 +255,44 @@ async def _all_connected(fleet) -> None:
 
 
 def write_md(result: dict) -> str:
-    lines = ["# Device benchmark", "", f"Machine: {result['machine']}. Generated by `bench/devices_bench.py`.", "",
-             "## Relay → MQTT fan-out (receive-only path: one light subscriber per device, same client settings)", "",
-             "Time from the `publish` transaction's receipt to each device's receipt of the relayed message "
-             "(relay polls every 50 ms).", "",
-             "| P | connect all (s) | RoundOpened p50 / p95 / max (ms) | TaskPublished p50 / p95 / max (ms) "
-             "| last device (ms) | RoundOpened after *sending* the tx, p50 / max (ms) |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        "# Device benchmark",
+        "",
+        f"Machine: {result['machine']}. Generated by `bench/devices_bench.py`.",
+        "",
+        "## Relay → MQTT fan-out (receive-only path: one light subscriber per device, same client settings)",
+        "",
+        "Time from the `publish` transaction's receipt to each device's receipt of the relayed message "
+        "(relay polls every 50 ms).",
+        "",
+        "| P | connect all (s) | RoundOpened p50 / p95 / max (ms) | TaskPublished p50 / p95 / max (ms) "
+        "| last device (ms) | RoundOpened after *sending* the tx, p50 / max (ms) |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in result["fanout"]:
         a, b = r["round_opened_after_receipt"], r["task_published_after_receipt"]
-        lines.append(f"| {r['devices']} | {r['connect_all_s']} | {a['p50_ms']} / {a['p95_ms']} / {a['max_ms']} | "
-                     f"{b['p50_ms']} / {b['p95_ms']} / {b['max_ms']} | {r['last_device_ms']} | "
-                     f"{r['round_opened_after_send']['p50_ms']} / {r['round_opened_after_send']['max_ms']} |")
-    lines += ["", "## One whole round (full devices, relay and oracle in one process)", "",
-              "small_cnn on MNIST, **tiny shards** (64 examples, 1 epoch, batch 32), local DP (clip 5, ε 8), "
-              "threshold 0.1 (a timing run: tiny shards do not reach the demo's 0.5), "
-              "20% malicious / 20% unreliable; TFF scoring of every candidate. Seconds after the publish receipt "
-              "(submission times from block timestamps, whole seconds).", "",
-              "| P | submissions | accepted | first / last submission (s) | closed (s) "
-              "| finalized: round wall time (s) |",
-              "|---|---|---|---|---|---|"]
+        lines.append(
+            f"| {r['devices']} | {r['connect_all_s']} | {a['p50_ms']} / {a['p95_ms']} / {a['max_ms']} | "
+            f"{b['p50_ms']} / {b['p95_ms']} / {b['max_ms']} | {r['last_device_ms']} | "
+            f"{r['round_opened_after_send']['p50_ms']} / {r['round_opened_after_send']['max_ms']} |"
+        )
+    lines += [
+        "",
+        "## One whole round (full devices, relay and oracle in one process)",
+        "",
+        "small_cnn on MNIST, **tiny shards** (64 examples, 1 epoch, batch 32), local DP (clip 5, ε 8), "
+        "threshold 0.1 (a timing run: tiny shards do not reach the demo's 0.5), "
+        "20% malicious / 20% unreliable; TFF scoring of every candidate. Seconds after the publish receipt "
+        "(submission times from block timestamps, whole seconds).",
+        "",
+        "| P | submissions | accepted | first / last submission (s) | closed (s) | finalized: round wall time (s) |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in result["round"]:
-        lines.append(f"| {r['devices']} | {r['submissions']} | {r['accepted']} | {r['first_submission_s']} / "
-                     f"{r['last_submission_s']} | {r['closed_s']} | {r['round_wall_s']} |")
+        lines.append(
+            f"| {r['devices']} | {r['submissions']} | {r['accepted']} | {r['first_submission_s']} / "
+            f"{r['last_submission_s']} | {r['closed_s']} | {r['round_wall_s']} |"
+        )
     lines += ["", result["note"], ""]
     return "\n".join(lines)
 
@@ -235,11 +300,16 @@ def write_md(result: dict) -> str:
 async def main(sizes: list[int], round_sizes: list[int]) -> dict:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    result: dict = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, no GPU",
-                    "fanout": [], "round": [],
-                    "note": ("2 cores shared with anvil, mosquitto, the oracle and often other test runs; "
-                             "P=1000 uses the receive-only path (full Device objects each also hold a web3 "
-                             "session and a training shard).")}
+    result: dict = {
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, no GPU",
+        "fanout": [],
+        "round": [],
+        "note": (
+            "2 cores shared with anvil, mosquitto, the oracle and often other test runs; "
+            "P=1000 uses the receive-only path (full Device objects each also hold a web3 "
+            "session and a training shard)."
+        ),
+    }
     with Anvil(accounts=10) as anvil, Mosquitto() as broker:
         for p in sizes:
             r = await fanout(p, anvil, broker)
@@ -267,8 +337,9 @@ if __name__ == "__main__":
     logging.getLogger("asyncio").setLevel(logging.CRITICAL)  # unclosed web3 sessions at exit
     for noisy in ("devices.client", "oracle.daemon", "httpx", "web3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    res = asyncio.run(main([int(x) for x in args.sizes.split(",") if x],
-                           [int(x) for x in args.round_sizes.split(",") if x]))
+    res = asyncio.run(
+        main([int(x) for x in args.sizes.split(",") if x], [int(x) for x in args.round_sizes.split(",") if x])
+    )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, indent=1))

@@ -208,9 +208,22 @@ def run(out: Path) -> int:
         "| function | calls | min | mean | max | measured |",
         "|---|---:|---:|---:|---:|---|",
     ]
-    order = ["(deployment)", "publish", "setAllowlist", "announceThreshold", "submit",
-             "submit (reaches the cap: also closes)", "closeSubmissions",
-             "discloseTestData", "postVerdict", "aggregate", "finalize", "claim", "cancel", "refund"]
+    order = [
+        "(deployment)",
+        "publish",
+        "setAllowlist",
+        "announceThreshold",
+        "submit",
+        "submit (reaches the cap: also closes)",
+        "closeSubmissions",
+        "discloseTestData",
+        "postVerdict",
+        "aggregate",
+        "finalize",
+        "claim",
+        "cancel",
+        "refund",
+    ]
     for fn in order + sorted(set(table) - set(order)):
         if fn in table:
             t = table[fn]

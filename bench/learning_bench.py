@@ -131,7 +131,9 @@ def main() -> None:
     started = time.perf_counter()
     results = {
         "machine": {
-            "cpus": __import__("os").cpu_count(), "platform": platform.platform(), "tensorflow": tf.__version__
+            "cpus": __import__("os").cpu_count(),
+            "platform": platform.platform(),
+            "tensorflow": tf.__version__,
         },
         "evaluation": [bench_evaluation(mnist, a) for a in ("small_cnn", "alexnet")],
         "training": [bench_training(mnist, a) for a in ("small_cnn", "alexnet")],

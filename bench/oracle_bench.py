@@ -56,22 +56,39 @@ async def run_size(n: int, mnist, trained: list[np.ndarray], workers: int) -> di
     with Anvil(accounts=FIRST_DEVICE + PER_ROUND + 5) as node, tempfile.TemporaryDirectory() as tmp:
         blobs, vault = LocalBlobStore(Path(tmp) / "blobs"), Path(tmp) / "vault"
         registry = await TaskRegistry.deploy(Chain(node.rpc_url, dev_account(0)))
-        plan = TaskPlan(rounds=rounds, threshold=0.5, test_examples=1000, max_submissions_per_round=PER_ROUND,
-                        reward_eth=1.0, round_duration=7200, evaluation_window=7200)
+        plan = TaskPlan(
+            rounds=rounds,
+            threshold=0.5,
+            test_examples=1000,
+            max_submissions_per_round=PER_ROUND,
+            reward_eth=1.0,
+            round_duration=7200,
+            evaluation_window=7200,
+        )
         published = await publish_task(registry, blobs, vault, plan, dev_account(ORACLE).address, dataset=mnist)
         task_id = published.task_id
         from fedoracle.codec import spec_from_blob
 
         spec = spec_from_blob(blobs.get(published.spec_hash), published.spec_hash)
-        oracle = Oracle(Chain(node.rpc_url, dev_account(ORACLE)), registry.address, blobs,
-                        InProcessPool(Scorer(blobs, str(vault)), workers=workers),
-                        OracleConfig(vault=vault, state_dir=Path(tmp) / "state", poll_interval=0.05,
-                                     from_block=published.block_number, threshold_margin=None))
+        oracle = Oracle(
+            Chain(node.rpc_url, dev_account(ORACLE)),
+            registry.address,
+            blobs,
+            InProcessPool(Scorer(blobs, str(vault)), workers=workers),
+            OracleConfig(
+                vault=vault,
+                state_dir=Path(tmp) / "state",
+                poll_interval=0.05,
+                from_block=published.block_number,
+                threshold_margin=None,
+            ),
+        )
         ready = asyncio.Event()
         daemon = asyncio.create_task(oracle.run(ready))
         await ready.wait()
-        devices = [TaskRegistry(Chain(node.rpc_url, dev_account(FIRST_DEVICE + i)), registry.address)
-                   for i in range(PER_ROUND)]
+        devices = [
+            TaskRegistry(Chain(node.rpc_url, dev_account(FIRST_DEVICE + i)), registry.address) for i in range(PER_ROUND)
+        ]
         rng = np.random.default_rng(0)
         submitted: dict[tuple[int, str], float] = {}
         closed_at: dict[int, float] = {}
@@ -83,8 +100,9 @@ async def run_size(n: int, mnist, trained: list[np.ndarray], workers: int) -> di
                 g_hash = (await registry.get_task(task_id))["globalModelHash"]
                 global_w = decode(blobs.get(g_hash), spec)
                 good = blobs.put(encode_with_hash([w - g for w, g in zip(trained, global_w, strict=True)], spec)[0])
-                bad = blobs.put(encode_with_hash([rng.normal(0, 50, g.shape).astype(g.dtype) for g in global_w],
-                                                 spec)[0])
+                bad = blobs.put(
+                    encode_with_hash([rng.normal(0, 50, g.shape).astype(g.dtype) for g in global_w], spec)[0]
+                )
                 for i, dev in enumerate(devices):
                     digest = bad if i % 5 == 4 else good
                     await dev.submit(task_id, digest, blobs.uri(digest), dev.chain.address, 100)
@@ -93,8 +111,11 @@ async def run_size(n: int, mnist, trained: list[np.ndarray], workers: int) -> di
             while (await registry.get_state(task_id))["phase"] != Phase.FINALIZED:
                 await asyncio.sleep(0.1)
             t_end = time.time()
-            verdicts = {(a["round"], a["subject"].lower()): a["at"] for a in oracle.checkpoint.action_rows("verdict")
-                        if a["status"] == "mined"}
+            verdicts = {
+                (a["round"], a["subject"].lower()): a["at"]
+                for a in oracle.checkpoint.action_rows("verdict")
+                if a["status"] == "mined"
+            }
         finally:
             oracle.stopped.set()
             await daemon
@@ -104,7 +125,10 @@ async def run_size(n: int, mnist, trained: list[np.ndarray], workers: int) -> di
     after_close = [verdicts[k] - closed_at[k[0]] for k in submitted]
     first, last = min(submitted.values()), max(verdicts.values())
     return {
-        "submissions": n, "rounds": rounds, "per_round": PER_ROUND, "workers": workers,
+        "submissions": n,
+        "rounds": rounds,
+        "per_round": PER_ROUND,
+        "workers": workers,
         "latency_s": {"p50": pct(latency, 50), "p95": pct(latency, 95), "max": max(latency)},
         "after_close_s": {"p50": pct(after_close, 50), "p95": pct(after_close, 95), "max": max(after_close)},
         "verdicts_per_minute": n / (last - first) * 60,
@@ -119,8 +143,15 @@ def train_update(mnist) -> list[np.ndarray]:
     from fedoracle.learning.training import local_train
 
     spec = model_spec("small_cnn", mnist.input_shape, mnist.num_classes)
-    return local_train(spec, initial_weights(spec, 0), mnist.x_train[:3000], mnist.y_train[:3000], epochs=1,
-                       batch_size=64, learning_rate=2e-3)
+    return local_train(
+        spec,
+        initial_weights(spec, 0),
+        mnist.x_train[:3000],
+        mnist.y_train[:3000],
+        epochs=1,
+        batch_size=64,
+        learning_rate=2e-3,
+    )
 
 
 def main() -> None:
@@ -138,9 +169,13 @@ def main() -> None:
         print(json.dumps({n: results[str(n)]}, indent=1))
     load = os.getloadavg()
     doc = {
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-                    "load_average_at_end": [round(x, 2) for x in load],
-                    "note": "2-core shared machine; other engineers' test suites may have been running"},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "load_average_at_end": [round(x, 2) for x in load],
+            "note": "2-core shared machine; other engineers' test suites may have been running",
+        },
         "chain": "anvil, automine (one block per transaction)",
         "oracle": "in-process, InProcessPool (threads), poll interval 0.05 s",
         "results": results,
@@ -150,9 +185,12 @@ def main() -> None:
     rows = "\n".join(
         f"| {n} | {r['rounds']} | {r['latency_s']['p50']:.2f} | {r['latency_s']['p95']:.2f} | "
         f"{r['after_close_s']['p50']:.2f} | {r['after_close_s']['p95']:.2f} | {r['verdicts_per_minute']:.0f} |"
-        for n, r in results.items())
-    table_head = ("| submissions | rounds | latency p50 (s) | latency p95 (s) | after close p50 (s) "
-                  "| after close p95 (s) | verdicts / min |")
+        for n, r in results.items()
+    )
+    table_head = (
+        "| submissions | rounds | latency p50 (s) | latency p95 (s) | after close p50 (s) "
+        "| after close p95 (s) | verdicts / min |"
+    )
     (RESULTS / "oracle.md").write_text(f"""# Oracle benchmark
 
 `./run python bench/oracle_bench.py` on a {os.cpu_count()}-core machine (load average at the end

@@ -53,8 +53,9 @@ def setup(tmp: Path, jobs: int) -> tuple[LocalBlobStore, Path, list[ScoreJob], l
     blobs.put(data)
     groups = [encode_group(x, y) for x, y in split_groups(mnist.x_test[:4000], mnist.y_test[:4000], 2)]
     hidden = HiddenTestSet.create(vault, groups, 1)
-    trained = local_train(spec, init, mnist.x_train[:1000], mnist.y_train[:1000], epochs=1, batch_size=64,
-                          learning_rate=2e-3, seed=0)
+    trained = local_train(
+        spec, init, mnist.x_train[:1000], mnist.y_train[:1000], epochs=1, batch_size=64, learning_rate=2e-3, seed=0
+    )
     rng = np.random.default_rng(0)
     real, cheap = [], []
     for i in range(jobs):
@@ -84,23 +85,41 @@ async def timed(pool, jobs: list[ScoreJob], concurrent: int) -> tuple[float, lis
 
 
 def start_workers(n: int, url: str, blobs: Path, vault: Path) -> list[subprocess.Popen]:
-    argv = [sys.executable, "-m", "fedoracle.cli", "oracle", "worker", "--queue", url, "--blob-store", str(blobs),
-            "--vault", str(vault), "--log-format", "text"]
-    return [subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT,
-                             start_new_session=True) for _ in range(n)]
+    argv = [
+        sys.executable,
+        "-m",
+        "fedoracle.cli",
+        "oracle",
+        "worker",
+        "--queue",
+        url,
+        "--blob-store",
+        str(blobs),
+        "--vault",
+        str(vault),
+        "--log-format",
+        "text",
+    ]
+    return [
+        subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT, start_new_session=True)
+        for _ in range(n)
+    ]
 
 
 async def main(jobs: int) -> dict:
-    results: dict = {"machine": f"{os.cpu_count()} cores, {platform.machine()}, no GPU",
-                     "load_average_at_start": os.getloadavg()[0], "jobs": jobs,
-                     "model": "small_cnn, 2,000 test examples per evaluation", "runs": {}}
+    results: dict = {
+        "machine": f"{os.cpu_count()} cores, {platform.machine()}, no GPU",
+        "load_average_at_start": os.getloadavg()[0],
+        "jobs": jobs,
+        "model": "small_cnn, 2,000 test examples per evaluation",
+        "runs": {},
+    }
     with tempfile.TemporaryDirectory() as tmp, RedisServer() as redis:
         blobs, vault, real, cheap = setup(Path(tmp), jobs)
         pool = InProcessPool(Scorer(blobs, str(vault)), workers=2)
         await pool.score(real[0])  # warm up: TF/TFF start, round context built
         wall, lat = await timed(pool, real, 2)
-        results["runs"]["in-process (2 threads)"] = {"evals_per_min": 60 * jobs / wall,
-                                                    "p50_s": statistics.median(lat)}
+        results["runs"]["in-process (2 threads)"] = {"evals_per_min": 60 * jobs / wall, "p50_s": statistics.median(lat)}
         _, cheap_lat = await timed(pool, cheap, 1)
         results["overhead"] = {"in_process_p50_ms": 1000 * statistics.median(cheap_lat)}
         await pool.close()
@@ -112,7 +131,9 @@ async def main(jobs: int) -> dict:
                 await asyncio.gather(*(queue.score(j) for j in real[:n]))  # warm every worker up
                 wall, lat = await timed(queue, real, 2 * n)
                 results["runs"][f"queue, {n} worker{'s' * (n > 1)}"] = {
-                    "evals_per_min": 60 * jobs / wall, "p50_s": statistics.median(lat)}
+                    "evals_per_min": 60 * jobs / wall,
+                    "p50_s": statistics.median(lat),
+                }
                 if n == 1:
                     _, qlat = await timed(queue, cheap, 1)
                     results["overhead"]["queue_p50_ms"] = 1000 * statistics.median(qlat)
@@ -130,21 +151,30 @@ def write(results: dict) -> None:
     out = ROOT / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
     (out / "queue.json").write_text(json.dumps(results, indent=1))
-    lines = ["# Oracle evaluations: in-process pool vs queue workers", "",
-             f"{results['machine']}; {results['jobs']} jobs; {results['model']}; load average "
-             f"{results['load_average_at_start']:.1f} at the start and {results['load_average_at_end']:.1f} at the "
-             "end (other work shared the machine: compare the rows with each other, not with other files).", "",
-             "| pool | evaluations / min | p50 latency (s) |", "|---|---|---|"]
+    lines = [
+        "# Oracle evaluations: in-process pool vs queue workers",
+        "",
+        f"{results['machine']}; {results['jobs']} jobs; {results['model']}; load average "
+        f"{results['load_average_at_start']:.1f} at the start and {results['load_average_at_end']:.1f} at the "
+        "end (other work shared the machine: compare the rows with each other, not with other files).",
+        "",
+        "| pool | evaluations / min | p50 latency (s) |",
+        "|---|---|---|",
+    ]
     for name, r in results["runs"].items():
         lines.append(f"| {name} | {r['evals_per_min']:.0f} | {r['p50_s']:.2f} |")
     o = results["overhead"]
-    lines += ["", f"Per-job overhead (a job that needs no evaluation): in-process {o['in_process_p50_ms']:.1f} ms, "
-              f"queue {o.get('queue_p50_ms', float('nan')):.1f} ms (Redis round trips + the result poll).", "",
-              "On 2 cores the cores, not the queue, are the limit: every pool competes for the same two "
-              "cores (one evaluation already uses both through TF's threads), so more workers raise latency "
-              "more than throughput, and rows measured under load vary by up to ~1.6x between runs. The "
-              "queue's own cost is a few ms per job, small beside an evaluation: it pays off with workers on "
-              "other hosts."]
+    lines += [
+        "",
+        f"Per-job overhead (a job that needs no evaluation): in-process {o['in_process_p50_ms']:.1f} ms, "
+        f"queue {o.get('queue_p50_ms', float('nan')):.1f} ms (Redis round trips + the result poll).",
+        "",
+        "On 2 cores the cores, not the queue, are the limit: every pool competes for the same two "
+        "cores (one evaluation already uses both through TF's threads), so more workers raise latency "
+        "more than throughput, and rows measured under load vary by up to ~1.6x between runs. The "
+        "queue's own cost is a few ms per job, small beside an evaluation: it pays off with workers on "
+        "other hosts.",
+    ]
     (out / "queue.md").write_text("\n".join(lines) + "\n")
 
 

@@ -37,8 +37,14 @@ from fedoracle.options import (
 @dataset_option
 @data_path_option
 @model_option
-@click.option("--devices", "count", default=DEFAULTS.devices, show_default=True, type=click.IntRange(min=1),
-              help="Number of devices P.")
+@click.option(
+    "--devices",
+    "count",
+    default=DEFAULTS.devices,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Number of devices P.",
+)
 @rounds_option
 @malicious_option
 @unreliable_option
@@ -54,8 +60,9 @@ from fedoracle.options import (
 @batch_size_option
 @learning_rate_option
 @click.option("--out", default="runs", show_default=True, help="Folder for the run's report and plots.")
-@click.option("--timeout", default=900, show_default=True, type=click.IntRange(min=1),
-              help="Give up after this many seconds.")
+@click.option(
+    "--timeout", default=900, show_default=True, type=click.IntRange(min=1), help="Give up after this many seconds."
+)
 def demo(**options: Any) -> None:
     """Run a whole secure-FL task on one machine: anvil, broker, oracle, device fleet, report."""
     from demo.run import DemoConfig, run_demo

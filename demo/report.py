@@ -38,8 +38,13 @@ async def gas_by_function(registry: TaskRegistry, tx_hashes: list[str]) -> dict[
     return {k: {"count": len(v), "min": min(v), "mean": sum(v) / len(v), "max": max(v)} for k, v in sorted(per.items())}
 
 
-def build_report(task_id: int, events: list[ChainEvent], fleet: dict[str, Any], gas: dict[str, Any],
-                 extra: dict[str, Any] | None = None) -> dict[str, Any]:
+def build_report(
+    task_id: int,
+    events: list[ChainEvent],
+    fleet: dict[str, Any],
+    gas: dict[str, Any],
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Joins the task's events with the fleet's view of its devices."""
     devices = {d["address"].lower(): d for d in fleet.get("devices", [])}
 
@@ -51,8 +56,9 @@ def build_report(task_id: int, events: list[ChainEvent], fleet: dict[str, Any], 
     verdicts: dict[str, Counter] = {k: Counter() for k in KINDS}
     reasons: Counter = Counter()
     rewards: Counter = Counter()
-    per_device: dict[str, dict[str, Any]] = defaultdict(lambda: {"accepted": 0, "rejected": 0, "reward_wei": 0,
-                                                                 "accuracy_bp": []})
+    per_device: dict[str, dict[str, Any]] = defaultdict(
+        lambda: {"accepted": 0, "rejected": 0, "reward_wei": 0, "accuracy_bp": []}
+    )
     accuracy: dict[tuple[int, str], list[int]] = defaultdict(list)
     thresholds: dict[int, int] = {}
     for ev in events:
@@ -70,8 +76,12 @@ def build_report(task_id: int, events: list[ChainEvent], fleet: dict[str, Any], 
             accuracy[(a["round"], kind)].append(a["accuracyBp"])
         elif ev.name == "GlobalModelUpdated":
             r = rounds.setdefault(a["round"], {"round": a["round"], "submissions": 0})
-            r.update(global_accuracy=from_bp(a["globalAccuracyBp"]), accepted=a["acceptedCount"],
-                     reward_per_accepted_wei=a["rewardPerAccepted"], model_hash="0x" + a["modelHash"].hex())
+            r.update(
+                global_accuracy=from_bp(a["globalAccuracyBp"]),
+                accepted=a["acceptedCount"],
+                reward_per_accepted_wei=a["rewardPerAccepted"],
+                model_hash="0x" + a["modelHash"].hex(),
+            )
         elif ev.name == "TaskPublished":
             thresholds[1] = a["thresholdBp"]
         elif ev.name == "RoundOpened" and a["round"] > 1:
@@ -89,13 +99,17 @@ def build_report(task_id: int, events: list[ChainEvent], fleet: dict[str, Any], 
         "verdicts_by_class": {k: dict(v) for k, v in verdicts.items()},
         "candidate_accuracy_by_round_and_class": {
             f"{r}/{k}": {"min": min(v) / 1e4, "mean": sum(v) / len(v) / 1e4, "max": max(v) / 1e4}
-            for (r, k), v in sorted(accuracy.items())},
+            for (r, k), v in sorted(accuracy.items())
+        },
         "rejection_reasons": dict(reasons),
         "threshold_by_round": {str(r): from_bp(bp) for r, bp in sorted(thresholds.items())},
         "rewards_wei_by_class": {k: rewards.get(k, 0) for k in KINDS},
         "devices_by_class": dict(Counter(d["kind"] for d in devices.values())),
-        "epsilon_spent": {"max": max(eps) if eps else None, "min": min(eps) if eps else None,
-                          "per_device": {a: d.get("epsilon_spent") for a, d in devices.items()}},
+        "epsilon_spent": {
+            "max": max(eps) if eps else None,
+            "min": min(eps) if eps else None,
+            "per_device": {a: d.get("epsilon_spent") for a, d in devices.items()},
+        },
         "devices": {a: {"kind": kind_of(a), **v} for a, v in per_device.items()},
         "gas": gas,
     }

@@ -23,14 +23,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from demo.services import Anvil, start_broker
 from fedoracle.blobstore import LocalBlobStore
-from fedoracle.chain import Chain, ChainEvent, Phase, TaskRegistry, dev_account
+from fedoracle.chain import Chain, ChainEvent, TaskRegistry, dev_account
 from fedoracle.defaults import DEFAULTS, FleetSettings, TaskSettings, TrainingSettings
 from fedoracle.errors import DemoError, DemoTimeout, ServiceError
 from fedoracle.follow import LogFollower
 from fedoracle.procs import stop_process_groups
 from relay.relay import Relay
-from demo.services import Anvil, start_broker
 
 log = logging.getLogger(__name__)
 
@@ -71,10 +71,16 @@ class Demo:
         self.events: list[ChainEvent] = []
 
     def _spawn(self, name: str, args: list[str]) -> subprocess.Popen:
-        logf = open(self.dir / f"{name}.log", "wb")  # noqa: SIM115 - owned by the child
+        logf = open(self.dir / f"{name}.log", "wb")
         env = dict(os.environ, PYTHONUNBUFFERED="1")
-        proc = subprocess.Popen([sys.executable, "-m", "fedoracle.cli", "-v", *args], stdout=logf,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "fedoracle.cli", "-v", *args],
+            stdout=logf,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,
+        )
         logf.close()
         self.procs.append(proc)
         return proc
@@ -94,28 +100,74 @@ class Demo:
             publisher = Chain(anvil.rpc_url, dev_account(PUBLISHER))
             registry = await TaskRegistry.deploy(publisher)
             data = load_dataset(cfg.dataset, path=cfg.data_path)
-            plan = TaskPlan(dataset=cfg.dataset, architecture=cfg.architecture, rounds=cfg.rounds,
-                            threshold=cfg.threshold, epsilon=cfg.epsilon, delta=cfg.delta, clip=cfg.clip,
-                            max_submissions_per_round=cfg.count, round_duration=max(120, cfg.timeout // max(1, cfg.rounds)),
-                            evaluation_window=600)
+            plan = TaskPlan(
+                dataset=cfg.dataset,
+                architecture=cfg.architecture,
+                rounds=cfg.rounds,
+                threshold=cfg.threshold,
+                epsilon=cfg.epsilon,
+                delta=cfg.delta,
+                clip=cfg.clip,
+                max_submissions_per_round=cfg.count,
+                round_duration=max(120, cfg.timeout // max(1, cfg.rounds)),
+                evaluation_window=600,
+            )
             published = await publish_task(registry, blobs, vault, plan, dev_account(ORACLE).address, dataset=data)
             task_id = published.task_id
             common = ["--rpc-url", anvil.rpc_url, "--registry", registry.address, "--blob-store", str(blobs.root)]
             relay = Relay(anvil.rpc_url, registry.address, broker.url, from_block=0)
             relay_task = asyncio.create_task(relay.run())
-            self._spawn("oracle", ["oracle", "run", *common, "--key", f"dev:{ORACLE}", "--vault", str(vault),
-                                   "--state-dir", str(self.dir / "oracle"),
-                                   "--threshold-margin", str(cfg.threshold_margin)])
-            fleet_args = ["devices", "run", *common, "--broker-url", broker.url, "--count", str(cfg.count),
-                          "--malicious", str(cfg.malicious), "--unreliable", str(cfg.unreliable),
-                          "--flip-rate", str(cfg.flip_rate), "--emd", str(cfg.emd), "--dataset", cfg.dataset,
-                          "--fund-from", f"dev:{FAUCET}", "--status-file", str(self.dir / "fleet.json")]
+            self._spawn(
+                "oracle",
+                [
+                    "oracle",
+                    "run",
+                    *common,
+                    "--key",
+                    f"dev:{ORACLE}",
+                    "--vault",
+                    str(vault),
+                    "--state-dir",
+                    str(self.dir / "oracle"),
+                    "--threshold-margin",
+                    str(cfg.threshold_margin),
+                ],
+            )
+            fleet_args = [
+                "devices",
+                "run",
+                *common,
+                "--broker-url",
+                broker.url,
+                "--count",
+                str(cfg.count),
+                "--malicious",
+                str(cfg.malicious),
+                "--unreliable",
+                str(cfg.unreliable),
+                "--flip-rate",
+                str(cfg.flip_rate),
+                "--emd",
+                str(cfg.emd),
+                "--dataset",
+                cfg.dataset,
+                "--fund-from",
+                f"dev:{FAUCET}",
+                "--status-file",
+                str(self.dir / "fleet.json"),
+            ]
             if cfg.data_path:
                 fleet_args += ["--data-path", cfg.data_path]
             if cfg.samples_per_device:
                 fleet_args += ["--samples-per-device", str(cfg.samples_per_device)]
-            fleet_args += ["--epochs", str(cfg.epochs), "--batch-size", str(cfg.batch_size),
-                           "--lr", str(cfg.learning_rate)]
+            fleet_args += [
+                "--epochs",
+                str(cfg.epochs),
+                "--batch-size",
+                str(cfg.batch_size),
+                "--lr",
+                str(cfg.learning_rate),
+            ]
             self._spawn("devices", fleet_args)
             try:
                 await self._follow(registry, task_id, published.block_number)
@@ -139,8 +191,15 @@ class Demo:
         follower = LogFollower(registry, start, poll_interval=0.2)
         console = Console(stderr=True, quiet=cfg.quiet)
         deadline = time.monotonic() + cfg.timeout
-        with Progress(TextColumn("{task.description:<34}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      TextColumn("{task.fields[note]}"), console=console, transient=False) as progress:
+        with Progress(
+            TextColumn("{task.description:<34}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("{task.fields[note]}"),
+            console=console,
+            transient=False,
+        ) as progress:
             rounds_bar = progress.add_task("rounds", total=cfg.rounds, note="")
             train_bar = progress.add_task("local training + submissions", total=cfg.count, note="")
             eval_bar = progress.add_task("oracle evaluations (verdicts)", total=cfg.count, note="")
@@ -192,8 +251,11 @@ class Demo:
             for r in range(1, state["round"] + 1):
                 rec = await registry.get_round(task_id, r)
                 pending += rec["accepted"]
-            claimed = sum(1 for e in await registry.get_events(0, await registry.chain.block_number())
-                          if e.name == "RewardClaimed" and e.args["taskId"] == task_id)
+            claimed = sum(
+                1
+                for e in await registry.get_events(0, await registry.chain.block_number())
+                if e.name == "RewardClaimed" and e.args["taskId"] == task_id
+            )
             if claimed >= pending or time.monotonic() > deadline:
                 return claimed
             await asyncio.sleep(0.3)
@@ -207,17 +269,23 @@ class Demo:
         gas = await gas_by_function(registry, txs)
         state = await registry.get_state(task_id)
         cfg = await registry.get_task(task_id)
-        report = build_report(task_id, self.events, fleet, gas, extra={
-            "config": {k: v for k, v in vars(self.config).items()},
-            "threshold": plan.initial_threshold,
-            "clip": plan.clip,
-            "phase": state["phase"].name.lower(),
-            "claims": claimed,
-            "registry_balance_wei": await registry.chain.balance(registry.address),
-            "reward_wei": cfg["reward"],
-            "refunded_wei": cfg["refunded"],
-            "run_dir": str(self.dir),
-        })
+        report = build_report(
+            task_id,
+            self.events,
+            fleet,
+            gas,
+            extra={
+                "config": {k: v for k, v in vars(self.config).items()},
+                "threshold": plan.initial_threshold,
+                "clip": plan.clip,
+                "phase": state["phase"].name.lower(),
+                "claims": claimed,
+                "registry_balance_wei": await registry.chain.balance(registry.address),
+                "reward_wei": cfg["reward"],
+                "refunded_wei": cfg["refunded"],
+                "run_dir": str(self.dir),
+            },
+        )
         write_report(report, self.dir)
         return report
 
@@ -234,16 +302,25 @@ def print_summary(report: dict) -> None:
     t.add_column("accepted", justify="right")
     t.add_column("global accuracy", justify="right")
     for r in report["rounds"]:
-        t.add_row(str(r["round"]), str(r["submissions"]), str(r.get("accepted", "-")),
-                  f"{100 * r['global_accuracy']:.2f}%" if "global_accuracy" in r else "-")
+        t.add_row(
+            str(r["round"]),
+            str(r["submissions"]),
+            str(r.get("accepted", "-")),
+            f"{100 * r['global_accuracy']:.2f}%" if "global_accuracy" in r else "-",
+        )
     console.print(t)
     c = Table(title="by device class")
     for col in ("class", "devices", "accepted", "rejected", "rewards (ETH)"):
         c.add_column(col, justify="right" if col != "class" else "left")
     for kind in ("honest", "unreliable", "malicious"):
         v = report["verdicts_by_class"].get(kind, {})
-        c.add_row(kind, str(report["devices_by_class"].get(kind, 0)), str(v.get("accepted", 0)),
-                  str(v.get("rejected", 0)), f"{report['rewards_wei_by_class'].get(kind, 0) / 1e18:.4f}")
+        c.add_row(
+            kind,
+            str(report["devices_by_class"].get(kind, 0)),
+            str(v.get("accepted", 0)),
+            str(v.get("rejected", 0)),
+            f"{report['rewards_wei_by_class'].get(kind, 0) / 1e18:.4f}",
+        )
     console.print(c)
     g = Table(title="gas per function")
     for col in ("function", "calls", "mean gas", "max gas"):
@@ -253,8 +330,10 @@ def print_summary(report: dict) -> None:
     console.print(g)
     eps = report["epsilon_spent"]
     if eps["max"] is not None:
-        console.print(f"ε spent per device after {len(report['rounds'])} rounds: up to {eps['max']:.2f} "
-                      f"(δ = {report['config']['delta']:g})")
+        console.print(
+            f"ε spent per device after {len(report['rounds'])} rounds: up to {eps['max']:.2f} "
+            f"(δ = {report['config']['delta']:g})"
+        )
     console.print(f"report: {report['run_dir']}/report.json, accuracy.png, verdicts.png")
 
 
@@ -276,8 +355,8 @@ def run_demo(config: DemoConfig) -> int:
         print(f"demo failed: {exc}", file=sys.stderr)
         return 1
     finally:
-        from fedoracle.procs import stop_children
         from demo.services import stop_all
+        from fedoracle.procs import stop_children
 
         stop_all()
         stop_children()

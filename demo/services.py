@@ -65,8 +65,10 @@ class Service:
         self._tmp: tempfile.TemporaryDirectory | None = None
 
     def _spawn(self, argv: list[str], log_path: Path) -> subprocess.Popen:
-        out = open(log_path, "ab")  # noqa: SIM115 - owned by the child
-        self.proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        out = open(log_path, "ab")
+        self.proc = subprocess.Popen(
+            argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+        )
         out.close()
         _LIVE.add(self)
         return self.proc
@@ -102,8 +104,15 @@ class Anvil(Service):
 
     name = "anvil"
 
-    def __init__(self, port: int | None = None, *, block_time: float | None = None, accounts: int = 20,
-                 balance_eth: int = 10_000, state_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        port: int | None = None,
+        *,
+        block_time: float | None = None,
+        accounts: int = 20,
+        balance_eth: int = 10_000,
+        state_dir: Path | None = None,
+    ) -> None:
         super().__init__()
         exe = shutil.which("anvil")
         if exe is None:
@@ -112,8 +121,18 @@ class Anvil(Service):
             self._tmp = tempfile.TemporaryDirectory(prefix="fedoracle-anvil-")
             state_dir = Path(self._tmp.name)
         self.port = port or free_port()
-        argv = [exe, "--host", "127.0.0.1", "--port", str(self.port), "--accounts", str(accounts),
-                "--balance", str(balance_eth), "--silent"]
+        argv = [
+            exe,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--accounts",
+            str(accounts),
+            "--balance",
+            str(balance_eth),
+            "--silent",
+        ]
         if block_time:
             argv += ["--block-time", str(block_time)]
         self._spawn(argv, Path(state_dir) / "anvil.log")
@@ -159,7 +178,9 @@ class Mosquitto(Service):
         os.chmod(tmp, 0o777)  # mosquitto drops to its own user when started as root
         self.host, self.port = host, port or free_port(host)
         conf = tmp / "mosquitto.conf"
-        conf.write_text(MOSQUITTO_CONF.format(port=self.port, host=host, log=tmp / "mosquitto.log", pid=tmp / "mosquitto.pid"))
+        conf.write_text(
+            MOSQUITTO_CONF.format(port=self.port, host=host, log=tmp / "mosquitto.log", pid=tmp / "mosquitto.pid")
+        )
         self._spawn([exe, "-c", str(conf)], tmp / "stdout.log")
         wait_for_port(host, self.port, 10, self.proc)
         time.sleep(0.02)
@@ -243,8 +264,22 @@ class RedisServer(Service):
             raise ToolMissing("redis-server is not installed (apt-get install redis-server)")
         self._tmp = tempfile.TemporaryDirectory(prefix="fedoracle-redis-")
         self.host, self.port = host, port or free_port(host)
-        self._spawn([exe, "--port", str(self.port), "--bind", host, "--save", "", "--appendonly", "no",
-                     "--dir", self._tmp.name], Path(self._tmp.name) / "redis.log")
+        self._spawn(
+            [
+                exe,
+                "--port",
+                str(self.port),
+                "--bind",
+                host,
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                self._tmp.name,
+            ],
+            Path(self._tmp.name) / "redis.log",
+        )
         wait_for_port(host, self.port, 10, self.proc)
 
     @property
@@ -253,7 +288,7 @@ class RedisServer(Service):
 
 
 def start_broker(prefer: str = "auto") -> Mosquitto | EmbeddedBroker:
-    """mosquitto when installed (or ``prefer='mosquitto'``), else the embedded broker."""
+    """Mosquitto when installed (or ``prefer='mosquitto'``), else the embedded broker."""
     if prefer == "embedded" or (prefer == "auto" and mosquitto_path() is None):
         log.info("mosquitto not installed: using the embedded amqtt broker")
         return EmbeddedBroker()
@@ -265,7 +300,7 @@ def stop_all() -> None:
     for svc in list(_LIVE):
         try:
             svc.stop()
-        except Exception:  # noqa: BLE001 - best effort at exit
+        except Exception:
             log.exception("stopping %s", svc.name)
 
 

@@ -17,8 +17,8 @@ from fedoracle.options import (
     dp_scaling_option,
     emd_option,
     epochs_option,
-    flip_rate_option,
     fleet_seed_option,
+    flip_rate_option,
     learning_rate_option,
     malicious_option,
     optimizer_option,
@@ -39,15 +39,37 @@ def cli() -> None:
 @registry_option
 @broker_option
 @blobs_option
-@click.option("--count", default=DEFAULTS.devices, show_default=True, type=click.IntRange(min=1),
-              help="Devices in this process (P).")
-@click.option("--first-index", default=0, show_default=True, type=click.IntRange(min=0), help="Index of the first device (for multi-host fleets).")
-@click.option("--fleet-size", default=None, type=int,
-              help="Devices in the whole fleet when this process runs a slice of it (kinds and shards are drawn "
-                   "for the whole fleet) [default: first-index + count].")
-@click.option("--task", "tasks", multiple=True, type=int,
-              help="Join only this task id (repeatable) [default: every task on the registry].")
-@click.option("--train-workers", default=1, show_default=True, type=click.IntRange(min=1), help="Threads training in parallel.")
+@click.option(
+    "--count",
+    default=DEFAULTS.devices,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Devices in this process (P).",
+)
+@click.option(
+    "--first-index",
+    default=0,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Index of the first device (for multi-host fleets).",
+)
+@click.option(
+    "--fleet-size",
+    default=None,
+    type=int,
+    help="Devices in the whole fleet when this process runs a slice of it (kinds and shards are drawn "
+    "for the whole fleet) [default: first-index + count].",
+)
+@click.option(
+    "--task",
+    "tasks",
+    multiple=True,
+    type=int,
+    help="Join only this task id (repeatable) [default: every task on the registry].",
+)
+@click.option(
+    "--train-workers", default=1, show_default=True, type=click.IntRange(min=1), help="Threads training in parallel."
+)
 @malicious_option
 @unreliable_option
 @flip_rate_option
@@ -62,27 +84,80 @@ def cli() -> None:
 @click.option("--no-dp", is_flag=True, help="Submit without clipping and noise (non-DP baseline).")
 @dp_scaling_option
 @click.option("--pre-evaluate", is_flag=True, help="Skip submitting when local accuracy is below the threshold.")
-@click.option("--key-seed", envvar="FEDORACLE_KEY_SEED", default=DEFAULTS.key_seed, show_default=True,
-              help="Seed the devices' keys and payees are derived from.")
-@click.option("--fund-from", envvar="FEDORACLE_FUND_FROM", default=None,
-              help="Key of a faucet account that tops devices up with gas money (dev chains), e.g. dev:0.")
+@click.option(
+    "--key-seed",
+    envvar="FEDORACLE_KEY_SEED",
+    default=DEFAULTS.key_seed,
+    show_default=True,
+    help="Seed the devices' keys and payees are derived from.",
+)
+@click.option(
+    "--fund-from",
+    envvar="FEDORACLE_FUND_FROM",
+    default=None,
+    help="Key of a faucet account that tops devices up with gas money (dev chains), e.g. dev:0.",
+)
 @fleet_seed_option
 @click.option("--status-file", default=None, help="Write the fleet's state (JSON) here.")
-def run(rpc_url, registry, broker_url, blob_store, count, first_index, fleet_size, tasks, train_workers, malicious, unreliable, flip_rate, emd, dataset,
-        data_path, samples_per_device, epochs, batch_size, learning_rate, optimizer, no_dp, dp_scaling, pre_evaluate, key_seed,
-        fund_from, seed, status_file) -> None:
+def run(
+    rpc_url,
+    registry,
+    broker_url,
+    blob_store,
+    count,
+    first_index,
+    fleet_size,
+    tasks,
+    train_workers,
+    malicious,
+    unreliable,
+    flip_rate,
+    emd,
+    dataset,
+    data_path,
+    samples_per_device,
+    epochs,
+    batch_size,
+    learning_rate,
+    optimizer,
+    no_dp,
+    dp_scaling,
+    pre_evaluate,
+    key_seed,
+    fund_from,
+    seed,
+    status_file,
+) -> None:
     """Run P devices in this process until interrupted."""
     from devices.client import TrainingConfig
     from devices.fleet import Fleet, FleetConfig, fund
     from fedoracle.blobstore import open_store
 
-    config = FleetConfig(count=count, malicious=malicious, unreliable=unreliable, flip_rate=flip_rate, emd=emd,
-                         dataset=dataset, data_path=data_path, samples_per_device=samples_per_device,
-                         key_seed=key_seed, first_index=first_index, seed=seed, fleet_size=fleet_size,
-                         tasks=list(tasks) or None, train_workers=train_workers,
-                         training=TrainingConfig(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
-                                                 optimizer=optimizer, dp=not no_dp, dp_scaling=dp_scaling,
-                                                 pre_evaluate=pre_evaluate))
+    config = FleetConfig(
+        count=count,
+        malicious=malicious,
+        unreliable=unreliable,
+        flip_rate=flip_rate,
+        emd=emd,
+        dataset=dataset,
+        data_path=data_path,
+        samples_per_device=samples_per_device,
+        key_seed=key_seed,
+        first_index=first_index,
+        seed=seed,
+        fleet_size=fleet_size,
+        tasks=list(tasks) or None,
+        train_workers=train_workers,
+        training=TrainingConfig(
+            epochs=epochs,
+            batch_size=batch_size,
+            learning_rate=learning_rate,
+            optimizer=optimizer,
+            dp=not no_dp,
+            dp_scaling=dp_scaling,
+            pre_evaluate=pre_evaluate,
+        ),
+    )
 
     async def main() -> None:
         fleet = Fleet(config, rpc_url, registry, open_store(blob_store), broker_url, status_file=status_file)

@@ -35,8 +35,8 @@ from fedoracle.blobstore import BlobStore
 from fedoracle.chain import Chain, ChainError, Phase, TaskRegistry
 from fedoracle.codec import ModelSpec, decode, encode_with_hash, spec_from_blob
 from fedoracle.defaults import TrainingSettings
-from fedoracle.units import floor_bp
 from fedoracle.retry import Backoff
+from fedoracle.units import floor_bp
 
 log = logging.getLogger(__name__)
 
@@ -94,10 +94,22 @@ class Device:
         submit_retries: attempts at a submission that fails while its round is still open.
     """
 
-    def __init__(self, account: LocalAccount, rpc_url: str, registry: str, blobs: BlobStore, broker_url: str,
-                 train: Trainer, *, payee: str | None = None, executor: Executor | None = None,
-                 name: str | None = None, kind: str = "honest", tasks: set[int] | None = None,
-                 submit_retries: int = 5) -> None:
+    def __init__(
+        self,
+        account: LocalAccount,
+        rpc_url: str,
+        registry: str,
+        blobs: BlobStore,
+        broker_url: str,
+        train: Trainer,
+        *,
+        payee: str | None = None,
+        executor: Executor | None = None,
+        name: str | None = None,
+        kind: str = "honest",
+        tasks: set[int] | None = None,
+        submit_retries: int = 5,
+    ) -> None:
         self.account = account
         self.registry = TaskRegistry(Chain(rpc_url, account), registry)
         self.blobs = blobs
@@ -135,8 +147,9 @@ class Device:
         try:
             while True:
                 try:
-                    async with mqtt.client(self.broker_url, identifier=f"dev-{me}",
-                                           will=(mqtt.presence_topic(me), b"offline")) as client:
+                    async with mqtt.client(
+                        self.broker_url, identifier=f"dev-{me}", will=(mqtt.presence_topic(me), b"offline")
+                    ) as client:
                         await client.subscribe(mqtt.round_topic("+", "+"), qos=mqtt.QOS)
                         await client.subscribe(mqtt.task_topic("+"), qos=mqtt.QOS)
                         await client.subscribe(mqtt.verdict_topic("+", me), qos=mqtt.QOS)
@@ -151,8 +164,9 @@ class Device:
                         except asyncio.CancelledError:
                             # A clean stop: say so, as the last will would on a crash.
                             with contextlib.suppress(Exception):
-                                await asyncio.wait_for(client.publish(mqtt.presence_topic(me), b"offline",
-                                                                      qos=mqtt.QOS, retain=True), 1.0)
+                                await asyncio.wait_for(
+                                    client.publish(mqtt.presence_topic(me), b"offline", qos=mqtt.QOS, retain=True), 1.0
+                                )
                             raise
                 except aiomqtt.MqttError as exc:
                     self.connected.clear()
@@ -200,10 +214,19 @@ class Device:
                 v = mqtt.VerdictMessage.model_validate(doc)
                 self._check_topic(topic, mqtt.verdict_topic(v.task_id, v.device))
                 if v.device.lower() == self.address.lower():
-                    self.stats.verdicts[(v.task_id, v.round)] = {"accepted": v.accepted, "accuracy_bp": v.accuracy_bp,
-                                                                 "reason": v.reason}
-                    log.info("%s: verdict for task %d round %d: %s (%.2f%%)", self.name, v.task_id, v.round,
-                             "accepted" if v.accepted else f"rejected (reason {v.reason})", v.accuracy_bp / 100)
+                    self.stats.verdicts[(v.task_id, v.round)] = {
+                        "accepted": v.accepted,
+                        "accuracy_bp": v.accuracy_bp,
+                        "reason": v.reason,
+                    }
+                    log.info(
+                        "%s: verdict for task %d round %d: %s (%.2f%%)",
+                        self.name,
+                        v.task_id,
+                        v.round,
+                        "accepted" if v.accepted else f"rejected (reason {v.reason})",
+                        v.accuracy_bp / 100,
+                    )
             elif topic.count("/") == 3:  # sfl/v1/tasks/<task>
                 task = mqtt.TaskMessage.model_validate(doc)
                 self._check_topic(topic, mqtt.task_topic(task.task_id))
@@ -267,13 +290,18 @@ class Device:
                 log.info("%s: task %d round %d is no longer open; skipped", self.name, *key)
                 return
             if state["phase"] != Phase.OPEN or state["round"] != msg.round:
-                self._drop(mqtt.round_topic(*key), f"round {msg.round} is not open on-chain "
-                                                   f"(chain: round {state['round']}, {state['phase'].name})")
+                self._drop(
+                    mqtt.round_topic(*key),
+                    f"round {msg.round} is not open on-chain (chain: round {state['round']}, {state['phase'].name})",
+                )
                 return
             task = await self.registry.get_task(msg.task_id)
             if task["globalModelHash"] != msg.global_model_hash:
-                self._drop(mqtt.round_topic(*key), f"global model {msg.global_model_hash[:10]} differs from the "
-                                                   f"chain's {task['globalModelHash'][:10]}")
+                self._drop(
+                    mqtt.round_topic(*key),
+                    f"global model {msg.global_model_hash[:10]} differs from the "
+                    f"chain's {task['globalModelHash'][:10]}",
+                )
                 return
             self._handled.add(key)
             if int.from_bytes(await self.registry.get_commitment(*key, self.address), "big"):
@@ -281,14 +309,21 @@ class Device:
                 log.info("%s: task %d round %d already submitted on-chain; skipped", self.name, *key)
                 return
             spec = spec_from_blob(self.blobs.get(task["modelSpecHash"]), task["modelSpecHash"])
-            global_weights = decode(self.blobs.get(msg.global_model_hash, max_bytes=spec.max_bytes), spec,
-                                    expected_hash=msg.global_model_hash)
+            global_weights = decode(
+                self.blobs.get(msg.global_model_hash, max_bytes=spec.max_bytes),
+                spec,
+                expected_hash=msg.global_model_hash,
+            )
             log.info("%s: training for task %d round %d from %s", self.name, *key, msg.global_model_hash[:10])
             self.stats.training.append(key)
             loop = asyncio.get_running_loop()
             update, num_samples, local_acc = await loop.run_in_executor(
-                self.executor, self.train, spec, global_weights, {**task, "thresholdBp": state["thresholdBp"],
-                                                                 "taskId": msg.task_id, "round": msg.round})
+                self.executor,
+                self.train,
+                spec,
+                global_weights,
+                {**task, "thresholdBp": state["thresholdBp"], "taskId": msg.task_id, "round": msg.round},
+            )
             if local_acc is not None and floor_bp(local_acc) < state["thresholdBp"]:
                 # The paper's gas-saving step: a device that cannot pass the announced threshold
                 # on its own validation data does not submit.
@@ -342,5 +377,6 @@ class Device:
                 await self.registry.claim(task_id, round_, self.address)
                 self.stats.claims.append((task_id, round_))
                 self.stats.claimed_wei += amount
-                log.info("%s: claimed %d wei for task %d round %d to %s", self.name, amount, task_id, round_,
-                         self.payee)
+                log.info(
+                    "%s: claimed %d wei for task %d round %d to %s", self.name, amount, task_id, round_, self.payee
+                )

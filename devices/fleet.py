@@ -80,8 +80,14 @@ async def fund(rpc_url: str, faucet_key: str, addresses: list[str], wei: int) ->
         async with faucet._lock:
             if faucet._nonce is None:
                 faucet._nonce = await w3.eth.get_transaction_count(faucet.address, "pending")
-            tx = {"to": addr, "value": missing, "gas": 21_000, "nonce": faucet._nonce,
-                  "chainId": await faucet.chain_id(), "gasPrice": await w3.eth.gas_price}
+            tx = {
+                "to": addr,
+                "value": missing,
+                "gas": 21_000,
+                "nonce": faucet._nonce,
+                "chainId": await faucet.chain_id(),
+                "gasPrice": await w3.eth.gas_price,
+            }
             signed = faucet.account.sign_transaction(tx)
             await w3.eth.send_raw_transaction(signed.raw_transaction)
             faucet._nonce += 1
@@ -99,8 +105,15 @@ class Fleet:
         status_file: where the fleet's state is written (``None``: nowhere).
     """
 
-    def __init__(self, config: FleetConfig, rpc_url: str, registry: str, blobs: BlobStore, broker_url: str,
-                 status_file: str | os.PathLike[str] | None = None) -> None:
+    def __init__(
+        self,
+        config: FleetConfig,
+        rpc_url: str,
+        registry: str,
+        blobs: BlobStore,
+        broker_url: str,
+        status_file: str | os.PathLike[str] | None = None,
+    ) -> None:
         self.config = config
         self.rpc_url, self.registry, self.blobs, self.broker_url = rpc_url, registry, blobs, broker_url
         self.status_file = Path(status_file) if status_file else None
@@ -115,21 +128,43 @@ class Fleet:
         for i, (kind, trainer) in enumerate(trainers):
             index = self.config.first_index + i
             account = Account.from_key(device_key(self.config.key_seed, index))
-            self.devices.append(Device(account, self.rpc_url, self.registry, self.blobs, self.broker_url, trainer,
-                                       payee=payee_address(self.config.key_seed, index), executor=self.executor,
-                                       name=f"{kind}-{index}", kind=kind,
-                                       tasks=set(self.config.tasks) if self.config.tasks else None))
+            self.devices.append(
+                Device(
+                    account,
+                    self.rpc_url,
+                    self.registry,
+                    self.blobs,
+                    self.broker_url,
+                    trainer,
+                    payee=payee_address(self.config.key_seed, index),
+                    executor=self.executor,
+                    name=f"{kind}-{index}",
+                    kind=kind,
+                    tasks=set(self.config.tasks) if self.config.tasks else None,
+                )
+            )
         return self.devices
 
     def snapshot(self) -> dict:
         """The fleet's state as JSON-able data."""
-        return {"devices": [{
-            "address": d.address, "payee": d.payee, "kind": d.kind, "name": d.name,
-            "submitted": d.stats.submitted, "skipped": d.stats.skipped, "claimed_wei": d.stats.claimed_wei,
-            "claims": d.stats.claims, "verdicts": {f"{k[0]}/{k[1]}": v for k, v in d.stats.verdicts.items()},
-            "epsilon_spent": getattr(d.train, "epsilon_spent", None),
-            "delta": getattr(d.train, "target_delta", None),
-        } for d in self.devices]}
+        return {
+            "devices": [
+                {
+                    "address": d.address,
+                    "payee": d.payee,
+                    "kind": d.kind,
+                    "name": d.name,
+                    "submitted": d.stats.submitted,
+                    "skipped": d.stats.skipped,
+                    "claimed_wei": d.stats.claimed_wei,
+                    "claims": d.stats.claims,
+                    "verdicts": {f"{k[0]}/{k[1]}": v for k, v in d.stats.verdicts.items()},
+                    "epsilon_spent": getattr(d.train, "epsilon_spent", None),
+                    "delta": getattr(d.train, "target_delta", None),
+                }
+                for d in self.devices
+            ]
+        }
 
     def write_status(self) -> None:
         if self.status_file is not None:
@@ -148,7 +183,7 @@ class Fleet:
                 self.write_status()
                 try:
                     await asyncio.wait_for(stop.wait(), 0.5)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
         finally:
             for t in tasks:

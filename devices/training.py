@@ -30,8 +30,9 @@ class LocalTrainer:
         validation_share: share of the shard held out for pre-evaluation.
     """
 
-    def __init__(self, x: np.ndarray, y: np.ndarray, config: TrainingConfig, seed: int,
-                 validation_share: float = 0.1) -> None:
+    def __init__(
+        self, x: np.ndarray, y: np.ndarray, config: TrainingConfig, seed: int, validation_share: float = 0.1
+    ) -> None:
         n_val = int(len(y) * validation_share) if config.pre_evaluate else 0
         self.x, self.y = x[n_val:], y[n_val:]
         self.x_val, self.y_val = x[:n_val], y[:n_val]
@@ -49,8 +50,9 @@ class LocalTrainer:
         """ε spent so far at the task's δ (``None`` before the first DP round)."""
         return None if self._accountant is None else float(self._accountant.epsilon())
 
-    def __call__(self, spec: ModelSpec, global_weights: list[np.ndarray], task: dict[str, Any]
-                 ) -> tuple[list[np.ndarray], int, float | None]:
+    def __call__(
+        self, spec: ModelSpec, global_weights: list[np.ndarray], task: dict[str, Any]
+    ) -> tuple[list[np.ndarray], int, float | None]:
         """One round's release: :func:`fedoracle.learning.rounds.device_update` with the task's DP.
 
         Args:
@@ -71,10 +73,20 @@ class LocalTrainer:
             if dp is not None and self._accountant is None:
                 self._accountant = PrivacyAccountant(dp.delta)
                 self.target_delta = dp.delta
-            update = device_update(spec, global_weights, self.x, self.y, epochs=self.config.epochs,
-                                   batch_size=self.config.batch_size, learning_rate=self.config.learning_rate,
-                                   optimizer=self.config.optimizer, seed=training_seed(self.seed, self.rounds),
-                                   dp=dp, rng=self.rng, accountant=self._accountant)
+            update = device_update(
+                spec,
+                global_weights,
+                self.x,
+                self.y,
+                epochs=self.config.epochs,
+                batch_size=self.config.batch_size,
+                learning_rate=self.config.learning_rate,
+                optimizer=self.config.optimizer,
+                seed=training_seed(self.seed, self.rounds),
+                dp=dp,
+                rng=self.rng,
+                accountant=self._accountant,
+            )
             local_acc = None
             if self.config.pre_evaluate and len(self.y_val):
                 from fedoracle.learning.evaluation import Evaluator
@@ -105,13 +117,28 @@ def make_trainers(config) -> list[tuple[str, LocalTrainer]]:
 
     total = getattr(config, "fleet_size", None) or config.first_index + config.count
     if config.first_index < 0 or config.first_index + config.count > total:
-        raise ValueError(f"devices {config.first_index}..{config.first_index + config.count - 1} "
-                         f"are not in a fleet of {total}")
+        raise ValueError(
+            f"devices {config.first_index}..{config.first_index + config.count - 1} are not in a fleet of {total}"
+        )
     data = load_dataset(config.dataset, path=config.data_path)
-    shards = plan_fleet(data.y_train, total, config.seed, num_classes=data.num_classes, malicious=config.malicious,
-                        unreliable=config.unreliable, emd=config.emd, flip_rate=config.flip_rate,
-                        samples_per_device=config.samples_per_device)
+    shards = plan_fleet(
+        data.y_train,
+        total,
+        config.seed,
+        num_classes=data.num_classes,
+        malicious=config.malicious,
+        unreliable=config.unreliable,
+        emd=config.emd,
+        flip_rate=config.flip_rate,
+        samples_per_device=config.samples_per_device,
+    )
     mine = range(config.first_index, config.first_index + config.count)
-    return [(str(shards[i].kind), LocalTrainer(data.x_train[shards[i].indices], shards[i].labels, config.training,
-                                               seed=device_seed(config.seed, i)))
-            for i in mine]
+    return [
+        (
+            str(shards[i].kind),
+            LocalTrainer(
+                data.x_train[shards[i].indices], shards[i].labels, config.training, seed=device_seed(config.seed, i)
+            ),
+        )
+        for i in mine
+    ]

@@ -35,8 +35,9 @@ def _accuracy(spec: Any, weights: list[np.ndarray], x: np.ndarray, y: np.ndarray
     return float(np.mean(np.argmax(logits, axis=1) == y))
 
 
-def crafted_update(cfg: Any, task: Any, dev: Any, global_weights: list[np.ndarray], threshold_bp: int
-                   ) -> list[np.ndarray]:
+def crafted_update(
+    cfg: Any, task: Any, dev: Any, global_weights: list[np.ndarray], threshold_bp: int
+) -> list[np.ndarray]:
     """The adaptive attacker's release for this round.
 
     Args:
@@ -55,9 +56,19 @@ def crafted_update(cfg: Any, task: Any, dev: Any, global_weights: list[np.ndarra
     n_val = max(1, len(dev.y_true) // 4)
     x_tr, y_tr = dev.x[n_val:], dev.y_true[n_val:]
     x_val, y_val = dev.x[:n_val], dev.y_true[:n_val]
-    benign = device_update(task.spec, global_weights, x_tr, y_tr, epochs=cfg.epochs, batch_size=cfg.batch_size,
-                           learning_rate=cfg.learning_rate, optimizer=cfg.optimizer,
-                           seed=training_seed(dev.seed, dev.rounds), dp=None, rng=dev.rng)
+    benign = device_update(
+        task.spec,
+        global_weights,
+        x_tr,
+        y_tr,
+        epochs=cfg.epochs,
+        batch_size=cfg.batch_size,
+        learning_rate=cfg.learning_rate,
+        optimizer=cfg.optimizer,
+        seed=training_seed(dev.seed, dev.rounds),
+        dp=None,
+        rng=dev.rng,
+    )
     norm = float(np.sqrt(sum(float(np.sum(np.square(u, dtype=np.float64))) for u in benign)))
     direction = [-u / max(norm, 1e-12) for u in benign]
     target = threshold_bp / BP + GUARD

@@ -19,10 +19,12 @@ import numpy as np
 from experiments.config import RunConfig
 
 
-def attack_grid(*, runs: int = 1, devices: int = 10, rounds: int = 3, dataset: str = "mnist"
-                ) -> list[tuple[str, RunConfig]]:
+def attack_grid(
+    *, runs: int = 1, devices: int = 10, rounds: int = 3, dataset: str = "mnist"
+) -> list[tuple[str, RunConfig]]:
     """Label flipping (λ = 100%) and the adaptive attacker, under FedAvg, median and trimmed mean,
-    with the gate; plus both attacks without the gate and a run without attackers."""
+    with the gate; plus both attacks without the gate and a run without attackers.
+    """
     base = RunConfig(dataset=dataset, devices=devices, rounds=rounds, emd=1.5)
     out = []
     for k in range(runs):
@@ -38,21 +40,32 @@ def attack_grid(*, runs: int = 1, devices: int = 10, rounds: int = 3, dataset: s
 
 def run_attacks(cases: list[tuple[str, RunConfig]], log: Any = print) -> dict[str, Any]:
     """Runs the attack cases on the fast path; returns per case the final accuracy and how many
-    attacker submissions passed the gate."""
+    attacker submissions passed the gate.
+    """
     from experiments.simulate import simulate
 
     rows = []
     for name, cfg in cases:
         res = simulate(cfg, keep_verdicts=True)
         mal = [v for r in res["rounds"] for v in r["verdicts"] if v["kind"] == "malicious"]
-        rows.append({"case": name, "config": asdict(cfg), "final_accuracy": res["final_accuracy"],
-                     "malicious_accepted": sum(v["accepted"] for v in mal), "malicious_submissions": len(mal),
-                     "malicious_candidate_bp": [v["accuracy_bp"] for v in mal],
-                     "thresholds_bp": [r["threshold_bp"] for r in res["rounds"]],
-                     "global_bp": [r["global_accuracy_bp"] for r in res["rounds"]],
-                     "honest_rejected": res["detection"]["honest_rejected"], "seconds": res["seconds"]})
-        log(f"  {name} seed={cfg.seed}: final {100 * res['final_accuracy']:.2f}%, attackers accepted "
-            f"{rows[-1]['malicious_accepted']}/{len(mal)} ({res['seconds']:.0f}s)")
+        rows.append(
+            {
+                "case": name,
+                "config": asdict(cfg),
+                "final_accuracy": res["final_accuracy"],
+                "malicious_accepted": sum(v["accepted"] for v in mal),
+                "malicious_submissions": len(mal),
+                "malicious_candidate_bp": [v["accuracy_bp"] for v in mal],
+                "thresholds_bp": [r["threshold_bp"] for r in res["rounds"]],
+                "global_bp": [r["global_accuracy_bp"] for r in res["rounds"]],
+                "honest_rejected": res["detection"]["honest_rejected"],
+                "seconds": res["seconds"],
+            }
+        )
+        log(
+            f"  {name} seed={cfg.seed}: final {100 * res['final_accuracy']:.2f}%, attackers accepted "
+            f"{rows[-1]['malicious_accepted']}/{len(mal)} ({res['seconds']:.0f}s)"
+        )
     return {"cases": rows}
 
 
@@ -83,9 +96,18 @@ def _losses(spec: Any, weights: list[np.ndarray], x: np.ndarray, y: np.ndarray) 
     return loss, float(np.mean(np.argmax(logits, axis=1) == y))
 
 
-def membership_inference(*, dataset: str = "mnist", members: int = 200, epochs: int = 20, runs: int = 3,
-                         epsilon: float = 8.0, delta: float = 1e-5, clip: float = 5.0, learning_rate: float = 2e-3,
-                         log: Any = print) -> dict[str, Any]:
+def membership_inference(
+    *,
+    dataset: str = "mnist",
+    members: int = 200,
+    epochs: int = 20,
+    runs: int = 3,
+    epsilon: float = 8.0,
+    delta: float = 1e-5,
+    clip: float = 5.0,
+    learning_rate: float = 2e-3,
+    log: Any = print,
+) -> dict[str, Any]:
     """The loss-threshold attack on one device's round-1 release, non-DP against ε = 8.
 
     Each run draws a device shard of ``members`` training examples and as many non-members, trains
@@ -109,16 +131,28 @@ def membership_inference(*, dataset: str = "mnist", members: int = 200, epochs: 
     for k in range(runs):
         rng = np.random.default_rng(10_000 + k)
         idx = rng.permutation(len(data.y_train))
-        mem, non = idx[:members], idx[members:2 * members]
+        mem, non = idx[:members], idx[members : 2 * members]
         g = initial_weights(spec, k)
-        update = device_update(spec, g, data.x_train[mem], data.y_train[mem], epochs=epochs, batch_size=128,
-                               learning_rate=learning_rate, optimizer="adam", seed=k, dp=None, rng=rng)
+        update = device_update(
+            spec,
+            g,
+            data.x_train[mem],
+            data.y_train[mem],
+            epochs=epochs,
+            batch_size=128,
+            learning_rate=learning_rate,
+            optimizer="adam",
+            seed=k,
+            dp=None,
+            rng=rng,
+        )
         for name, d in kinds.items():
             if d is None:
                 released = update
             else:
-                released = add_noise(update, clip, epsilon, delta, np.random.default_rng(20_000 + k),
-                                     num_samples=d or None)
+                released = add_noise(
+                    update, clip, epsilon, delta, np.random.default_rng(20_000 + k), num_samples=d or None
+                )
             model = candidate(g, released)
             lm, _ = _losses(spec, model, data.x_train[mem], data.y_train[mem])
             ln, _ = _losses(spec, model, data.x_train[non], data.y_train[non])
@@ -131,17 +165,34 @@ def membership_inference(*, dataset: str = "mnist", members: int = 200, epochs: 
     for v in out.values():
         for m in ("advantage", "auc", "test_accuracy"):
             v[f"{m}_mean"] = float(np.mean(v[m]))
-    return {"dataset": dataset, "members": members, "epochs": epochs, "runs": runs, "epsilon": epsilon,
-            "delta": delta, "clip": clip,
-            "noise_std": {"÷D": noise_std(clip, epsilon, delta, num_samples=members),
-                          "whole update": noise_std(clip, epsilon, delta)},
-            "results": out, "seconds": round(time.perf_counter() - t0, 1)}
+    return {
+        "dataset": dataset,
+        "members": members,
+        "epochs": epochs,
+        "runs": runs,
+        "epsilon": epsilon,
+        "delta": delta,
+        "clip": clip,
+        "noise_std": {
+            "÷D": noise_std(clip, epsilon, delta, num_samples=members),
+            "whole update": noise_std(clip, epsilon, delta),
+        },
+        "results": out,
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
 
 
-def noise_grid(*, runs: int = 1, devices: int = 10, rounds: int = 3, dataset: str = "mnist",
-               clips: tuple[float, ...] = (0.03, 0.3, 5.0)) -> list[tuple[str, RunConfig]]:
+def noise_grid(
+    *,
+    runs: int = 1,
+    devices: int = 10,
+    rounds: int = 3,
+    dataset: str = "mnist",
+    clips: tuple[float, ...] = (0.03, 0.3, 5.0),
+) -> list[tuple[str, RunConfig]]:
     """The paper's worry, measured: honest devices wrongly rejected when the noise is calibrated to
-    the whole update (sensitivity S) rather than the paper's S/D, at the extreme δ values."""
+    the whole update (sensitivity S) rather than the paper's S/D, at the extreme δ values.
+    """
     import math
 
     base = RunConfig(dataset=dataset, devices=devices, rounds=rounds, flip_rate=1.0, emd=1.5)
@@ -151,8 +202,12 @@ def noise_grid(*, runs: int = 1, devices: int = 10, rounds: int = 3, dataset: st
         for delta in (math.exp(-1), math.exp(-6)):
             out.append((f"÷D, S=5, δ=e^-{-round(math.log(delta))}", replace(seeded, delta=delta)))
             for clip in clips:
-                out.append((f"whole update, S={clip:g}, δ=e^-{-round(math.log(delta))}",
-                            replace(seeded, delta=delta, clip=clip, dp_scaling="update")))
+                out.append(
+                    (
+                        f"whole update, S={clip:g}, δ=e^-{-round(math.log(delta))}",
+                        replace(seeded, delta=delta, clip=clip, dp_scaling="update"),
+                    )
+                )
     return out
 
 
@@ -163,12 +218,23 @@ def run_noise(cases: list[tuple[str, RunConfig]], log: Any = print) -> dict[str,
     rows = []
     for name, cfg in cases:
         res = simulate(cfg, keep_verdicts=False)
-        rows.append({"case": name, "config": asdict(cfg), "final_accuracy": res["final_accuracy"],
-                     "honest_rejected": res["detection"]["honest_rejected"], "detection": res["detection"],
-                     "candidates": res["candidates"], "epsilon_spent": res["epsilon_spent"],
-                     "global_bp": [r["global_accuracy_bp"] for r in res["rounds"]],
-                     "thresholds_bp": [r["threshold_bp"] for r in res["rounds"]], "seconds": res["seconds"]})
-        log(f"  {name} seed={cfg.seed}: final {100 * res['final_accuracy']:.2f}%, honest rejected "
+        rows.append(
+            {
+                "case": name,
+                "config": asdict(cfg),
+                "final_accuracy": res["final_accuracy"],
+                "honest_rejected": res["detection"]["honest_rejected"],
+                "detection": res["detection"],
+                "candidates": res["candidates"],
+                "epsilon_spent": res["epsilon_spent"],
+                "global_bp": [r["global_accuracy_bp"] for r in res["rounds"]],
+                "thresholds_bp": [r["threshold_bp"] for r in res["rounds"]],
+                "seconds": res["seconds"],
+            }
+        )
+        log(
+            f"  {name} seed={cfg.seed}: final {100 * res['final_accuracy']:.2f}%, honest rejected "
             f"{100 * (res['detection']['honest_rejected'] or 0):.0f}%, malicious rejected "
-            f"{100 * (res['detection']['malicious']['recall'] or 0):.0f}% ({res['seconds']:.0f}s)")
+            f"{100 * (res['detection']['malicious']['recall'] or 0):.0f}% ({res['seconds']:.0f}s)"
+        )
     return {"cases": rows}

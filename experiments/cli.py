@@ -1,5 +1,6 @@
 """``fedoracle experiment``: one command per figure, the protocol agreement check, and the
-experiments beyond the paper. Heavy modules (TensorFlow) load only when a command runs."""
+experiments beyond the paper. Heavy modules (TensorFlow) load only when a command runs.
+"""
 
 from __future__ import annotations
 
@@ -46,11 +47,20 @@ common = [
     click.option("--rounds", type=int, default=None, help="FL rounds per run [default: 3 reduced, 5 full]."),
     click.option("--results", "results_dir", default="results", show_default=True, help="Folder for JSON and CSV."),
     click.option("--figures", "figures_dir", default="docs/results", show_default=True, help="Folder for the PNG."),
-    click.option("--limit-minutes", type=float, default=None,
-                 help="Start no new run after this long; rerun the same command to resume."),
-    click.option("--model", "architecture", default="small_cnn", show_default=True,
-                 type=click.Choice(ARCHITECTURES),
-                 help="alexnet: the paper's AlexNet-style model (dropout makes its training non-deterministic)."),
+    click.option(
+        "--limit-minutes",
+        type=float,
+        default=None,
+        help="Start no new run after this long; rerun the same command to resume.",
+    ),
+    click.option(
+        "--model",
+        "architecture",
+        default="small_cnn",
+        show_default=True,
+        type=click.Choice(ARCHITECTURES),
+        help="alexnet: the paper's AlexNet-style model (dropout makes its training non-deterministic).",
+    ),
 ]
 
 
@@ -67,21 +77,40 @@ def experiment() -> None:
 
 @experiment.command()
 @_common
-@click.option("--dataset", default="fashion_mnist", show_default=True, type=click.Choice(DATASETS),
-              help="fashion_mnist is the offline stand-in for the paper's CIFAR-10.")
+@click.option(
+    "--dataset",
+    default="fashion_mnist",
+    show_default=True,
+    type=click.Choice(DATASETS),
+    help="fashion_mnist is the offline stand-in for the paper's CIFAR-10.",
+)
 @click.option("--devices", type=int, default=None, help="P [default: 10 reduced, 100 full].")
-def fig4(full, runs, data_path, rounds, results_dir, figures_dir, limit_minutes, architecture, dataset,
-         devices) -> None:
+def fig4(
+    full, runs, data_path, rounds, results_dir, figures_dir, limit_minutes, architecture, dataset, devices
+) -> None:
     """Figure 4 of the paper: accuracy vs λ and vs EMD, with and without the defence."""
     _quiet_tf()
     from experiments.config import fig4_grid
     from experiments.runner import run_grid
 
-    grid = fig4_grid(full=full, runs=runs, dataset=dataset, data_path=data_path, devices=devices, rounds=rounds,
-                     architecture=architecture)
+    grid = fig4_grid(
+        full=full,
+        runs=runs,
+        dataset=dataset,
+        data_path=data_path,
+        devices=devices,
+        rounds=rounds,
+        architecture=architecture,
+    )
     try:
-        run_grid(grid, results_dir=results_dir, figures_dir=figures_dir, command=_command(), log=_echo,
-                 limit_seconds=None if limit_minutes is None else 60 * limit_minutes)
+        run_grid(
+            grid,
+            results_dir=results_dir,
+            figures_dir=figures_dir,
+            command=_command(),
+            log=_echo,
+            limit_seconds=None if limit_minutes is None else 60 * limit_minutes,
+        )
     finally:
         _cleanup()
 
@@ -91,26 +120,58 @@ def fig4(full, runs, data_path, rounds, results_dir, figures_dir, limit_minutes,
 @click.option("--dataset", default="mnist", show_default=True, type=click.Choice(DATASETS))
 @click.option("--devices", "devices", default=None, help="Comma-separated P values [default: 10,100,200,300].")
 @click.option("--delta-devices", type=int, default=None, help="P of the δ panel [default: 10 reduced, 100 full].")
-def fig5(full, runs, data_path, rounds, results_dir, figures_dir, limit_minutes, architecture, dataset, devices,
-         delta_devices) -> None:
+def fig5(
+    full,
+    runs,
+    data_path,
+    rounds,
+    results_dir,
+    figures_dir,
+    limit_minutes,
+    architecture,
+    dataset,
+    devices,
+    delta_devices,
+) -> None:
     """Figure 5 of the paper: highest / minimum / average local-model accuracy vs P and vs δ."""
     _quiet_tf()
     from experiments.config import fig5_grid
     from experiments.runner import run_grid
 
     ps = tuple(int(p) for p in devices.split(",")) if devices else None
-    grid = fig5_grid(full=full, runs=runs, dataset=dataset, data_path=data_path, devices=ps, rounds=rounds,
-                     delta_devices=delta_devices, architecture=architecture)
+    grid = fig5_grid(
+        full=full,
+        runs=runs,
+        dataset=dataset,
+        data_path=data_path,
+        devices=ps,
+        rounds=rounds,
+        delta_devices=delta_devices,
+        architecture=architecture,
+    )
     try:
-        run_grid(grid, results_dir=results_dir, figures_dir=figures_dir, command=_command(), log=_echo,
-                 limit_seconds=None if limit_minutes is None else 60 * limit_minutes)
+        run_grid(
+            grid,
+            results_dir=results_dir,
+            figures_dir=figures_dir,
+            command=_command(),
+            log=_echo,
+            limit_seconds=None if limit_minutes is None else 60 * limit_minutes,
+        )
     finally:
         _cleanup()
 
 
 @experiment.command()
-@click.option("--figure", "figures", multiple=True, type=click.Choice(["fig4", "fig5"]), default=("fig4", "fig5"),
-              show_default=True, help="Which figure's point to run through the protocol.")
+@click.option(
+    "--figure",
+    "figures",
+    multiple=True,
+    type=click.Choice(["fig4", "fig5"]),
+    default=("fig4", "fig5"),
+    show_default=True,
+    help="Which figure's point to run through the protocol.",
+)
 @click.option("--devices", type=int, default=10, show_default=True)
 @click.option("--rounds", type=int, default=3, show_default=True)
 @click.option("--out", default="runs/agreement", show_default=True, help="Folder for the protocol runs.")
@@ -123,9 +184,10 @@ def agree(figures, devices, rounds, out, results_dir) -> None:
     from experiments.config import RunConfig
     from experiments.protocol import agreement
 
-    points = {"fig4": RunConfig(dataset="fashion_mnist", devices=devices, rounds=rounds, flip_rate=0.2, emd=1.5),
-              "fig5": RunConfig(dataset="mnist", devices=devices, rounds=rounds, flip_rate=0.2, emd=1.5,
-                                delta=math.exp(-5))}
+    points = {
+        "fig4": RunConfig(dataset="fashion_mnist", devices=devices, rounds=rounds, flip_rate=0.2, emd=1.5),
+        "fig5": RunConfig(dataset="mnist", devices=devices, rounds=rounds, flip_rate=0.2, emd=1.5, delta=math.exp(-5)),
+    }
     path = Path(results_dir) / "agreement.json"
     doc = json.loads(path.read_text()) if path.exists() else {}
     try:
@@ -134,9 +196,11 @@ def agree(figures, devices, rounds, out, results_dir) -> None:
             res = agreement(points[name], out, log=_echo)
             res["protocol"].pop("report", None)
             doc[name] = res
-            _echo(f"  same verdicts: {res['same_verdicts']}, max candidate diff {res['max_candidate_diff_bp']} bp, "
-                  f"max global diff {res['max_global_diff_bp']} bp, thresholds bound as assumed: "
-                  f"{res['thresholds_bound']}")
+            _echo(
+                f"  same verdicts: {res['same_verdicts']}, max candidate diff {res['max_candidate_diff_bp']} bp, "
+                f"max global diff {res['max_global_diff_bp']} bp, thresholds bound as assumed: "
+                f"{res['thresholds_bound']}"
+            )
             Path(results_dir).mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(doc, indent=1, sort_keys=True))
     finally:
@@ -165,8 +229,12 @@ def attack(runs, devices, rounds, dataset, results_dir, figures_dir) -> None:
     for row in doc["cases"]:
         means.setdefault(row["case"], []).append(100 * row["final_accuracy"])
     Path(figures_dir).mkdir(parents=True, exist_ok=True)
-    bars([(k, sum(v) / len(v)) for k, v in means.items()], Path(figures_dir) / "attack.png",
-         f"Adaptive attacker vs label flipping ({dataset}, P = {devices}, {rounds} rounds)", "final global accuracy (%)")
+    bars(
+        [(k, sum(v) / len(v)) for k, v in means.items()],
+        Path(figures_dir) / "attack.png",
+        f"Adaptive attacker vs label flipping ({dataset}, P = {devices}, {rounds} rounds)",
+        "final global accuracy (%)",
+    )
 
 
 @experiment.command()

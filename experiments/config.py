@@ -30,7 +30,8 @@ TRAIN_SIZE = {"mnist": 60_000, "fashion_mnist": 60_000, "cifar10": 50_000}
 
 def shard_size(dataset: str, devices: int) -> int:
     """Samples per device of a grid point: the fleet's rule
-    (:func:`fedoracle.learning.partition.shard_size`) for the data set's training-set size."""
+    (:func:`fedoracle.learning.partition.shard_size`) for the data set's training-set size.
+    """
     from fedoracle.learning.partition import shard_size as fleet_shard_size
 
     return fleet_shard_size(TRAIN_SIZE[dataset], devices)
@@ -39,7 +40,8 @@ def shard_size(dataset: str, devices: int) -> int:
 def grid_shard(dataset: str, devices: int) -> int | None:
     """``samples_per_device`` as a grid point records it: ``None`` where the fleet's rule gives the
     largest shard, else the shard size (the rule is the same; this keeps the recorded configs of
-    earlier results, and so their resume keys, unchanged)."""
+    earlier results, and so their resume keys, unchanged).
+    """
     size = shard_size(dataset, devices)
     return None if size == DEFAULTS.max_shard else size
 
@@ -133,9 +135,16 @@ def _runs(base: RunConfig, runs: int) -> list[RunConfig]:
     return [replace(base, seed=k, task_seed=k) for k in range(runs)]
 
 
-def fig4_grid(*, full: bool = False, runs: int | None = None, dataset: str = "fashion_mnist",
-              data_path: str | None = None, devices: int | None = None, rounds: int | None = None,
-              architecture: str = "small_cnn") -> Grid:
+def fig4_grid(
+    *,
+    full: bool = False,
+    runs: int | None = None,
+    dataset: str = "fashion_mnist",
+    data_path: str | None = None,
+    devices: int | None = None,
+    rounds: int | None = None,
+    architecture: str = "small_cnn",
+) -> Grid:
     """Fig. 4: accuracy against λ (at EMD 1.5) and against EMD (at λ = 20%), with and without the defence.
 
     Panel ``lambda``: λ ∈ {5, 10, 15, 20}% plus λ = 100% (beyond the paper: where the gate starts
@@ -149,8 +158,14 @@ def fig4_grid(*, full: bool = False, runs: int | None = None, dataset: str = "fa
     runs = runs if runs is not None else (10 if full else 2)
     devices = devices if devices is not None else (100 if full else 10)
     rounds = rounds if rounds is not None else (5 if full else 3)
-    base = RunConfig(dataset=dataset, data_path=data_path, devices=devices, rounds=rounds,
-                     samples_per_device=grid_shard(dataset, devices), architecture=architecture)
+    base = RunConfig(
+        dataset=dataset,
+        data_path=data_path,
+        devices=devices,
+        rounds=rounds,
+        samples_per_device=grid_shard(dataset, devices),
+        architecture=architecture,
+    )
     grid = Grid("fig4")
     lambdas = (*PAPER_LAMBDAS, 1.0)
     for lam in lambdas:
@@ -164,16 +179,28 @@ def fig4_grid(*, full: bool = False, runs: int | None = None, dataset: str = "fa
     for cfg in _runs(replace(base, flip_rate=0.2, emd=1.5, variant="nondp"), runs):
         grid.points.append(("nondp", 0.2, cfg))
     if not full:
-        grid.reduced = [f"{runs} runs per point (paper: 10)", f"P = {devices} devices",
-                        f"{rounds} rounds", f"data set {dataset}"
-                        + (" (offline stand-in for CIFAR-10)" if dataset == "fashion_mnist" else ""),
-                        "shard size min(2000, N_train / P) as the fleet", f"model {architecture}"]
+        grid.reduced = [
+            f"{runs} runs per point (paper: 10)",
+            f"P = {devices} devices",
+            f"{rounds} rounds",
+            f"data set {dataset}" + (" (offline stand-in for CIFAR-10)" if dataset == "fashion_mnist" else ""),
+            "shard size min(2000, N_train / P) as the fleet",
+            f"model {architecture}",
+        ]
     return grid
 
 
-def fig5_grid(*, full: bool = False, runs: int | None = None, dataset: str = "mnist", data_path: str | None = None,
-              devices: tuple[int, ...] | None = None, rounds: int | None = None,
-              delta_devices: int | None = None, architecture: str = "small_cnn") -> Grid:
+def fig5_grid(
+    *,
+    full: bool = False,
+    runs: int | None = None,
+    dataset: str = "mnist",
+    data_path: str | None = None,
+    devices: tuple[int, ...] | None = None,
+    rounds: int | None = None,
+    delta_devices: int | None = None,
+    architecture: str = "small_cnn",
+) -> Grid:
     """Fig. 5: accuracy against P (at δ = e^-5) and against δ (at ε = 8), defended, with DP.
 
     Reports the highest, minimum and average local-model (candidate) accuracy per run (the
@@ -186,8 +213,9 @@ def fig5_grid(*, full: bool = False, runs: int | None = None, dataset: str = "mn
     rounds = rounds if rounds is not None else (5 if full else 3)
     devices = devices if devices is not None else PAPER_DEVICES
     delta_devices = delta_devices if delta_devices is not None else (100 if full else 10)
-    base = RunConfig(dataset=dataset, data_path=data_path, rounds=rounds, flip_rate=0.2, emd=1.5,
-                     architecture=architecture)
+    base = RunConfig(
+        dataset=dataset, data_path=data_path, rounds=rounds, flip_rate=0.2, emd=1.5, architecture=architecture
+    )
     grid = Grid("fig5")
     for p in devices:
         sized = replace(base, devices=p, delta=math.exp(-5), samples_per_device=grid_shard(dataset, p))
@@ -200,8 +228,12 @@ def fig5_grid(*, full: bool = False, runs: int | None = None, dataset: str = "mn
     for cfg in _runs(replace(at, variant="nondp"), runs):
         grid.points.append(("nondp", delta_devices, cfg))
     if not full:
-        grid.reduced = [f"{runs} runs per point (paper: 10)", f"{rounds} rounds",
-                        f"δ panel at P = {delta_devices}", f"data set {dataset}",
-                        "shard size min(2000, 0.9 N_train / P) (the fleet's N_train / P runs a class dry at P >= 30)",
-                        f"model {architecture}"]
+        grid.reduced = [
+            f"{runs} runs per point (paper: 10)",
+            f"{rounds} rounds",
+            f"δ panel at P = {delta_devices}",
+            f"data set {dataset}",
+            "shard size min(2000, 0.9 N_train / P) (the fleet's N_train / P runs a class dry at P >= 30)",
+            f"model {architecture}",
+        ]
     return grid

@@ -32,8 +32,11 @@ def detection(verdicts: Iterable[dict[str, Any]]) -> dict[str, Any]:
         rejected[v["kind"]] += not v["accepted"]
     all_rejected = sum(rejected.values())
     out: dict[str, Any] = {"verdicts": dict(total), "rejected": dict(rejected)}
-    for name, kinds in (("malicious", ("malicious",)), ("unreliable", ("unreliable",)),
-                        ("bad", ("malicious", "unreliable"))):
+    for name, kinds in (
+        ("malicious", ("malicious",)),
+        ("unreliable", ("unreliable",)),
+        ("bad", ("malicious", "unreliable")),
+    ):
         hit = sum(rejected[k] for k in kinds)
         out[name] = {"precision": _ratio(hit, all_rejected), "recall": _ratio(hit, sum(total[k] for k in kinds))}
     out["honest_rejected"] = _ratio(rejected["honest"], total["honest"])
@@ -42,6 +45,7 @@ def detection(verdicts: Iterable[dict[str, Any]]) -> dict[str, Any]:
 
 def candidate_stats(verdicts: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Highest, minimum and average candidate (local model) accuracy, overall and per class."""
+
     def stats(values: list[float]) -> dict[str, float] | None:
         if not values:
             return None

@@ -1,5 +1,6 @@
 """Figures mirroring the paper's Fig. 4 and Fig. 5: lines are averages over runs, bands span the
-lowest to the highest run."""
+lowest to the highest run.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +11,9 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from experiments.runner import run_row  # noqa: E402
+from experiments.runner import run_row
 
 COLORS = {"defended": "tab:blue", "undefended": "tab:red", "nondp": "tab:gray"}
 
@@ -46,22 +47,29 @@ def fig4(doc: dict[str, Any], path: Path) -> None:
     """Accuracy against λ and against EMD, with and without the defence; the gate's detection below."""
     fig, axes = plt.subplots(2, 2, figsize=(11, 8), sharex="col")
     dataset = doc["runs"][0]["config"]["dataset"]
-    for col, (panel, xlabel) in enumerate((("lambda", "λ (share of a malicious device's labels flipped)"),
-                                           ("emd", "EMD of unreliable devices' labels"))):
+    for col, (panel, xlabel) in enumerate(
+        (("lambda", "λ (share of a malicious device's labels flipped)"), ("emd", "EMD of unreliable devices' labels"))
+    ):
         ax = axes[0][col]
         for variant in ("defended", "undefended"):
-            _band(ax, *_series(doc, panel, "final_accuracy", variant),
-                  label=f"{'with' if variant == 'defended' else 'without'} defence (DP ε=8)", color=COLORS[variant])
+            _band(
+                ax,
+                *_series(doc, panel, "final_accuracy", variant),
+                label=f"{'with' if variant == 'defended' else 'without'} defence (DP ε=8)",
+                color=COLORS[variant],
+            )
         _nondp(ax, doc)
         ax.set_ylabel(f"global accuracy, {dataset} test set (%)")
         ax.set_title(f"({'ab'[col]}) accuracy vs {'λ (EMD = 1.5)' if panel == 'lambda' else 'EMD (λ = 20%)'}")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
         ax = axes[1][col]
-        for metric, color, label in (("malicious_recall", "tab:purple", "malicious rejected (recall)"),
-                                     ("unreliable_recall", "tab:orange", "unreliable rejected (recall)"),
-                                     ("bad_precision", "tab:green", "rejections that are bad (precision)"),
-                                     ("honest_rejected", "tab:red", "honest DP rejected")):
+        for metric, color, label in (
+            ("malicious_recall", "tab:purple", "malicious rejected (recall)"),
+            ("unreliable_recall", "tab:orange", "unreliable rejected (recall)"),
+            ("bad_precision", "tab:green", "rejections that are bad (precision)"),
+            ("honest_rejected", "tab:red", "honest DP rejected"),
+        ):
             _band(ax, *_series(doc, panel, metric, "defended"), label=label, color=color)
         ax.set_xlabel(xlabel)
         ax.set_ylabel("defended: share (%)")
@@ -69,8 +77,10 @@ def fig4(doc: dict[str, Any], path: Path) -> None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     runs = max((r["config"]["seed"] for r in doc["runs"]), default=0) + 1
-    fig.suptitle(f"Fig. 4 reproduction — {dataset}, P = {doc['runs'][0]['config']['devices']}, "
-                 f"{doc['runs'][0]['config']['rounds']} rounds, {runs} runs (band: min–max over runs)")
+    fig.suptitle(
+        f"Fig. 4 reproduction — {dataset}, P = {doc['runs'][0]['config']['devices']}, "
+        f"{doc['runs'][0]['config']['rounds']} rounds, {runs} runs (band: min–max over runs)"
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -80,12 +90,13 @@ def fig5(doc: dict[str, Any], path: Path) -> None:
     """Highest, minimum and average local-model accuracy (and the global model's) against P and δ."""
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
     dataset = doc["runs"][0]["config"]["dataset"]
-    for ax, (panel, xlabel) in zip(axes, (("devices", "number of devices P (δ = e^-5)"),
-                                          ("delta", "−ln δ (ε = 8)"))):
-        for metric, color, label in (("cand_max", "tab:green", "highest local model"),
-                                     ("cand_mean", "tab:blue", "average local model (paper's threshold)"),
-                                     ("cand_min", "tab:red", "minimum local model"),
-                                     ("final_accuracy", "black", "global model (whole test set)")):
+    for ax, (panel, xlabel) in zip(axes, (("devices", "number of devices P (δ = e^-5)"), ("delta", "−ln δ (ε = 8)"))):
+        for metric, color, label in (
+            ("cand_max", "tab:green", "highest local model"),
+            ("cand_mean", "tab:blue", "average local model (paper's threshold)"),
+            ("cand_min", "tab:red", "minimum local model"),
+            ("final_accuracy", "black", "global model (whole test set)"),
+        ):
             _band(ax, *_series(doc, panel, metric), label=label, color=color)
         if panel == "devices":
             ax.set_xscale("log")

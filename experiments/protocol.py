@@ -24,8 +24,17 @@ from typing import Any
 
 from experiments.config import RunConfig
 
-DEMO_FIXED = {"seed": 0, "task_seed": 0, "variant": "defended", "aggregation": "fedavg", "dp_scaling": "sample",
-              "attack": "label_flip", "test_examples": 4_000, "groups_per_round": 2, "optimizer": "adam"}
+DEMO_FIXED = {
+    "seed": 0,
+    "task_seed": 0,
+    "variant": "defended",
+    "aggregation": "fedavg",
+    "dp_scaling": "sample",
+    "attack": "label_flip",
+    "test_examples": 4_000,
+    "groups_per_round": 2,
+    "optimizer": "adam",
+}
 
 
 def demo_config(cfg: RunConfig, out: str | Path, timeout: int = 900) -> Any:
@@ -39,13 +48,29 @@ def demo_config(cfg: RunConfig, out: str | Path, timeout: int = 900) -> Any:
     bad = {k: getattr(cfg, k) for k, v in DEMO_FIXED.items() if getattr(cfg, k) != v}
     if bad:
         raise ValueError(f"the demo cannot run {bad}: it fixes {DEMO_FIXED}")
-    return DemoConfig(dataset=cfg.dataset, data_path=cfg.data_path, architecture=cfg.architecture, count=cfg.devices,
-                      rounds=cfg.rounds, malicious=cfg.malicious, unreliable=cfg.unreliable, flip_rate=cfg.flip_rate,
-                      emd=cfg.emd, epsilon=cfg.epsilon, delta=cfg.delta, clip=cfg.clip,
-                      threshold=cfg.initial_threshold, samples_per_device=cfg.samples_per_device, epochs=cfg.epochs,
-                      batch_size=cfg.batch_size, learning_rate=cfg.learning_rate,
-                      threshold_margin=cfg.threshold_margin if cfg.threshold_margin is not None else 1.0,
-                      out=str(out), timeout=timeout, quiet=True)
+    return DemoConfig(
+        dataset=cfg.dataset,
+        data_path=cfg.data_path,
+        architecture=cfg.architecture,
+        count=cfg.devices,
+        rounds=cfg.rounds,
+        malicious=cfg.malicious,
+        unreliable=cfg.unreliable,
+        flip_rate=cfg.flip_rate,
+        emd=cfg.emd,
+        epsilon=cfg.epsilon,
+        delta=cfg.delta,
+        clip=cfg.clip,
+        threshold=cfg.initial_threshold,
+        samples_per_device=cfg.samples_per_device,
+        epochs=cfg.epochs,
+        batch_size=cfg.batch_size,
+        learning_rate=cfg.learning_rate,
+        threshold_margin=cfg.threshold_margin if cfg.threshold_margin is not None else 1.0,
+        out=str(out),
+        timeout=timeout,
+        quiet=True,
+    )
 
 
 def run_protocol(cfg: RunConfig, out: str | Path, timeout: int = 900) -> dict[str, Any]:
@@ -58,10 +83,10 @@ def run_protocol(cfg: RunConfig, out: str | Path, timeout: int = 900) -> dict[st
         test groups each round was evaluated on; ``run_dir``; ``report`` (the demo's report).
     """
     from demo.run import Demo
+    from demo.services import stop_all
     from fedoracle.hidden import HiddenTestSet
     from fedoracle.learning.runtime import stop_workers
     from fedoracle.procs import stop_children
-    from demo.services import stop_all
 
     demo = Demo(demo_config(cfg, out, timeout))
     try:
@@ -74,8 +99,9 @@ def run_protocol(cfg: RunConfig, out: str | Path, timeout: int = 900) -> dict[st
     fleet = json.loads((demo.dir / "fleet.json").read_text())
     index = {d["address"].lower(): (int(d["name"].rsplit("-", 1)[1]), d["kind"]) for d in fleet["devices"]}
     task_id = report["task_id"]
-    rounds: dict[int, dict[str, Any]] = {r: {"round": r, "thresholds_bp": {}, "verdicts": [], "submission_order": []}
-                                         for r in range(1, cfg.rounds + 1)}
+    rounds: dict[int, dict[str, Any]] = {
+        r: {"round": r, "thresholds_bp": {}, "verdicts": [], "submission_order": []} for r in range(1, cfg.rounds + 1)
+    }
     for ev in sorted(demo.events, key=lambda e: (e.block_number, e.log_index)):
         a = ev.args
         if a.get("taskId") != task_id or ev.removed:
@@ -85,8 +111,15 @@ def run_protocol(cfg: RunConfig, out: str | Path, timeout: int = 900) -> dict[st
             rounds[a["round"]]["submission_order"].append(index[a["device"].lower()][0])
         elif ev.name == "VerdictPosted":
             i, kind = index[a["device"].lower()]
-            rounds[a["round"]]["verdicts"].append({"device": i, "kind": kind, "accuracy_bp": a["accuracyBp"],
-                                                   "reason": a["reason"], "accepted": bool(a["accepted"])})
+            rounds[a["round"]]["verdicts"].append(
+                {
+                    "device": i,
+                    "kind": kind,
+                    "accuracy_bp": a["accuracyBp"],
+                    "reason": a["reason"],
+                    "accepted": bool(a["accepted"]),
+                }
+            )
         elif ev.name == "GlobalModelUpdated":
             rounds[a["round"]]["global_accuracy_bp"] = a["globalAccuracyBp"]
     for rec in rounds.values():
@@ -94,9 +127,14 @@ def run_protocol(cfg: RunConfig, out: str | Path, timeout: int = 900) -> dict[st
     (vault,) = glob.glob(str(demo.dir / "vault" / "0x*"))
     hidden = HiddenTestSet(vault)
     groups = {r: [int(i) for i in hidden.commitment.round_indices(r)] for r in range(1, cfg.rounds + 1)}
-    return {"rounds": [rounds[r] for r in sorted(rounds)], "round_groups": groups, "run_dir": str(demo.dir),
-            "report": {k: report[k] for k in ("verdicts_by_class", "threshold_by_round", "epsilon_spent", "rounds")
-                       if k in report}}
+    return {
+        "rounds": [rounds[r] for r in sorted(rounds)],
+        "round_groups": groups,
+        "run_dir": str(demo.dir),
+        "report": {
+            k: report[k] for k in ("verdicts_by_class", "threshold_by_round", "epsilon_spent", "rounds") if k in report
+        },
+    }
 
 
 def compare(protocol: dict[str, Any], fast: dict[str, Any]) -> dict[str, Any]:
@@ -116,20 +154,34 @@ def compare(protocol: dict[str, Any], fast: dict[str, Any]) -> dict[str, Any]:
         same &= not mismatched and set(pv) == set(fv)
         diffs = [abs(pv[i]["accuracy_bp"] - fv[i]["accuracy_bp"]) for i in fv if i in pv]
         cand_diff = max([cand_diff, *diffs])
-        g = abs(p.get("global_accuracy_bp", -10**6) - f["global_accuracy_bp"])
+        g = abs(p.get("global_accuracy_bp", -(10**6)) - f["global_accuracy_bp"])
         glob_diff = max(glob_diff, g)
         thresholds = set(p["thresholds_bp"].values())
         bound_ok &= thresholds == {f["threshold_bp"]}
-        detail.append({"round": p["round"], "mismatched_devices": mismatched, "max_candidate_diff_bp": max(diffs or [0]),
-                       "protocol_global_bp": p.get("global_accuracy_bp"), "fast_global_bp": f["global_accuracy_bp"],
-                       "protocol_thresholds_bp": sorted(thresholds), "fast_threshold_bp": f["threshold_bp"]})
-    return {"same_verdicts": bool(same), "max_candidate_diff_bp": cand_diff, "max_global_diff_bp": glob_diff,
-            "thresholds_bound": bool(bound_ok), "rounds": detail}
+        detail.append(
+            {
+                "round": p["round"],
+                "mismatched_devices": mismatched,
+                "max_candidate_diff_bp": max(diffs or [0]),
+                "protocol_global_bp": p.get("global_accuracy_bp"),
+                "fast_global_bp": f["global_accuracy_bp"],
+                "protocol_thresholds_bp": sorted(thresholds),
+                "fast_threshold_bp": f["threshold_bp"],
+            }
+        )
+    return {
+        "same_verdicts": bool(same),
+        "max_candidate_diff_bp": cand_diff,
+        "max_global_diff_bp": glob_diff,
+        "thresholds_bound": bool(bound_ok),
+        "rounds": detail,
+    }
 
 
 def agreement(cfg: RunConfig, out: str | Path, timeout: int = 900, log: Any = None) -> dict[str, Any]:
     """Runs ``cfg`` through the protocol, then the fast path on the same test groups and with the
-    accepted updates averaged in the protocol's submission order, and compares."""
+    accepted updates averaged in the protocol's submission order, and compares.
+    """
     import time
 
     t0 = time.perf_counter()
@@ -143,6 +195,11 @@ def agreement(cfg: RunConfig, out: str | Path, timeout: int = 900, log: Any = No
     fast = simulate(replace(cfg, full_test=True), round_groups=proto["round_groups"], submission_order=order)
     t2 = time.perf_counter()
     result = compare(proto, fast)
-    result.update(config=asdict(cfg), protocol_seconds=round(t1 - t0, 1), fast_seconds=round(t2 - t1, 1),
-                  protocol=proto, fast={k: fast[k] for k in ("rounds", "final_accuracy", "detection", "epsilon_spent")})
+    result.update(
+        config=asdict(cfg),
+        protocol_seconds=round(t1 - t0, 1),
+        fast_seconds=round(t2 - t1, 1),
+        protocol=proto,
+        fast={k: fast[k] for k in ("rounds", "final_accuracy", "detection", "epsilon_spent")},
+    )
     return result

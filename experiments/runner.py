@@ -35,16 +35,31 @@ def stem(grid: Grid) -> str:
 
 def run_summary(panel: str, x: float, cfg: RunConfig, result: dict[str, Any]) -> dict[str, Any]:
     """What a grid keeps of one run: everything but per-device verdicts."""
-    return {"panel": panel, "x": x, "key": cfg.key(), "config": result["config"],
-            "final_accuracy": result["final_accuracy"], "global_accuracy": result["global_accuracy"],
-            "final_threshold": result["final_threshold"], "epsilon_spent": result["epsilon_spent"],
-            "detection": result["detection"], "candidates": result["candidates"],
-            "rounds": [{k: v for k, v in r.items() if k != "verdicts"} for r in result["rounds"]],
-            "seconds": result["seconds"]}
+    return {
+        "panel": panel,
+        "x": x,
+        "key": cfg.key(),
+        "config": result["config"],
+        "final_accuracy": result["final_accuracy"],
+        "global_accuracy": result["global_accuracy"],
+        "final_threshold": result["final_threshold"],
+        "epsilon_spent": result["epsilon_spent"],
+        "detection": result["detection"],
+        "candidates": result["candidates"],
+        "rounds": [{k: v for k, v in r.items() if k != "verdicts"} for r in result["rounds"]],
+        "seconds": result["seconds"],
+    }
 
 
-def run_grid(grid: Grid, *, results_dir: str | Path = "results", figures_dir: str | Path = "docs/results",
-             command: str = "", log: Any = print, limit_seconds: float | None = None) -> dict[str, Any]:
+def run_grid(
+    grid: Grid,
+    *,
+    results_dir: str | Path = "results",
+    figures_dir: str | Path = "docs/results",
+    command: str = "",
+    log: Any = print,
+    limit_seconds: float | None = None,
+) -> dict[str, Any]:
     """Runs every point of ``grid`` not already in its results file, then writes CSV and figures.
 
     Args:
@@ -65,15 +80,23 @@ def run_grid(grid: Grid, *, results_dir: str | Path = "results", figures_dir: st
     path = results_dir / f"{stem(grid)}.json"
     previous = json.loads(path.read_text()) if path.exists() else {}
     by_key = {r["key"]: r for r in previous.get("runs", [])}  # a config shared by two panels runs once
-    doc = {"figure": grid.name, "command": command, "reduced": grid.reduced,
-           "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
-           "planned_runs": len(grid.points), "distinct_runs": len({c.key() for _, _, c in grid.points}),
-           "wall_seconds": previous.get("wall_seconds", 0), "runs": []}
+    doc = {
+        "figure": grid.name,
+        "command": command,
+        "reduced": grid.reduced,
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+        "planned_runs": len(grid.points),
+        "distinct_runs": len({c.key() for _, _, c in grid.points}),
+        "wall_seconds": previous.get("wall_seconds", 0),
+        "runs": [],
+    }
     t0 = time.perf_counter()
     todo = [(p, x, c) for p, x, c in grid.points if c.key() not in by_key]
     distinct = len({c.key() for _, _, c in todo})
-    log(f"{grid.name}: {doc['distinct_runs']} distinct runs, {doc['distinct_runs'] - distinct} already done, "
-        f"{distinct} to run")
+    log(
+        f"{grid.name}: {doc['distinct_runs']} distinct runs, {doc['distinct_runs'] - distinct} already done, "
+        f"{distinct} to run"
+    )
     n = 0
     for panel, x, cfg in grid.points:
         summary = by_key.get(cfg.key())
@@ -84,16 +107,20 @@ def run_grid(grid: Grid, *, results_dir: str | Path = "results", figures_dir: st
             result = simulate(cfg, keep_verdicts=False)
             summary = by_key[cfg.key()] = run_summary(panel, x, cfg, result)
             doc["wall_seconds"] = round(doc["wall_seconds"] + result["seconds"], 1)
-            log(f"[{n}/{distinct}] {panel}={x} {cfg.variant} P={cfg.devices} seed={cfg.seed}: "
+            log(
+                f"[{n}/{distinct}] {panel}={x} {cfg.variant} P={cfg.devices} seed={cfg.seed}: "
                 f"final {100 * (result['final_accuracy'] or 0):.2f}%, honest rejected "
-                f"{result['detection']['honest_rejected'] or 0:.2f}, {result['seconds']:.0f}s")
+                f"{result['detection']['honest_rejected'] or 0:.2f}, {result['seconds']:.0f}s"
+            )
         doc["runs"].append({**summary, "panel": panel, "x": x})
         doc["completed_runs"] = len(doc["runs"])
         placed = {r["key"] for r in doc["runs"]}  # keep finished runs not yet placed, should this be cut off
         _write_json(path, {**doc, "runs": doc["runs"] + [r for k, r in by_key.items() if k not in placed]})
     if len(doc["runs"]) < len(grid.points):
-        log(f"time limit reached: {len(grid.points) - len(doc['runs'])} grid points left "
-            "(rerun the same command to resume)")
+        log(
+            f"time limit reached: {len(grid.points) - len(doc['runs'])} grid points left "
+            "(rerun the same command to resume)"
+        )
     doc["completed_runs"] = len(doc["runs"])
     _write_json(path, doc)
     write_csv(doc, results_dir / f"{stem(grid)}_runs.csv", results_dir / f"{stem(grid)}_summary.csv")
@@ -111,29 +138,88 @@ def _write_json(path: Path, doc: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-RUN_COLUMNS = ("panel", "x", "variant", "dataset", "devices", "rounds", "flip_rate", "emd", "epsilon", "delta",
-               "aggregation", "attack", "seed", "final_accuracy", "global_accuracy", "final_threshold",
-               "cand_max", "cand_min", "cand_mean", "honest_cand_mean", "malicious_precision", "malicious_recall",
-               "unreliable_precision", "unreliable_recall", "bad_precision", "bad_recall", "honest_rejected",
-               "epsilon_spent", "seconds")
+RUN_COLUMNS = (
+    "panel",
+    "x",
+    "variant",
+    "dataset",
+    "devices",
+    "rounds",
+    "flip_rate",
+    "emd",
+    "epsilon",
+    "delta",
+    "aggregation",
+    "attack",
+    "seed",
+    "final_accuracy",
+    "global_accuracy",
+    "final_threshold",
+    "cand_max",
+    "cand_min",
+    "cand_mean",
+    "honest_cand_mean",
+    "malicious_precision",
+    "malicious_recall",
+    "unreliable_precision",
+    "unreliable_recall",
+    "bad_precision",
+    "bad_recall",
+    "honest_rejected",
+    "epsilon_spent",
+    "seconds",
+)
 
 
 def run_row(r: dict[str, Any]) -> dict[str, Any]:
     """One CSV row of a run summary."""
     c, d, cand = r["config"], r["detection"], r["candidates"]
-    return {"panel": r["panel"], "x": r["x"], **{k: c[k] for k in ("variant", "dataset", "devices", "rounds", "flip_rate",
-                                                                     "emd", "epsilon", "delta", "aggregation", "attack",
-                                                                     "seed")},
-            "final_accuracy": r["final_accuracy"], "global_accuracy": r["global_accuracy"],
-            "final_threshold": r["final_threshold"],
-            "cand_max": (cand["all"] or {}).get("max"), "cand_min": (cand["all"] or {}).get("min"),
-            "cand_mean": (cand["all"] or {}).get("mean"), "honest_cand_mean": (cand["honest"] or {}).get("mean"),
-            **{f"{k}_{m}": d[k][m] for k in ("malicious", "unreliable", "bad") for m in ("precision", "recall")},
-            "honest_rejected": d["honest_rejected"], "epsilon_spent": r["epsilon_spent"], "seconds": r["seconds"]}
+    return {
+        "panel": r["panel"],
+        "x": r["x"],
+        **{
+            k: c[k]
+            for k in (
+                "variant",
+                "dataset",
+                "devices",
+                "rounds",
+                "flip_rate",
+                "emd",
+                "epsilon",
+                "delta",
+                "aggregation",
+                "attack",
+                "seed",
+            )
+        },
+        "final_accuracy": r["final_accuracy"],
+        "global_accuracy": r["global_accuracy"],
+        "final_threshold": r["final_threshold"],
+        "cand_max": (cand["all"] or {}).get("max"),
+        "cand_min": (cand["all"] or {}).get("min"),
+        "cand_mean": (cand["all"] or {}).get("mean"),
+        "honest_cand_mean": (cand["honest"] or {}).get("mean"),
+        **{f"{k}_{m}": d[k][m] for k in ("malicious", "unreliable", "bad") for m in ("precision", "recall")},
+        "honest_rejected": d["honest_rejected"],
+        "epsilon_spent": r["epsilon_spent"],
+        "seconds": r["seconds"],
+    }
 
 
-SUMMARY_METRICS = ("final_accuracy", "global_accuracy", "final_threshold", "cand_max", "cand_min", "cand_mean",
-                   "malicious_recall", "unreliable_recall", "bad_precision", "honest_rejected", "epsilon_spent")
+SUMMARY_METRICS = (
+    "final_accuracy",
+    "global_accuracy",
+    "final_threshold",
+    "cand_max",
+    "cand_min",
+    "cand_mean",
+    "malicious_recall",
+    "unreliable_recall",
+    "bad_precision",
+    "honest_rejected",
+    "epsilon_spent",
+)
 
 
 def summary_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
@@ -144,8 +230,14 @@ def summary_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
         groups[(row["panel"], row["x"], row["variant"], row["aggregation"], row["attack"])].append(row)
     out = []
     for (panel, x, variant, aggregation, attack), rows in sorted(groups.items(), key=lambda kv: tuple(map(str, kv[0]))):
-        entry: dict[str, Any] = {"panel": panel, "x": x, "variant": variant, "aggregation": aggregation,
-                                 "attack": attack, "runs": len(rows)}
+        entry: dict[str, Any] = {
+            "panel": panel,
+            "x": x,
+            "variant": variant,
+            "aggregation": aggregation,
+            "attack": attack,
+            "runs": len(rows),
+        }
         for m in SUMMARY_METRICS:
             s = summarize([row[m] for row in rows])
             entry.update({f"{m}_mean": s["mean"], f"{m}_min": s["min"], f"{m}_max": s["max"]})

@@ -26,7 +26,6 @@ from typing import Any
 import numpy as np
 
 from experiments.config import RunConfig
-from fedoracle.units import to_bp
 from fedoracle.learning.rounds import (
     BP,
     DPParams,
@@ -37,6 +36,7 @@ from fedoracle.learning.rounds import (
     score_candidate,
     training_seed,
 )
+from fedoracle.units import to_bp
 
 GROUP_ROUNDS_SALT = 0x5EED  # mixes task_seed into the round-to-groups draw
 
@@ -81,14 +81,31 @@ def build_fleet(cfg: RunConfig, data: Any) -> list[SimDevice]:
     """The fleet of ``devices/training.py`` ``make_trainers`` for the same settings (whole fleet, no slice)."""
     from fedoracle.learning.partition import device_seed, plan_fleet
 
-    shards = plan_fleet(data.y_train, cfg.devices, cfg.seed, num_classes=data.num_classes, malicious=cfg.malicious,
-                        unreliable=cfg.unreliable, emd=cfg.emd, flip_rate=cfg.flip_rate,
-                        samples_per_device=cfg.samples_per_device)
+    shards = plan_fleet(
+        data.y_train,
+        cfg.devices,
+        cfg.seed,
+        num_classes=data.num_classes,
+        malicious=cfg.malicious,
+        unreliable=cfg.unreliable,
+        emd=cfg.emd,
+        flip_rate=cfg.flip_rate,
+        samples_per_device=cfg.samples_per_device,
+    )
     fleet = []
     for i, shard in enumerate(shards):
         seed = device_seed(cfg.seed, i)
-        fleet.append(SimDevice(i, str(shard.kind), data.x_train[shard.indices], shard.labels,
-                               data.y_train[shard.indices], seed, np.random.default_rng(seed)))
+        fleet.append(
+            SimDevice(
+                i,
+                str(shard.kind),
+                data.x_train[shard.indices],
+                shard.labels,
+                data.y_train[shard.indices],
+                seed,
+                np.random.default_rng(seed),
+            )
+        )
     return fleet
 
 
@@ -116,12 +133,13 @@ def build_task(cfg: RunConfig, data: Any, round_groups: dict[int, list[int]] | N
 
     spec = model_spec(cfg.architecture, data.input_shape, data.num_classes)
     num_groups = cfg.rounds * cfg.groups_per_round
-    groups = hidden_test_groups(data.x_test, data.y_test, test_examples=cfg.test_examples, num_groups=num_groups,
-                                seed=cfg.task_seed)
+    groups = hidden_test_groups(
+        data.x_test, data.y_test, test_examples=cfg.test_examples, num_groups=num_groups, seed=cfg.task_seed
+    )
     if round_groups is None:
         order = np.random.default_rng([cfg.task_seed, GROUP_ROUNDS_SALT]).permutation(num_groups)
         g = cfg.groups_per_round
-        round_groups = {r: [int(i) for i in order[(r - 1) * g: r * g]] for r in range(1, cfg.rounds + 1)}
+        round_groups = {r: [int(i) for i in order[(r - 1) * g : r * g]] for r in range(1, cfg.rounds + 1)}
     return Task(spec, initial_weights(spec, cfg.task_seed), groups, round_groups)
 
 
@@ -159,14 +177,30 @@ def _honest_release(cfg: RunConfig, task: Task, dev: SimDevice, global_weights: 
     dp = DPParams(cfg.epsilon, cfg.delta, cfg.clip, cfg.dp_scaling).quantized() if cfg.dp else None
     if dp is not None and dev.accountant is None:
         dev.accountant = PrivacyAccountant(dp.delta)
-    return device_update(task.spec, global_weights, dev.x, dev.y, epochs=cfg.epochs, batch_size=cfg.batch_size,
-                         learning_rate=cfg.learning_rate, optimizer=cfg.optimizer,
-                         seed=training_seed(dev.seed, dev.rounds), dp=dp, rng=dev.rng, accountant=dev.accountant)
+    return device_update(
+        task.spec,
+        global_weights,
+        dev.x,
+        dev.y,
+        epochs=cfg.epochs,
+        batch_size=cfg.batch_size,
+        learning_rate=cfg.learning_rate,
+        optimizer=cfg.optimizer,
+        seed=training_seed(dev.seed, dev.rounds),
+        dp=dp,
+        rng=dev.rng,
+        accountant=dev.accountant,
+    )
 
 
-def simulate(cfg: RunConfig, *, round_groups: dict[int, list[int]] | None = None,
-             submission_order: dict[int, list[int]] | None = None, keep_verdicts: bool = True,
-             log: Any = None) -> dict[str, Any]:
+def simulate(
+    cfg: RunConfig,
+    *,
+    round_groups: dict[int, list[int]] | None = None,
+    submission_order: dict[int, list[int]] | None = None,
+    keep_verdicts: bool = True,
+    log: Any = None,
+) -> dict[str, Any]:
     """Runs one task on the fast path.
 
     Args:
@@ -209,18 +243,32 @@ def simulate(cfg: RunConfig, *, round_groups: dict[int, list[int]] | None = None
             else:
                 update = _honest_release(cfg, task, dev, weights)
             v = score_candidate(ev, weights, update, bound)
-            verdicts.append({"device": dev.index, "kind": dev.kind, "accuracy_bp": v.accuracy_bp,
-                             "reason": int(v.reason), "accepted": bool(v.accepted)})
+            verdicts.append(
+                {
+                    "device": dev.index,
+                    "kind": dev.kind,
+                    "accuracy_bp": v.accuracy_bp,
+                    "reason": int(v.reason),
+                    "accepted": bool(v.accepted),
+                }
+            )
             if v.accepted:
                 accepted[dev.index] = (update, len(dev.y))
         order = (submission_order or {}).get(r) or [d.index for d in fleet]
         chosen = [accepted[i] for i in order if i in accepted]
-        weights = aggregate_accepted(weights, [u for u, _ in chosen], [n for _, n in chosen], rule=cfg.aggregation,
-                                     trim_fraction=cfg.trim_fraction)
+        weights = aggregate_accepted(
+            weights,
+            [u for u, _ in chosen],
+            [n for _, n in chosen],
+            rule=cfg.aggregation,
+            trim_fraction=cfg.trim_fraction,
+        )
         records.append(RoundRecord(r, threshold, accuracy_bp(ev, weights), len(chosen), verdicts))
         if log:
-            log(f"  round {r}: threshold {threshold / 100:.2f}%, accepted {len(chosen)}/{len(fleet)}, "
-                f"global {records[-1].global_accuracy_bp / 100:.2f}%")
+            log(
+                f"  round {r}: threshold {threshold / 100:.2f}%, accepted {len(chosen)}/{len(fleet)}, "
+                f"global {records[-1].global_accuracy_bp / 100:.2f}%"
+            )
     final = None
     if cfg.full_test:
         full = evaluator(task.spec, data.x_test, data.y_test, (cfg.dataset, "full"))
@@ -240,4 +288,3 @@ def simulate(cfg: RunConfig, *, round_groups: dict[int, list[int]] | None = None
         "seconds": round(time.perf_counter() - t0, 2),
     }
     return result
-

@@ -143,8 +143,9 @@ class HttpBlobStore:
         backoff: Seconds before the first retry; doubles after each.
     """
 
-    def __init__(self, url: str, *, token: str | None = None, timeout: float = 30.0, retries: int = 3,
-                 backoff: float = 0.25) -> None:
+    def __init__(
+        self, url: str, *, token: str | None = None, timeout: float = 30.0, retries: int = 3, backoff: float = 0.25
+    ) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ValueError(f"not an http(s) blob server URL: {url!r}")

@@ -219,8 +219,13 @@ class Chain:
 
     async def _retry(self, make_call: Any) -> Any:
         try:
-            return await retry_async(make_call, backoff=Backoff(0.2, cap=5.0), retry_on=_CONNECTION_ERRORS,
-                                     attempts=self.retries, on_retry=_log_rpc_retry)
+            return await retry_async(
+                make_call,
+                backoff=Backoff(0.2, cap=5.0),
+                retry_on=_CONNECTION_ERRORS,
+                attempts=self.retries,
+                on_retry=_log_rpc_retry,
+            )
         except _CONNECTION_ERRORS as exc:
             raise ChainUnreachable(f"RPC {self.rpc_url} unreachable: {exc}") from exc
 
@@ -233,11 +238,17 @@ class Chain:
         Raises:
             ChainError: the call reverts (message names the custom error), or the RPC fails.
         """
+
         def taken(exc: BaseException, attempt: int, delay: float) -> None:
             log.warning("nonce taken by another client of %s; retrying with a fresh one", self.address)
 
-        return await retry_async(lambda: self._transact_once(fn, value=value, decoder=decoder), backoff=Backoff(0.0),
-                                 retry_on=NonceTaken, attempts=3, on_retry=taken)
+        return await retry_async(
+            lambda: self._transact_once(fn, value=value, decoder=decoder),
+            backoff=Backoff(0.0),
+            retry_on=NonceTaken,
+            attempts=3,
+            on_retry=taken,
+        )
 
     async def _transact_once(self, fn: Any, *, value: int = 0, decoder: _ErrorDecoder | None = None) -> dict[str, Any]:
         """One attempt of :meth:`transact`."""
@@ -294,7 +305,7 @@ class Chain:
             await fn.call({"from": self.address, "value": value}, block_identifier=receipt["blockNumber"])
         except (ContractCustomError, ContractPanicError, ContractLogicError) as exc:
             return _revert_message(exc, decoder)
-        except Exception as exc:  # noqa: BLE001 - diagnosis only
+        except Exception as exc:
             return f"(replay failed: {exc})"
         return f"out of gas? (used {receipt['gasUsed']} of the limit)"
 
@@ -390,9 +401,7 @@ class TaskRegistry:
         self.address = to_checksum_address(address)
         self.contract = chain.w3.eth.contract(address=self.address, abi=art["abi"])
         self._errors = _ErrorDecoder(art["abi"])
-        self._events = {
-            event_abi_to_log_topic(item): item for item in art["abi"] if item.get("type") == "event"
-        }
+        self._events = {event_abi_to_log_topic(item): item for item in art["abi"] if item.get("type") == "event"}
 
     @classmethod
     async def deploy(cls, chain: Chain) -> TaskRegistry:
@@ -476,9 +485,7 @@ class TaskRegistry:
         fn = self.contract.functions.discloseTestData(task_id, seed, [g.as_tuple() for g in groups])
         return await self._tx(fn)
 
-    async def post_verdict(
-        self, sub: Submission, accuracy_bp: int, reason: int, evaluator_hash: str
-    ) -> dict[str, Any]:
+    async def post_verdict(self, sub: Submission, accuracy_bp: int, reason: int, evaluator_hash: str) -> dict[str, Any]:
         """Posts the verdict on one submission (``evaluate_local_model``)."""
         fn = self.contract.functions.postVerdict(
             sub.task_id,
@@ -523,7 +530,9 @@ class TaskRegistry:
         return state
 
     async def get_round(self, task_id: int, round_: int) -> dict[str, Any]:
-        return _named(self._struct_names("getRound"), await self._call(self.contract.functions.getRound(task_id, round_)))
+        return _named(
+            self._struct_names("getRound"), await self._call(self.contract.functions.getRound(task_id, round_))
+        )
 
     async def get_verdict(self, task_id: int, round_: int, device: str) -> dict[str, Any]:
         fn = self.contract.functions.getVerdict(task_id, round_, to_checksum_address(device))

@@ -13,8 +13,8 @@ import asyncio
 import json
 import logging
 import sys
-from typing import Any
 from importlib.metadata import EntryPoint, entry_points
+from typing import Any
 
 import click
 
@@ -74,6 +74,7 @@ def main(verbose: int) -> None:
 
 # --- core commands ------------------------------------------------------------------------------
 
+
 @main.command()
 @rpc_option
 @registry_option
@@ -88,7 +89,6 @@ def status(rpc_url: str, registry: str, task_id: int, as_json: bool) -> None:
         click.echo(json.dumps(report, indent=1, default=str))
     else:
         render_status(report)
-
 
 
 if __name__ == "__main__":

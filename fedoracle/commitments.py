@@ -30,7 +30,6 @@ from pathlib import Path
 
 from eth_hash.auto import keccak
 
-
 SHUFFLE_ROUNDS = 90
 
 
@@ -53,7 +52,9 @@ def submission_commitment(model_hash: bytes | str, payee: str, threshold_bp: int
         raise ValueError("a submission commitment needs a 32-byte model hash and a 20-byte payee")
     if not (0 <= threshold_bp < 2**16 and 0 <= num_samples < 2**32):
         raise ValueError("thresholdBp is a uint16 and numSamples a uint32")
-    return keccak(digest + address.rjust(32, b"\0") + threshold_bp.to_bytes(32, "big") + num_samples.to_bytes(32, "big"))
+    return keccak(
+        digest + address.rjust(32, b"\0") + threshold_bp.to_bytes(32, "big") + num_samples.to_bytes(32, "big")
+    )
 
 
 def seed_commitment(seed: bytes) -> bytes:

@@ -15,9 +15,9 @@ Standard library only: the CLI imports this at start-up.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Mapping
 
 DATASETS = ("mnist", "fashion_mnist", "cifar10")
 ARCHITECTURES = ("small_cnn", "alexnet")

@@ -35,9 +35,7 @@ class HiddenTestSet:
         self.commitment = TestSetCommitment.load(secret)
 
     @classmethod
-    def create(
-        cls, vault: str | os.PathLike[str], groups: Sequence[bytes], groups_per_round: int
-    ) -> HiddenTestSet:
+    def create(cls, vault: str | os.PathLike[str], groups: Sequence[bytes], groups_per_round: int) -> HiddenTestSet:
         """Commits to ``groups`` (canonical group bytes) and stores everything under ``vault``."""
         hashes = [content_hash(g) for g in groups]
         commitment = TestSetCommitment.create(hashes, groups_per_round)

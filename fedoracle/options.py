@@ -19,33 +19,55 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 def rpc_option(f: F) -> F:
     """``--rpc-url`` / ``FEDORACLE_RPC_URL``: the chain's JSON-RPC URL."""
-    return click.option("--rpc-url", envvar="FEDORACLE_RPC_URL", default="http://127.0.0.1:8545",
-                        show_default=True, help="Chain JSON-RPC URL [env FEDORACLE_RPC_URL].")(f)
+    return click.option(
+        "--rpc-url",
+        envvar="FEDORACLE_RPC_URL",
+        default="http://127.0.0.1:8545",
+        show_default=True,
+        help="Chain JSON-RPC URL [env FEDORACLE_RPC_URL].",
+    )(f)
 
 
 def registry_option(f: F) -> F:
     """``--registry`` / ``FEDORACLE_REGISTRY``: the FLTaskRegistry's address (required)."""
-    return click.option("--registry", envvar="FEDORACLE_REGISTRY", required=True,
-                        help="FLTaskRegistry address [env FEDORACLE_REGISTRY].")(f)
+    return click.option(
+        "--registry",
+        envvar="FEDORACLE_REGISTRY",
+        required=True,
+        help="FLTaskRegistry address [env FEDORACLE_REGISTRY].",
+    )(f)
 
 
 def key_option(f: F) -> F:
     """``--key`` / ``FEDORACLE_KEY``: where the signing key comes from (required)."""
-    return click.option("--key", envvar="FEDORACLE_KEY", required=True,
-                        help="Signing key: 0x<hex>, dev:<n> (dev chains), file:<path> or env:<VAR> "
-                             "[env FEDORACLE_KEY].")(f)
+    return click.option(
+        "--key",
+        envvar="FEDORACLE_KEY",
+        required=True,
+        help="Signing key: 0x<hex>, dev:<n> (dev chains), file:<path> or env:<VAR> [env FEDORACLE_KEY].",
+    )(f)
 
 
 def blobs_option(f: F) -> F:
     """``--blob-store`` / ``FEDORACLE_BLOB_STORE``: a blob store folder or an HTTP blob server."""
-    return click.option("--blob-store", envvar="FEDORACLE_BLOB_STORE", default=".fedoracle/blobs",
-                        show_default=True, help="Blob store folder or URL [env FEDORACLE_BLOB_STORE].")(f)
+    return click.option(
+        "--blob-store",
+        envvar="FEDORACLE_BLOB_STORE",
+        default=".fedoracle/blobs",
+        show_default=True,
+        help="Blob store folder or URL [env FEDORACLE_BLOB_STORE].",
+    )(f)
 
 
 def broker_option(f: F) -> F:
     """``--broker-url`` / ``FEDORACLE_BROKER_URL``: the MQTT broker."""
-    return click.option("--broker-url", envvar="FEDORACLE_BROKER_URL", default="mqtt://127.0.0.1:1883",
-                        show_default=True, help="MQTT broker URL [env FEDORACLE_BROKER_URL].")(f)
+    return click.option(
+        "--broker-url",
+        envvar="FEDORACLE_BROKER_URL",
+        default="mqtt://127.0.0.1:1883",
+        show_default=True,
+        help="MQTT broker URL [env FEDORACLE_BROKER_URL].",
+    )(f)
 
 
 # --- protocol parameters: defaults from fedoracle.defaults, one definition per parameter ----------
@@ -65,134 +87,226 @@ def _protocol_option(*decls: str, env: str, help: str, **kwargs: Any) -> Callabl
 
 def dataset_option(f: F) -> F:
     """``--dataset``: the task's data set."""
-    return _protocol_option("--dataset", env="DATASET", default=DEFAULTS.dataset, type=click.Choice(DATASETS),
-                            help="Data set (cifar10 needs --data-path).")(f)
+    return _protocol_option(
+        "--dataset",
+        env="DATASET",
+        default=DEFAULTS.dataset,
+        type=click.Choice(DATASETS),
+        help="Data set (cifar10 needs --data-path).",
+    )(f)
 
 
 def data_path_option(f: F) -> F:
     """``--data-path``: the CIFAR-10 archive."""
-    return _protocol_option("--data-path", env="DATA_PATH", default=None, show_default=False,
-                            help="CIFAR-10 archive (cifar-10-python.tar.gz), for --dataset cifar10.")(f)
+    return _protocol_option(
+        "--data-path",
+        env="DATA_PATH",
+        default=None,
+        show_default=False,
+        help="CIFAR-10 archive (cifar-10-python.tar.gz), for --dataset cifar10.",
+    )(f)
 
 
 def model_option(f: F) -> F:
     """``--model``: the task's architecture."""
-    return _protocol_option("--model", "architecture", env="MODEL", default=DEFAULTS.architecture,
-                            type=click.Choice(ARCHITECTURES), help="Model architecture.")(f)
+    return _protocol_option(
+        "--model",
+        "architecture",
+        env="MODEL",
+        default=DEFAULTS.architecture,
+        type=click.Choice(ARCHITECTURES),
+        help="Model architecture.",
+    )(f)
 
 
 def rounds_option(f: F) -> F:
     """``--rounds``: FL rounds of a task."""
-    return _protocol_option("--rounds", env="ROUNDS", default=DEFAULTS.rounds, type=click.IntRange(1, 1000),
-                            help="FL rounds of the task.")(f)
+    return _protocol_option(
+        "--rounds", env="ROUNDS", default=DEFAULTS.rounds, type=click.IntRange(1, 1000), help="FL rounds of the task."
+    )(f)
 
 
 def threshold_option(f: F) -> F:
     """``--threshold``: the round-1 accuracy threshold (default per data set)."""
     per_set = ", ".join(f"{k} {v}" for k, v in DEFAULTS.thresholds.items())
-    return _protocol_option("--threshold", env="THRESHOLD", default=None, type=_SHARE, show_default=False,
-                            help=f"Round-1 accuracy threshold, a fraction in [0, 1] [default: {per_set}].")(f)
+    return _protocol_option(
+        "--threshold",
+        env="THRESHOLD",
+        default=None,
+        type=_SHARE,
+        show_default=False,
+        help=f"Round-1 accuracy threshold, a fraction in [0, 1] [default: {per_set}].",
+    )(f)
 
 
 def threshold_margin_option(f: F) -> F:
     """``--threshold-margin``: the dynamic threshold's margin below the last global accuracy."""
-    return _protocol_option("--threshold-margin", env="THRESHOLD_MARGIN", default=DEFAULTS.threshold_margin,
-                            type=_SHARE, help="From round 2, threshold = last global accuracy minus this "
-                                              "(a fraction; 0 keeps it at the global accuracy).")(f)
+    return _protocol_option(
+        "--threshold-margin",
+        env="THRESHOLD_MARGIN",
+        default=DEFAULTS.threshold_margin,
+        type=_SHARE,
+        help="From round 2, threshold = last global accuracy minus this "
+        "(a fraction; 0 keeps it at the global accuracy).",
+    )(f)
 
 
 def epsilon_option(f: F) -> F:
     """``--epsilon``: ε of one device's release in one round."""
-    return _protocol_option("--epsilon", env="EPSILON", default=DEFAULTS.epsilon, type=_POSITIVE,
-                            help="Local DP: ε of one device's update in one round (> 0).")(f)
+    return _protocol_option(
+        "--epsilon",
+        env="EPSILON",
+        default=DEFAULTS.epsilon,
+        type=_POSITIVE,
+        help="Local DP: ε of one device's update in one round (> 0).",
+    )(f)
 
 
 def delta_option(f: F) -> F:
     """``--delta``: δ of one device's release in one round."""
-    return _protocol_option("--delta", env="DELTA", default=DEFAULTS.delta,
-                            type=click.FloatRange(0.0, 1.0, min_open=True, max_open=True),
-                            help="Local DP: δ of one device's update in one round, in (0, 1).")(f)
+    return _protocol_option(
+        "--delta",
+        env="DELTA",
+        default=DEFAULTS.delta,
+        type=click.FloatRange(0.0, 1.0, min_open=True, max_open=True),
+        help="Local DP: δ of one device's update in one round, in (0, 1).",
+    )(f)
 
 
 def clip_option(f: F) -> F:
     """``--clip``: the L2 clip norm S of an update."""
-    return _protocol_option("--clip", env="CLIP", default=DEFAULTS.clip, type=_POSITIVE,
-                            help="L2 clip norm S of an update (> 0).")(f)
+    return _protocol_option(
+        "--clip", env="CLIP", default=DEFAULTS.clip, type=_POSITIVE, help="L2 clip norm S of an update (> 0)."
+    )(f)
 
 
 def malicious_option(f: F) -> F:
     """``--malicious``: share of label-flipping devices."""
-    return _protocol_option("--malicious", env="MALICIOUS", default=DEFAULTS.malicious, type=_SHARE,
-                            help="Share of the fleet that flips labels, in [0, 1].")(f)
+    return _protocol_option(
+        "--malicious",
+        env="MALICIOUS",
+        default=DEFAULTS.malicious,
+        type=_SHARE,
+        help="Share of the fleet that flips labels, in [0, 1].",
+    )(f)
 
 
 def unreliable_option(f: F) -> F:
     """``--unreliable``: share of devices with skewed data."""
-    return _protocol_option("--unreliable", env="UNRELIABLE", default=DEFAULTS.unreliable, type=_SHARE,
-                            help="Share of the fleet with label-skewed data, in [0, 1].")(f)
+    return _protocol_option(
+        "--unreliable",
+        env="UNRELIABLE",
+        default=DEFAULTS.unreliable,
+        type=_SHARE,
+        help="Share of the fleet with label-skewed data, in [0, 1].",
+    )(f)
 
 
 def flip_rate_option(f: F) -> F:
     """``--flip-rate``: λ, the share of a malicious device's labels it flips."""
-    return _protocol_option("--flip-rate", env="FLIP_RATE", default=DEFAULTS.flip_rate, type=_SHARE,
-                            help="λ: share of a malicious device's labels that are flipped, in [0, 1] "
-                                 "(the paper's 0.05-0.2 mostly pass the accuracy gate).")(f)
+    return _protocol_option(
+        "--flip-rate",
+        env="FLIP_RATE",
+        default=DEFAULTS.flip_rate,
+        type=_SHARE,
+        help="λ: share of a malicious device's labels that are flipped, in [0, 1] "
+        "(the paper's 0.05-0.2 mostly pass the accuracy gate).",
+    )(f)
 
 
 def emd_option(f: F) -> F:
     """``--emd``: the EMD of an unreliable device's labels."""
-    return _protocol_option("--emd", env="EMD", default=DEFAULTS.emd, type=click.FloatRange(0.0, 2.0),
-                            help="Earth mover's distance of an unreliable device's label distribution, in [0, 2].")(f)
+    return _protocol_option(
+        "--emd",
+        env="EMD",
+        default=DEFAULTS.emd,
+        type=click.FloatRange(0.0, 2.0),
+        help="Earth mover's distance of an unreliable device's label distribution, in [0, 2].",
+    )(f)
 
 
 def samples_per_device_option(f: F) -> F:
     """``--samples-per-device``: training examples per device."""
-    return _protocol_option("--samples-per-device", env="SAMPLES_PER_DEVICE", default=None,
-                            type=click.IntRange(min=1), show_default=False,
-                            help=f"Training examples per device [default: min({DEFAULTS.max_shard}, "
-                                 f"{DEFAULTS.shard_share:g} × training set / fleet size)].")(f)
+    return _protocol_option(
+        "--samples-per-device",
+        env="SAMPLES_PER_DEVICE",
+        default=None,
+        type=click.IntRange(min=1),
+        show_default=False,
+        help=f"Training examples per device [default: min({DEFAULTS.max_shard}, "
+        f"{DEFAULTS.shard_share:g} × training set / fleet size)].",
+    )(f)
 
 
 def epochs_option(f: F) -> F:
     """``--epochs``: local epochs per round."""
-    return _protocol_option("--epochs", env="EPOCHS", default=DEFAULTS.epochs, type=click.IntRange(min=1),
-                            help="Local epochs per round.")(f)
+    return _protocol_option(
+        "--epochs", env="EPOCHS", default=DEFAULTS.epochs, type=click.IntRange(min=1), help="Local epochs per round."
+    )(f)
 
 
 def batch_size_option(f: F) -> F:
     """``--batch-size``: local batch size."""
-    return _protocol_option("--batch-size", env="BATCH_SIZE", default=DEFAULTS.batch_size,
-                            type=click.IntRange(min=1), help="Local batch size (the paper's).")(f)
+    return _protocol_option(
+        "--batch-size",
+        env="BATCH_SIZE",
+        default=DEFAULTS.batch_size,
+        type=click.IntRange(min=1),
+        help="Local batch size (the paper's).",
+    )(f)
 
 
 def learning_rate_option(f: F) -> F:
     """``--lr``: the local learning rate."""
-    return _protocol_option("--lr", "learning_rate", env="LR", default=DEFAULTS.learning_rate, type=_POSITIVE,
-                            help="Local learning rate (the paper's 1e-4 needs many more rounds).")(f)
+    return _protocol_option(
+        "--lr",
+        "learning_rate",
+        env="LR",
+        default=DEFAULTS.learning_rate,
+        type=_POSITIVE,
+        help="Local learning rate (the paper's 1e-4 needs many more rounds).",
+    )(f)
 
 
 def optimizer_option(f: F) -> F:
     """``--optimizer``: the local optimiser."""
-    return _protocol_option("--optimizer", env="OPTIMIZER", default=DEFAULTS.optimizer,
-                            type=click.Choice(OPTIMIZERS), help="Local optimiser.")(f)
+    return _protocol_option(
+        "--optimizer",
+        env="OPTIMIZER",
+        default=DEFAULTS.optimizer,
+        type=click.Choice(OPTIMIZERS),
+        help="Local optimiser.",
+    )(f)
 
 
 def dp_scaling_option(f: F) -> F:
     """``--dp-scaling``: the noise's sensitivity."""
-    return _protocol_option("--dp-scaling", env="DP_SCALING", default=DEFAULTS.dp_scaling,
-                            type=click.Choice(DP_SCALINGS),
-                            help="Noise sensitivity: 'sample' = S/D (the paper's ÷D), 'update' = S "
-                                 "(whole update; much more noise).")(f)
+    return _protocol_option(
+        "--dp-scaling",
+        env="DP_SCALING",
+        default=DEFAULTS.dp_scaling,
+        type=click.Choice(DP_SCALINGS),
+        help="Noise sensitivity: 'sample' = S/D (the paper's ÷D), 'update' = S (whole update; much more noise).",
+    )(f)
 
 
 def fleet_seed_option(f: F) -> F:
     """``--seed``: the fleet's seed."""
-    return _protocol_option("--seed", env="SEED", default=DEFAULTS.fleet_seed, type=click.IntRange(min=0),
-                            help="Seeds the fleet's kinds, shards, training order and (for now) DP noise; "
-                                 "see issue 17.")(f)
+    return _protocol_option(
+        "--seed",
+        env="SEED",
+        default=DEFAULTS.fleet_seed,
+        type=click.IntRange(min=0),
+        help="Seeds the fleet's kinds, shards, training order and (for now) DP noise; see issue 17.",
+    )(f)
 
 
 def aggregation_option(f: F) -> F:
     """``--aggregation``: the oracle's aggregation rule."""
-    return _protocol_option("--aggregation", env="AGGREGATION", default=DEFAULTS.aggregation,
-                            type=click.Choice(AGGREGATIONS), help="How accepted updates are combined.")(f)
+    return _protocol_option(
+        "--aggregation",
+        env="AGGREGATION",
+        default=DEFAULTS.aggregation,
+        type=click.Choice(AGGREGATIONS),
+        help="How accepted updates are combined.",
+    )(f)

@@ -97,6 +97,5 @@ def stop_children(names: tuple[str, ...] | None = None, timeout: float = 3.0) ->
 def _name(p) -> str:
     try:
         return p.name()
-    except Exception:  # noqa: BLE001 - gone or inaccessible
+    except Exception:
         return ""
-

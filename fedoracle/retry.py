@@ -37,8 +37,15 @@ class Backoff:
         rng: the jitter's random source (default: the :mod:`random` module).
     """
 
-    def __init__(self, initial: float, cap: float = math.inf, *, factor: float = 2.0, jitter: float = 0.0,
-                 rng: random.Random | None = None) -> None:
+    def __init__(
+        self,
+        initial: float,
+        cap: float = math.inf,
+        *,
+        factor: float = 2.0,
+        jitter: float = 0.0,
+        rng: random.Random | None = None,
+    ) -> None:
         if initial < 0 or cap < 0 or factor < 1 or jitter < 0:
             raise ValueError(f"need initial, cap, jitter >= 0 and factor >= 1: {initial}, {cap}, {jitter}, {factor}")
         self.initial = initial
@@ -73,8 +80,15 @@ class Backoff:
         return f"Backoff({self.initial}, cap={self.cap}, factor={self.factor}, jitter={self.jitter})"
 
 
-def _delay_after(exc: BaseException, attempt: int, backoff: Backoff, attempts: int | None, deadline: float | None,
-                 retry_if: Callable[[BaseException], bool] | None, clock: Callable[[], float]) -> float | None:
+def _delay_after(
+    exc: BaseException,
+    attempt: int,
+    backoff: Backoff,
+    attempts: int | None,
+    deadline: float | None,
+    retry_if: Callable[[BaseException], bool] | None,
+    clock: Callable[[], float],
+) -> float | None:
     """How long to wait before the next attempt, or ``None`` when ``exc`` is to be raised."""
     if retry_if is not None and not retry_if(exc):
         return None
@@ -94,12 +108,19 @@ def _check_attempts(attempts: int | None) -> None:
         raise ValueError(f"attempts must be at least 1, got {attempts}")
 
 
-async def retry_async(call: Callable[[], Awaitable[T]], *, backoff: Backoff, retry_on: ErrorTypes = Exception,
-                      retry_if: Callable[[BaseException], bool] | None = None, attempts: int | None = None,
-                      deadline: float | None = None, on_retry: RetryHook | None = None,
-                      sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
-                      give_up: Callable[[], bool] | None = None,
-                      clock: Callable[[], float] = time.monotonic) -> T:
+async def retry_async(
+    call: Callable[[], Awaitable[T]],
+    *,
+    backoff: Backoff,
+    retry_on: ErrorTypes = Exception,
+    retry_if: Callable[[BaseException], bool] | None = None,
+    attempts: int | None = None,
+    deadline: float | None = None,
+    on_retry: RetryHook | None = None,
+    sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+    give_up: Callable[[], bool] | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> T:
     """Awaits ``call()`` until it returns, waiting out ``backoff`` after each retryable failure.
 
     Args:
@@ -138,11 +159,19 @@ async def retry_async(call: Callable[[], Awaitable[T]], *, backoff: Backoff, ret
             raise last
 
 
-def retry_sync(call: Callable[[], T], *, backoff: Backoff, retry_on: ErrorTypes = Exception,
-               retry_if: Callable[[BaseException], bool] | None = None, attempts: int | None = None,
-               deadline: float | None = None, on_retry: RetryHook | None = None,
-               sleep: Callable[[float], object] = time.sleep, give_up: Callable[[], bool] | None = None,
-               clock: Callable[[], float] = time.monotonic) -> T:
+def retry_sync(
+    call: Callable[[], T],
+    *,
+    backoff: Backoff,
+    retry_on: ErrorTypes = Exception,
+    retry_if: Callable[[BaseException], bool] | None = None,
+    attempts: int | None = None,
+    deadline: float | None = None,
+    on_retry: RetryHook | None = None,
+    sleep: Callable[[float], object] = time.sleep,
+    give_up: Callable[[], bool] | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> T:
     """Calls ``call()`` until it returns, waiting out ``backoff`` after each retryable failure.
 
     The blocking twin of :func:`retry_async`, with the same arguments.

@@ -20,13 +20,20 @@ async def task_status(rpc_url: str, registry_address: str, task_id: int, from_bl
     for ev in events:
         if ev.name == "ModelSubmitted":
             submissions[(ev.args["round"], ev.args["device"])] = {
-                "round": ev.args["round"], "device": ev.args["device"], "payee": ev.args["payee"],
-                "model_hash": "0x" + ev.args["modelHash"].hex(), "verdict": None}
+                "round": ev.args["round"],
+                "device": ev.args["device"],
+                "payee": ev.args["payee"],
+                "model_hash": "0x" + ev.args["modelHash"].hex(),
+                "verdict": None,
+            }
         elif ev.name == "VerdictPosted":
             sub = submissions.get((ev.args["round"], ev.args["device"]))
             if sub is not None:
-                sub["verdict"] = {"accepted": ev.args["accepted"], "accuracy_bp": ev.args["accuracyBp"],
-                                  "reason": Reason(ev.args["reason"]).name}
+                sub["verdict"] = {
+                    "accepted": ev.args["accepted"],
+                    "accuracy_bp": ev.args["accuracyBp"],
+                    "reason": Reason(ev.args["reason"]).name,
+                }
     for sub in submissions.values():
         v = await registry.get_verdict(task_id, sub["round"], sub["device"])
         sub["status"] = v["status"].name.lower()
@@ -83,27 +90,47 @@ def render_status(report: dict[str, Any]) -> None:
     from rich.table import Table
 
     console = Console()
-    console.print(f"[bold]Task {report['task_id']}[/]  phase [cyan]{report['phase']}[/]  round {report['round']}  "
-                  f"threshold {report['threshold_bp'] / 100:.2f}%")
+    console.print(
+        f"[bold]Task {report['task_id']}[/]  phase [cyan]{report['phase']}[/]  round {report['round']}  "
+        f"threshold {report['threshold_bp'] / 100:.2f}%"
+    )
     left = report["deadline_in_s"]
-    console.print(f"deadline {'in ' + str(left) + ' s' if left >= 0 else str(-left) + ' s ago'}  "
-                  f"oracle {report['oracle']} (balance {_eth(report['oracle_balance_wei'])})")
-    console.print(f"reward {_eth(report['reward_wei'])}  allocated {_eth(report['allocated_wei'])}  "
-                  f"refunded {_eth(report['refunded_wei'])}  refundable {_eth(report['refundable_wei'])}  "
-                  f"registry balance {_eth(report['registry_balance_wei'])}")
+    console.print(
+        f"deadline {'in ' + str(left) + ' s' if left >= 0 else str(-left) + ' s ago'}  "
+        f"oracle {report['oracle']} (balance {_eth(report['oracle_balance_wei'])})"
+    )
+    console.print(
+        f"reward {_eth(report['reward_wei'])}  allocated {_eth(report['allocated_wei'])}  "
+        f"refunded {_eth(report['refunded_wei'])}  refundable {_eth(report['refundable_wei'])}  "
+        f"registry balance {_eth(report['registry_balance_wei'])}"
+    )
     s = report["summary"]
     reasons = ", ".join(f"{k} {v}" for k, v in sorted(s["by_reason"].items())) or "-"
-    console.print(f"submissions {s['submissions']}: accepted {s['accepted']}, rejected {s['rejected']}, "
-                  f"awaiting a verdict {s['pending']}  (reasons: {reasons})")
+    console.print(
+        f"submissions {s['submissions']}: accepted {s['accepted']}, rejected {s['rejected']}, "
+        f"awaiting a verdict {s['pending']}  (reasons: {reasons})"
+    )
     rounds = Table("round", "submissions", "accepted", "global acc.", "reward / accepted", "settled")
     for r in report["rounds"]:
-        rounds.add_row(str(r["round"]), str(r["submissions"]), str(r["accepted"]),
-                       f"{r['globalAccuracyBp'] / 100:.2f}%", _eth(r["rewardPerAccepted"]), str(r["settled"]))
+        rounds.add_row(
+            str(r["round"]),
+            str(r["submissions"]),
+            str(r["accepted"]),
+            f"{r['globalAccuracyBp'] / 100:.2f}%",
+            _eth(r["rewardPerAccepted"]),
+            str(r["settled"]),
+        )
     console.print(rounds)
     subs = Table("round", "device", "verdict", "accuracy", "reason", "claimable", "claimed")
     for s in report["submissions"]:
         v = s["verdict"] or {}
-        subs.add_row(str(s["round"]), s["device"][:12], _verdict_word(v),
-                     f"{v['accuracy_bp'] / 100:.2f}%" if v else "-", v.get("reason", "-"), _eth(s["claimable_wei"]),
-                     str(s["claimed"]))
+        subs.add_row(
+            str(s["round"]),
+            s["device"][:12],
+            _verdict_word(v),
+            f"{v['accuracy_bp'] / 100:.2f}%" if v else "-",
+            v.get("reason", "-"),
+            _eth(s["claimable_wei"]),
+            str(s["claimed"]),
+        )
     console.print(subs)

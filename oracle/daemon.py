@@ -44,8 +44,8 @@ from pathlib import Path
 from fedoracle.blobstore import BlobStore
 from fedoracle.chain import Chain, ChainError, Phase, Status, Submission, TaskRegistry
 from fedoracle.codec import decode, encode_with_hash
-from fedoracle.defaults import DEFAULTS
 from fedoracle.commitments import submission_commitment
+from fedoracle.defaults import DEFAULTS
 from fedoracle.errors import ModelRejected, Reason
 from fedoracle.follow import LogFollower
 from fedoracle.hidden import HiddenTestSet
@@ -60,7 +60,9 @@ from oracle.store import DROPPED, Checkpoint, Score, StateLock
 log = logging.getLogger(__name__)
 
 #: Reverts that mean the chain already holds what the transaction was for (or moved past it).
-ALREADY_DONE = re.compile(r"FLTaskVerdictAlreadyPosted|FLTaskAlreadyDisclosed|FLTaskWrongPhase|FLTaskThresholdNotRaised")
+ALREADY_DONE = re.compile(
+    r"FLTaskVerdictAlreadyPosted|FLTaskAlreadyDisclosed|FLTaskWrongPhase|FLTaskThresholdNotRaised"
+)
 
 
 @dataclass
@@ -105,8 +107,9 @@ class Oracle:
         config: behaviour.
     """
 
-    def __init__(self, chain: Chain, registry_address: str, blobs: BlobStore, pool: EvaluationPool,
-                 config: OracleConfig) -> None:
+    def __init__(
+        self, chain: Chain, registry_address: str, blobs: BlobStore, pool: EvaluationPool, config: OracleConfig
+    ) -> None:
         self.registry = TaskRegistry(chain, registry_address)
         self.blobs = blobs
         self.pool = pool
@@ -150,8 +153,15 @@ class Oracle:
         root = cfg["testSetRoot"]
         if not (Path(self.config.vault) / root.lower() / "secret.json").exists():
             if task_id not in self._unserved:
-                emit(log, "unserved", logging.ERROR, task=task_id, reason="test set not in vault",
-                     test_root=root, vault=self.config.vault)
+                emit(
+                    log,
+                    "unserved",
+                    logging.ERROR,
+                    task=task_id,
+                    reason="test set not in vault",
+                    test_root=root,
+                    vault=self.config.vault,
+                )
             self._unserved[task_id] = root
             return
         self._unserved.pop(task_id, None)
@@ -173,15 +183,21 @@ class Oracle:
         if self.stopped.is_set():
             return None
         try:
-            return await retry_async(make_call, backoff=Backoff(0.5, cap=self.config.max_backoff), retry_on=ChainError,
-                                     on_retry=wait, sleep=self._sleep, give_up=self.stopped.is_set)
+            return await retry_async(
+                make_call,
+                backoff=Backoff(0.5, cap=self.config.max_backoff),
+                retry_on=ChainError,
+                on_retry=wait,
+                sleep=self._sleep,
+                give_up=self.stopped.is_set,
+            )
         except ChainError:  # only once stopped: every other ChainError is retried
             return None
 
     async def _sleep(self, seconds: float) -> None:
         try:
             await asyncio.wait_for(self.stopped.wait(), seconds)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
 
     async def run(self, ready: asyncio.Event | None = None) -> None:
@@ -190,8 +206,14 @@ class Oracle:
         follower = self._follower(self.config.from_block if start is None else start)
         await self._until_ok("recover", self._recover_actions)
         await self._until_ok("load", self._load_served)
-        emit(log, "start", oracle=self.address, registry=self.registry.address, from_block=follower.next_block,
-             tasks=",".join(map(str, self.tasks)) or "-")
+        emit(
+            log,
+            "start",
+            oracle=self.address,
+            registry=self.registry.address,
+            from_block=follower.next_block,
+            tasks=",".join(map(str, self.tasks)) or "-",
+        )
         if ready is not None:
             ready.set()
         outage = Backoff(0.5, cap=self.config.max_backoff)
@@ -204,11 +226,17 @@ class Oracle:
                         if ev.name == "TaskPublished" and not ev.removed:
                             await self._maybe_serve(ev.args["taskId"])
                 await self._retry_unserved()
-            except Exception as exc:  # noqa: BLE001 - node unreachable past Chain's retries, a range
+            except Exception as exc:
                 # the node no longer has (a reorg under our feet), ...: the range is read again.
                 delay = outage.next()
-                emit(log, "rpc_wait", logging.WARNING, step="poll", error=f"{type(exc).__name__}: {exc}"[:300],
-                     retry_in=delay)
+                emit(
+                    log,
+                    "rpc_wait",
+                    logging.WARNING,
+                    step="poll",
+                    error=f"{type(exc).__name__}: {exc}"[:300],
+                    retry_in=delay,
+                )
                 follower = self._follower(self.checkpoint.next_block or self.config.from_block)
                 await self._sleep(delay)
                 continue
@@ -225,8 +253,9 @@ class Oracle:
                 await self._sleep(self.config.poll_interval)
 
     def _follower(self, start: int) -> LogFollower:
-        return LogFollower(self.registry, start, confirmations=self.config.confirmations,
-                           poll_interval=self.config.poll_interval)
+        return LogFollower(
+            self.registry, start, confirmations=self.config.confirmations, poll_interval=self.config.poll_interval
+        )
 
     def _apply(self, batch) -> None:
         with self.checkpoint.transaction():
@@ -238,8 +267,16 @@ class Oracle:
             # Our own transactions may have been in the replaced blocks: ask the node for the nonce.
             self.registry.chain.reset_nonce()
             for ev in removed:
-                emit(log, "reorg_removed", logging.WARNING, event=ev.name, block=ev.block_number, tx=ev.tx_hash,
-                     task=ev.args.get("taskId"), device=ev.args.get("device"))
+                emit(
+                    log,
+                    "reorg_removed",
+                    logging.WARNING,
+                    event=ev.name,
+                    block=ev.block_number,
+                    tx=ev.tx_hash,
+                    task=ev.args.get("taskId"),
+                    device=ev.args.get("device"),
+                )
         crash_point("after_commit")
 
     async def _reconcile_guarded(self, task_id: int) -> None:
@@ -253,7 +290,7 @@ class Oracle:
             return
         except ChainError as exc:
             error, trace = str(exc)[:300], False
-        except Exception as exc:  # noqa: BLE001 - a daemon survives its own bugs; logged with the trace
+        except Exception as exc:
             error, trace = f"{type(exc).__name__}: {exc}"[:300], True
         if backoff is None:
             backoff = Backoff(self.config.poll_interval, cap=self.config.max_backoff)
@@ -285,9 +322,8 @@ class Oracle:
 
     async def _recover_actions(self) -> None:
         """Completes the rows a crash left between signing a transaction and recording its receipt:
-        mined (or reverted) from the receipt, ``dropped`` if the node never got it."""
-        from web3.exceptions import TransactionNotFound
-
+        mined (or reverted) from the receipt, ``dropped`` if the node never got it.
+        """
         for tx_hash, action in self.checkpoint.pending_actions():
             await self._resolve(tx_hash, action)
 
@@ -305,12 +341,18 @@ class Oracle:
             except TransactionNotFound:
                 receipt = None
         self.checkpoint.finish_action(tx_hash, receipt)
-        emit(log, "recovered", step=action, tx=tx_hash,
-             status=DROPPED if receipt is None else ("mined" if receipt["status"] == 1 else "reverted"))
+        emit(
+            log,
+            "recovered",
+            step=action,
+            tx=tx_hash,
+            status=DROPPED if receipt is None else ("mined" if receipt["status"] == 1 else "reverted"),
+        )
 
     async def _send(self, task_id: int, round_: int, action: str, subject: str, tx, **fields) -> dict | None:
         """Sends one transaction (``tx``: the not yet awaited coroutine); ``None`` when the chain
-        already holds what it was for."""
+        already holds what it was for.
+        """
         crash_point("before_send", action)
         self._sending, self._signed = (task_id, round_, action, subject), None
         try:
@@ -319,17 +361,32 @@ class Oracle:
             if self._signed is not None:  # signed and recorded, then rejected or reverted
                 await self._resolve(self._signed, action)
             if ALREADY_DONE.search(str(exc)):
-                emit(log, "skip", task=task_id, round=round_, step=action, subject=subject,
-                     reason=ALREADY_DONE.search(str(exc)).group(0))
+                emit(
+                    log,
+                    "skip",
+                    task=task_id,
+                    round=round_,
+                    step=action,
+                    subject=subject,
+                    reason=ALREADY_DONE.search(str(exc)).group(0),
+                )
                 return None
             raise
         finally:
             self._sending = None
         crash_point("after_receipt", action)
         self.checkpoint.record_action(task_id, round_, action, subject, receipt)
-        emit(log, action, task=task_id, round=round_, subject=subject if action != "verdict" else None,
-             tx="0x" + bytes(receipt["transactionHash"]).hex(), block=receipt["blockNumber"], gas=receipt["gasUsed"],
-             **fields)
+        emit(
+            log,
+            action,
+            task=task_id,
+            round=round_,
+            subject=subject if action != "verdict" else None,
+            tx="0x" + bytes(receipt["transactionHash"]).hex(),
+            block=receipt["blockNumber"],
+            gas=receipt["gasUsed"],
+            **fields,
+        )
         return receipt
 
     # --- the state machine ------------------------------------------------------------------
@@ -365,8 +422,14 @@ class Oracle:
         previous = await self.registry.get_round(task_id, round_ - 1)
         target = next_threshold(round_, current_bp, previous["globalAccuracyBp"], self.config.threshold_margin)
         if target is not None:
-            await self._send(task_id, round_, "threshold", str(target),
-                             self.registry.announce_threshold(task_id, target), threshold_bp=target)
+            await self._send(
+                task_id,
+                round_,
+                "threshold",
+                str(target),
+                self.registry.announce_threshold(task_id, target),
+                threshold_bp=target,
+            )
 
     def _job(self, view: TaskView, round_: int, global_hash: str, sub: Submission | None) -> ScoreJob:
         return ScoreJob(view.task_id, round_, view.spec_hash, global_hash, view.test_root, sub)
@@ -388,14 +451,30 @@ class Oracle:
             return
         exc = fut.exception()
         if exc is not None:
-            emit(log, "score_failed", logging.WARNING, task=sub.task_id, round=sub.round, device=sub.device,
-                 error=f"{type(exc).__name__}: {exc}"[:300])
+            emit(
+                log,
+                "score_failed",
+                logging.WARNING,
+                task=sub.task_id,
+                round=sub.round,
+                device=sub.device,
+                error=f"{type(exc).__name__}: {exc}"[:300],
+            )
             return
         score: Score = fut.result()
         self.checkpoint.save_score(sub, score)
-        emit(log, "score", task=sub.task_id, round=sub.round, device=sub.device, model=sub.model_hash,
-             accuracy_bp=score.accuracy_bp, reason=Reason(score.reason).name, detail=score.detail or None,
-             seconds=round(score.seconds, 3))
+        emit(
+            log,
+            "score",
+            task=sub.task_id,
+            round=sub.round,
+            device=sub.device,
+            model=sub.model_hash,
+            accuracy_bp=score.accuracy_bp,
+            reason=Reason(score.reason).name,
+            detail=score.detail or None,
+            seconds=round(score.seconds, 3),
+        )
         crash_point("after_score")
 
     async def _score(self, view: TaskView, round_: int, global_hash: str, sub: Submission) -> Score:
@@ -408,8 +487,9 @@ class Oracle:
 
     async def _prefetch(self, view: TaskView, round_: int) -> None:
         """Starts scoring new submissions of the open round in the background."""
-        subs = [s for s in _originals(self.checkpoint.submissions(view.task_id, round_))
-                if self.checkpoint.score(s) is None]
+        subs = [
+            s for s in _originals(self.checkpoint.submissions(view.task_id, round_)) if self.checkpoint.score(s) is None
+        ]
         if not subs:
             return
         global_hash = (await self.registry.get_task(view.task_id))["globalModelHash"]
@@ -424,8 +504,15 @@ class Oracle:
         self._last_rescan[task_id] = now
         block = self.checkpoint.submission_block(sub) if sub is not None else None
         start = self.config.from_block if block is None else max(self.config.from_block, block - 64)
-        emit(log, "mirror_mismatch", logging.WARNING, task=task_id, device=sub.device if sub else None, reason=why,
-             rescan_from=start)
+        emit(
+            log,
+            "mirror_mismatch",
+            logging.WARNING,
+            task=task_id,
+            device=sub.device if sub else None,
+            reason=why,
+            rescan_from=start,
+        )
         if sub is not None:
             self.checkpoint.forget_submission(sub)
         self._rewind_to = start if self._rewind_to is None else min(self._rewind_to, start)
@@ -438,10 +525,17 @@ class Oracle:
             groups = hidden.commitment.disclosure(round_)
             for g, data in zip(groups, hidden.round_groups(round_)):
                 self.blobs.put(data)  # disclosed groups become public, content-addressed
-            groups = [type(g)(g.index, g.salt, g.group_hash, self.blobs.uri("0x" + g.group_hash.hex()), g.proof)
-                      for g in groups]
-            await self._send(task_id, round_, "disclose", f"{len(groups)} groups",
-                             self.registry.disclose_test_data(task_id, hidden.commitment.seed, groups))
+            groups = [
+                type(g)(g.index, g.salt, g.group_hash, self.blobs.uri("0x" + g.group_hash.hex()), g.proof)
+                for g in groups
+            ]
+            await self._send(
+                task_id,
+                round_,
+                "disclose",
+                f"{len(groups)} groups",
+                self.registry.disclose_test_data(task_id, hidden.commitment.seed, groups),
+            )
         subs = self.checkpoint.submissions(task_id, round_)
         if len(subs) < state["submissions"]:
             if self._caught_up:  # every log is read and still one is missing: read again
@@ -461,8 +555,11 @@ class Oracle:
                 continue
             on_chain = "0x" + bytes(await self.registry.get_commitment(task_id, round_, sub.device)).hex()
             if on_chain != commitment(sub):
-                self._request_rescan(task_id, sub, "no such submission on-chain" if int(on_chain, 16) == 0
-                                     else "on-chain commitment differs")
+                self._request_rescan(
+                    task_id,
+                    sub,
+                    "no such submission on-chain" if int(on_chain, 16) == 0 else "on-chain commitment differs",
+                )
                 return
             original = first_with[sub.model_hash]
             if original is not sub:
@@ -471,10 +568,17 @@ class Oracle:
                 score = await self._score(view, round_, global_hash, sub)
             accepted = is_accepted(score.reason, score.accuracy_bp, sub.threshold_bp)
             reason = verdict_reason(score.reason, score.accuracy_bp, sub.threshold_bp)
-            await self._send(task_id, round_, "verdict", sub.device,
-                             self.registry.post_verdict(sub, score.accuracy_bp, score.reason, ev_hash),
-                             device=sub.device, accuracy_bp=score.accuracy_bp, reason=reason.name,
-                             accepted=accepted)
+            await self._send(
+                task_id,
+                round_,
+                "verdict",
+                sub.device,
+                self.registry.post_verdict(sub, score.accuracy_bp, score.reason, ev_hash),
+                device=sub.device,
+                accuracy_bp=score.accuracy_bp,
+                reason=reason.name,
+                accepted=accepted,
+            )
         state = await self.registry.get_state(task_id)
         if state["verdicts"] == state["submissions"]:
             await self._aggregate(view, round_, global_hash, subs)
@@ -493,20 +597,47 @@ class Oracle:
                 raise
             # The task itself is unusable (e.g. its spec blob is not canonical): every submission
             # was rejected with that reason, the global model stays, its accuracy is unknown (0).
-            emit(log, "aggregate_skipped", logging.WARNING, task=task_id, round=round_, reason=exc.reason.name,
-                 detail=exc.detail[:200])
-            await self._send(task_id, round_, "aggregate", global_hash,
-                             self.registry.aggregate(task_id, global_hash, "", 0), accepted=0, accuracy_bp=0)
+            emit(
+                log,
+                "aggregate_skipped",
+                logging.WARNING,
+                task=task_id,
+                round=round_,
+                reason=exc.reason.name,
+                detail=exc.detail[:200],
+            )
+            await self._send(
+                task_id,
+                round_,
+                "aggregate",
+                global_hash,
+                self.registry.aggregate(task_id, global_hash, "", 0),
+                accepted=0,
+                accuracy_bp=0,
+            )
             return
         new_weights, new_hash, data = await asyncio.to_thread(self._aggregate_weights, ctx, accepted)
         if accepted:
             self.blobs.put(data)
         accuracy = await asyncio.to_thread(ctx.accuracy_bp, new_weights)
-        view.history.append({"round": round_, "submissions": len(subs), "accepted": len(accepted),
-                             "global_accuracy_bp": accuracy, "model_hash": new_hash})
-        await self._send(task_id, round_, "aggregate", new_hash,
-                         self.registry.aggregate(task_id, new_hash, self.blobs.uri(new_hash), accuracy),
-                         accepted=len(accepted), accuracy_bp=accuracy)
+        view.history.append(
+            {
+                "round": round_,
+                "submissions": len(subs),
+                "accepted": len(accepted),
+                "global_accuracy_bp": accuracy,
+                "model_hash": new_hash,
+            }
+        )
+        await self._send(
+            task_id,
+            round_,
+            "aggregate",
+            new_hash,
+            self.registry.aggregate(task_id, new_hash, self.blobs.uri(new_hash), accuracy),
+            accepted=len(accepted),
+            accuracy_bp=accuracy,
+        )
         state = await self.registry.get_state(task_id)
         if state["phase"] == Phase.OPEN:  # announce the next round's threshold before devices train
             await self._follow_threshold(task_id, state["round"], state["thresholdBp"])
@@ -514,10 +645,17 @@ class Oracle:
     def _aggregate_weights(self, ctx: RoundContext, accepted: list[Submission]):
         if not accepted:
             return ctx.global_weights, ctx.global_hash, b""
-        updates = [decode(self.blobs.get(s.model_hash, max_bytes=ctx.spec.max_bytes), ctx.spec,
-                          expected_hash=s.model_hash) for s in accepted]
-        new = aggregate_accepted(ctx.global_weights, updates, [s.num_samples for s in accepted],
-                                 rule=self.config.aggregation, trim_fraction=self.config.trim_fraction)
+        updates = [
+            decode(self.blobs.get(s.model_hash, max_bytes=ctx.spec.max_bytes), ctx.spec, expected_hash=s.model_hash)
+            for s in accepted
+        ]
+        new = aggregate_accepted(
+            ctx.global_weights,
+            updates,
+            [s.num_samples for s in accepted],
+            rule=self.config.aggregation,
+            trim_fraction=self.config.trim_fraction,
+        )
         data, digest = encode_with_hash(new, ctx.spec)
         return new, digest, data
 
@@ -526,15 +664,37 @@ class Oracle:
         rounds = []
         for r in range(1, round_ + 1):
             rec = await self.registry.get_round(task_id, r)
-            rounds.append({"round": r, "submissions": rec["submissions"], "accepted": rec["accepted"],
-                           "global_accuracy_bp": rec["globalAccuracyBp"], "global_model": rec["globalModelHash"],
-                           "reward_per_accepted_wei": rec["rewardPerAccepted"]})
+            rounds.append(
+                {
+                    "round": r,
+                    "submissions": rec["submissions"],
+                    "accepted": rec["accepted"],
+                    "global_accuracy_bp": rec["globalAccuracyBp"],
+                    "global_model": rec["globalModelHash"],
+                    "reward_per_accepted_wei": rec["rewardPerAccepted"],
+                }
+            )
         final = rounds[-1]["global_accuracy_bp"] if rounds else 0
-        report = json.dumps({"task_id": task_id, "registry": self.registry.address, "oracle": self.address,
-                             "final_accuracy_bp": final, "rounds": rounds}, indent=1, sort_keys=True).encode()
+        report = json.dumps(
+            {
+                "task_id": task_id,
+                "registry": self.registry.address,
+                "oracle": self.address,
+                "final_accuracy_bp": final,
+                "rounds": rounds,
+            },
+            indent=1,
+            sort_keys=True,
+        ).encode()
         digest = self.blobs.put(report)
-        await self._send(task_id, round_, "finalize", digest,
-                         self.registry.finalize(task_id, final, digest, self.blobs.uri(digest)), accuracy_bp=final)
+        await self._send(
+            task_id,
+            round_,
+            "finalize",
+            digest,
+            self.registry.finalize(task_id, final, digest, self.blobs.uri(digest)),
+            accuracy_bp=final,
+        )
 
 
 def _originals(subs: list[Submission]) -> list[Submission]:

@@ -43,8 +43,7 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         """Renders ``record`` as one line of JSON (values that are not JSON are stringified)."""
-        out: dict[str, Any] = {"ts": round(record.created, 3), "level": record.levelname.lower(),
-                               "logger": record.name}
+        out: dict[str, Any] = {"ts": round(record.created, 3), "level": record.levelname.lower(), "logger": record.name}
         fields = getattr(record, FIELDS, None)
         if fields:
             out.update(fields)

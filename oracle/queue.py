@@ -59,9 +59,16 @@ def make_broker(url: str, *, idle_timeout_ms: int = 60_000, result_ttl: int = 3_
     from taskiq_redis import RedisAsyncResultBackend, RedisStreamBroker
 
     backend: RedisAsyncResultBackend[dict[str, Any]] = RedisAsyncResultBackend(url, result_ex_time=result_ttl)
-    broker = RedisStreamBroker(url, queue_name=QUEUE_NAME, consumer_group_name=GROUP, consumer_id="0",
-                               idle_timeout=idle_timeout_ms, unacknowledged_lock_timeout=5.0,
-                               xread_block=500, xread_count=fetch).with_result_backend(backend)
+    broker = RedisStreamBroker(
+        url,
+        queue_name=QUEUE_NAME,
+        consumer_group_name=GROUP,
+        consumer_id="0",
+        idle_timeout=idle_timeout_ms,
+        unacknowledged_lock_timeout=5.0,
+        xread_block=500,
+        xread_count=fetch,
+    ).with_result_backend(backend)
     broker.register_task(_score_task, task_name=TASK_NAME)
     return broker
 
@@ -80,8 +87,15 @@ def _score_task(job: dict[str, Any]) -> dict[str, Any]:
     if _DELAY:  # tests widen the window in which a worker can be killed mid-evaluation
         time.sleep(_DELAY)
     score = _scorer.score(ScoreJob(**{**job, "submission": Submission(**sub) if sub else None}))
-    log.info("scored task=%s round=%s device=%s reason=%s accuracy_bp=%s in %.2fs", job["task_id"], job["round"],
-             sub and sub["device"], score.reason, score.accuracy_bp, time.perf_counter() - started)
+    log.info(
+        "scored task=%s round=%s device=%s reason=%s accuracy_bp=%s in %.2fs",
+        job["task_id"],
+        job["round"],
+        sub and sub["device"],
+        score.reason,
+        score.accuracy_bp,
+        time.perf_counter() - started,
+    )
     return dataclasses.asdict(score)
 
 
@@ -95,8 +109,9 @@ class QueuePool:
             retried at the next reconciliation, never turned into a verdict).
     """
 
-    def __init__(self, url: str, *, job_timeout: float = 120.0, attempts: int = 5,
-                 idle_timeout_ms: int = 60_000) -> None:
+    def __init__(
+        self, url: str, *, job_timeout: float = 120.0, attempts: int = 5, idle_timeout_ms: int = 60_000
+    ) -> None:
         self.url = url
         self.job_timeout = job_timeout
         self.attempts = attempts
@@ -127,9 +142,13 @@ class QueuePool:
             try:
                 result = await handle.wait_result(timeout=self.job_timeout, check_interval=0.05)
             except Exception as exc:  # taskiq raises TaskiqResultTimeoutError on timeout
-                log.warning("job for %s (attempt %d) got no result in %.0fs: %s; sending it again",
-                            job.submission and job.submission.device, attempt, self.job_timeout,
-                            type(exc).__name__)
+                log.warning(
+                    "job for %s (attempt %d) got no result in %.0fs: %s; sending it again",
+                    job.submission and job.submission.device,
+                    attempt,
+                    self.job_timeout,
+                    type(exc).__name__,
+                )
                 continue
             if result.is_err:
                 log.warning("worker failed on a job (attempt %d): %s", attempt, result.error)
@@ -144,8 +163,15 @@ class QueuePool:
             await self.broker.shutdown()
 
 
-async def run_worker(url: str, blob_store: str, vault: str, *, concurrency: int = 1,
-                     idle_timeout_ms: int = 60_000, stop: asyncio.Event | None = None) -> None:
+async def run_worker(
+    url: str,
+    blob_store: str,
+    vault: str,
+    *,
+    concurrency: int = 1,
+    idle_timeout_ms: int = 60_000,
+    stop: asyncio.Event | None = None,
+) -> None:
     """Runs one worker process until ``stop`` is set: receives jobs, scores, saves, acknowledges."""
     from concurrent.futures import ThreadPoolExecutor
 
@@ -159,8 +185,14 @@ async def run_worker(url: str, blob_store: str, vault: str, *, concurrency: int 
     broker = make_broker(url, idle_timeout_ms=idle_timeout_ms, fetch=concurrency)
     broker.is_worker_process = True
     executor = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="oracle-worker")
-    receiver = Receiver(broker, executor=executor, max_async_tasks=concurrency, max_prefetch=0,
-                        ack_type=AcknowledgeType.WHEN_SAVED, propagate_exceptions=True)
+    receiver = Receiver(
+        broker,
+        executor=executor,
+        max_async_tasks=concurrency,
+        max_prefetch=0,
+        ack_type=AcknowledgeType.WHEN_SAVED,
+        propagate_exceptions=True,
+    )
     stop = stop or asyncio.Event()
     log.info("oracle worker %d listening on %s (%s)", os.getpid(), url, QUEUE_NAME)
     try:

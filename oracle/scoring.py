@@ -51,8 +51,9 @@ class RoundContext:
     evaluator_hash: str
 
     @classmethod
-    def build(cls, task_id: int, round_: int, blobs: BlobStore, spec_hash: str, global_hash: str,
-              test_groups: list[bytes]) -> RoundContext:
+    def build(
+        cls, task_id: int, round_: int, blobs: BlobStore, spec_hash: str, global_hash: str, test_groups: list[bytes]
+    ) -> RoundContext:
         from fedoracle.learning.data import decode_group
         from fedoracle.learning.evaluation import Evaluator
 

@@ -134,8 +134,19 @@ class Checkpoint:
             s = Submission.from_event(ev)
             self.db.execute(
                 "INSERT OR REPLACE INTO submissions VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (s.task_id, s.round, s.device.lower(), s.payee, s.model_hash, s.model_uri, s.threshold_bp,
-                 s.num_samples, ev.block_number, ev.tx_hash, ev.log_index),
+                (
+                    s.task_id,
+                    s.round,
+                    s.device.lower(),
+                    s.payee,
+                    s.model_hash,
+                    s.model_uri,
+                    s.threshold_bp,
+                    s.num_samples,
+                    ev.block_number,
+                    ev.tx_hash,
+                    ev.log_index,
+                ),
             )
         return True
 
@@ -158,8 +169,10 @@ class Checkpoint:
 
     def submission_block(self, sub: Submission) -> int | None:
         """The block the mirrored ``ModelSubmitted`` of ``sub`` was read from."""
-        row = self.db.execute("SELECT block_number FROM submissions WHERE task_id=? AND round=? AND device=?",
-                              (sub.task_id, sub.round, sub.device.lower())).fetchone()
+        row = self.db.execute(
+            "SELECT block_number FROM submissions WHERE task_id=? AND round=? AND device=?",
+            (sub.task_id, sub.round, sub.device.lower()),
+        ).fetchone()
         return row[0] if row else None
 
     def forget_submission(self, sub: Submission) -> None:
@@ -168,14 +181,18 @@ class Checkpoint:
         Its log was reorged away while the oracle was not watching. The event key goes too, so a
         re-read applies the chain's log.
         """
-        row = self.db.execute("SELECT tx_hash, log_index FROM submissions WHERE task_id=? AND round=? AND device=?",
-                              (sub.task_id, sub.round, sub.device.lower())).fetchone()
+        row = self.db.execute(
+            "SELECT tx_hash, log_index FROM submissions WHERE task_id=? AND round=? AND device=?",
+            (sub.task_id, sub.round, sub.device.lower()),
+        ).fetchone()
         if row is None:
             return
         with self.transaction():
             self.db.execute("DELETE FROM events WHERE tx_hash=? AND log_index=?", row)
-            self.db.execute("DELETE FROM submissions WHERE task_id=? AND round=? AND device=?",
-                            (sub.task_id, sub.round, sub.device.lower()))
+            self.db.execute(
+                "DELETE FROM submissions WHERE task_id=? AND round=? AND device=?",
+                (sub.task_id, sub.round, sub.device.lower()),
+            )
 
     def score(self, sub: Submission) -> Score | None:
         """The cached score of ``sub`` (same device, round and model hash), if it was evaluated."""
@@ -190,8 +207,16 @@ class Checkpoint:
         """Caches the score of ``sub``, replacing an earlier one for the same model."""
         self.db.execute(
             "INSERT OR REPLACE INTO scores VALUES(?, ?, ?, ?, ?, ?, ?, ?)",
-            (sub.task_id, sub.round, sub.device.lower(), sub.model_hash, score.accuracy_bp, score.reason,
-             score.detail, score.seconds),
+            (
+                sub.task_id,
+                sub.round,
+                sub.device.lower(),
+                sub.model_hash,
+                score.accuracy_bp,
+                score.reason,
+                score.detail,
+                score.seconds,
+            ),
         )
 
     def scores(self, task_id: int | None = None) -> list[tuple[Any, ...]]:
@@ -215,8 +240,10 @@ class Checkpoint:
             self.db.execute("UPDATE actions SET status=? WHERE tx_hash=?", (status or DROPPED, tx_hash.lower()))
             return
         status = status or (MINED if receipt["status"] == 1 else REVERTED)
-        self.db.execute("UPDATE actions SET at=?, gas_used=?, status=?, block_number=? WHERE tx_hash=?",
-                        (time.time(), int(receipt["gasUsed"]), status, int(receipt["blockNumber"]), tx_hash.lower()))
+        self.db.execute(
+            "UPDATE actions SET at=?, gas_used=?, status=?, block_number=? WHERE tx_hash=?",
+            (time.time(), int(receipt["gasUsed"]), status, int(receipt["blockNumber"]), tx_hash.lower()),
+        )
 
     def record_action(self, task_id: int, round_: int, action: str, subject: str, receipt: Mapping[str, Any]) -> None:
         """Records a mined transaction (sent and finished at once)."""
@@ -232,8 +259,11 @@ class Checkpoint:
     def actions(self, action: str | None = None, task_id: int | None = None) -> list[tuple[Any, ...]]:
         """``(task, round, action, subject, tx_hash, gas_used)`` rows of mined transactions, in order."""
         rows = self.action_rows(action, task_id)
-        return [(r["task_id"], r["round"], r["action"], r["subject"], r["tx_hash"], r["gas_used"])
-                for r in rows if r["status"] == MINED]
+        return [
+            (r["task_id"], r["round"], r["action"], r["subject"], r["tx_hash"], r["gas_used"])
+            for r in rows
+            if r["status"] == MINED
+        ]
 
     def action_rows(self, action: str | None = None, task_id: int | None = None) -> list[dict[str, Any]]:
         """Every recorded transaction (any status) as dicts, in the order they were sent."""
@@ -245,8 +275,11 @@ class Checkpoint:
         if task_id is not None:
             where.append("task_id=?")
             args.append(task_id)
-        q = ("SELECT id, at, task_id, round, action, subject, tx_hash, gas_used, status, block_number FROM actions"
-             + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY id")
+        q = (
+            "SELECT id, at, task_id, round, action, subject, tx_hash, gas_used, status, block_number FROM actions"
+            + (" WHERE " + " AND ".join(where) if where else "")
+            + " ORDER BY id"
+        )
         cols = ["id", "at", "task_id", "round", "action", "subject", "tx_hash", "gas_used", "status", "block_number"]
         return [dict(zip(cols, row, strict=True)) for row in self.db.execute(q, args).fetchall()]
 
@@ -268,15 +301,16 @@ class StateLock:
     def __init__(self, path: str | os.PathLike[str], what: str = "process") -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = open(self.path, "a+")  # noqa: SIM115 - held open for the lock's lifetime
+        self._file = open(self.path, "a+")
         try:
             fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             self._file.seek(0)
             holder = self._file.read().strip() or "another process"
             self._file.close()
-            raise StateLocked(f"{self.path.parent} is in use by {what} {holder}; stop it first "
-                              f"or give this one its own --state-dir") from None
+            raise StateLocked(
+                f"{self.path.parent} is in use by {what} {holder}; stop it first or give this one its own --state-dir"
+            ) from None
         self._file.seek(0)
         self._file.truncate()
         self._file.write(f"pid {os.getpid()}")

@@ -67,20 +67,30 @@ class PublishedTask:
     block_number: int
 
 
-def hidden_test_set(x_test: np.ndarray, y_test: np.ndarray, plan: TaskPlan, vault: str | os.PathLike[str]
-                    ) -> HiddenTestSet:
+def hidden_test_set(
+    x_test: np.ndarray, y_test: np.ndarray, plan: TaskPlan, vault: str | os.PathLike[str]
+) -> HiddenTestSet:
     """Splits ``plan.test_examples`` test examples into ``rounds x groups_per_round`` groups and
-    commits to them in ``vault``."""
+    commits to them in ``vault``.
+    """
     from fedoracle.learning.data import encode_group, hidden_test_groups
 
-    groups = [encode_group(x, y) for x, y in hidden_test_groups(
-        x_test, y_test, test_examples=plan.test_examples, num_groups=plan.rounds * plan.groups_per_round,
-        seed=plan.seed)]
+    groups = [
+        encode_group(x, y)
+        for x, y in hidden_test_groups(
+            x_test,
+            y_test,
+            test_examples=plan.test_examples,
+            num_groups=plan.rounds * plan.groups_per_round,
+            seed=plan.seed,
+        )
+    ]
     return HiddenTestSet.create(vault, groups, plan.groups_per_round)
 
 
-async def publish_task(registry: TaskRegistry, blobs: BlobStore, vault: str | os.PathLike[str], plan: TaskPlan,
-                       oracle: str, dataset=None) -> PublishedTask:
+async def publish_task(
+    registry: TaskRegistry, blobs: BlobStore, vault: str | os.PathLike[str], plan: TaskPlan, oracle: str, dataset=None
+) -> PublishedTask:
     """Prepares and publishes one task (``init()``); returns its id and commitments.
 
     Args:

@@ -104,8 +104,10 @@ async def get_blob(request: web.Request) -> web.StreamResponse:
     path = request.app[STORE].path(digest)
     if not path.is_file():
         return _error(404, f"no blob stored under {digest}")
-    return web.FileResponse(path, headers={"Content-Type": "application/octet-stream",
-                                           "Cache-Control": "public, max-age=31536000, immutable"})
+    return web.FileResponse(
+        path,
+        headers={"Content-Type": "application/octet-stream", "Cache-Control": "public, max-age=31536000, immutable"},
+    )
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -148,8 +150,15 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def serve(root: str, *, host: str = "127.0.0.1", port: int = 8600, max_bytes: int = DEFAULT_MAX_BYTES,
-          token: str | None = None, announce: Callable[[str], None] = print) -> None:
+def serve(
+    root: str,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8600,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    token: str | None = None,
+    announce: Callable[[str], None] = print,
+) -> None:
     """Runs the blob server until interrupted (SIGINT/SIGTERM).
 
     Args:

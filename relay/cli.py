@@ -39,14 +39,20 @@ def blobs() -> None:
 @click.option("--port", default=8600, show_default=True, help="TCP port (0: any free port, printed on start).")
 @click.option("--root", default=".fedoracle/blobs", show_default=True, help="Folder the blobs are kept in.")
 @click.option("--max-bytes", default=64 * 1024 * 1024, show_default=True, help="Largest upload accepted (413 above).")
-@click.option("--token", envvar="FEDORACLE_BLOB_TOKEN", default=None,
-              help="Require 'Authorization: Bearer <token>' on uploads [env FEDORACLE_BLOB_TOKEN].")
+@click.option(
+    "--token",
+    envvar="FEDORACLE_BLOB_TOKEN",
+    default=None,
+    help="Require 'Authorization: Bearer <token>' on uploads [env FEDORACLE_BLOB_TOKEN].",
+)
 def blobs_serve(host: str, port: int, root: str, max_bytes: int, token: str | None) -> None:
     """Serve a blob store folder over HTTP (PUT/GET /blobs/<hash>), verifying every upload's hash."""
     from relay.blobserver import serve
 
     def announce(url: str) -> None:
-        click.echo(f"blob server listening on {url} (root {root}, max {max_bytes} bytes, "
-                   f"upload token {'required' if token else 'not required'})")
+        click.echo(
+            f"blob server listening on {url} (root {root}, max {max_bytes} bytes, "
+            f"upload token {'required' if token else 'not required'})"
+        )
 
     serve(root, host=host, port=port, max_bytes=max_bytes, token=token, announce=announce)

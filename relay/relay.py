@@ -42,8 +42,9 @@ class Relay:
         from_block: the block to start reading at (the registry's deployment block).
     """
 
-    def __init__(self, rpc_url: str, registry: str, broker_url: str, *, from_block: int = 0,
-                 poll_interval: float = 0.1) -> None:
+    def __init__(
+        self, rpc_url: str, registry: str, broker_url: str, *, from_block: int = 0, poll_interval: float = 0.1
+    ) -> None:
         self.registry = TaskRegistry(Chain(rpc_url), registry)
         self.broker_url = broker_url
         self.from_block = from_block
@@ -56,36 +57,79 @@ class Relay:
     def messages(self, ev: ChainEvent, chain_id: int) -> list[tuple[str, dict]]:
         """The (topic, payload) pairs an event becomes."""
         a = ev.args
-        base = {"registry": self.registry.address, "chain_id": chain_id, "block_number": ev.block_number,
-                "tx_hash": ev.tx_hash}
+        base = {
+            "registry": self.registry.address,
+            "chain_id": chain_id,
+            "block_number": ev.block_number,
+            "tx_hash": ev.tx_hash,
+        }
         task_id = a.get("taskId")
         out: list[tuple[str, dict]] = []
         if ev.name == "TaskPublished":
             task = mqtt.TaskMessage(
-                **base, task_id=task_id, publisher=a["publisher"], oracle=a["oracle"], reward_wei=a["reward"],
+                **base,
+                task_id=task_id,
+                publisher=a["publisher"],
+                oracle=a["oracle"],
+                reward_wei=a["reward"],
                 model_spec_hash=normalize_hash(a["modelSpecHash"]),
-                initial_model_hash=normalize_hash(a["initialModelHash"]), initial_model_uri=a["initialModelURI"],
-                threshold_bp=a["thresholdBp"], max_rounds=a["maxRounds"], phase="open",
+                initial_model_hash=normalize_hash(a["initialModelHash"]),
+                initial_model_uri=a["initialModelURI"],
+                threshold_bp=a["thresholdBp"],
+                max_rounds=a["maxRounds"],
+                phase="open",
             ).model_dump()
             self._tasks[task_id] = task
             out.append((mqtt.task_topic(task_id), task))
-            out.append((mqtt.threshold_topic(task_id), mqtt.ThresholdMessage(
-                **base, task_id=task_id, round=1, threshold_bp=a["thresholdBp"]).model_dump()))
+            out.append(
+                (
+                    mqtt.threshold_topic(task_id),
+                    mqtt.ThresholdMessage(**base, task_id=task_id, round=1, threshold_bp=a["thresholdBp"]).model_dump(),
+                )
+            )
         elif ev.name == "RoundOpened":
-            out.append((mqtt.round_topic(task_id, a["round"]), mqtt.RoundMessage(
-                **base, task_id=task_id, round=a["round"], global_model_hash=normalize_hash(a["globalModelHash"]),
-                global_model_uri=a["globalModelURI"], deadline=a["deadline"]).model_dump()))
+            out.append(
+                (
+                    mqtt.round_topic(task_id, a["round"]),
+                    mqtt.RoundMessage(
+                        **base,
+                        task_id=task_id,
+                        round=a["round"],
+                        global_model_hash=normalize_hash(a["globalModelHash"]),
+                        global_model_uri=a["globalModelURI"],
+                        deadline=a["deadline"],
+                    ).model_dump(),
+                )
+            )
         elif ev.name == "ThresholdAnnounced":
-            out.append((mqtt.threshold_topic(task_id), mqtt.ThresholdMessage(
-                **base, task_id=task_id, round=a["round"], threshold_bp=a["thresholdBp"]).model_dump()))
+            out.append(
+                (
+                    mqtt.threshold_topic(task_id),
+                    mqtt.ThresholdMessage(
+                        **base, task_id=task_id, round=a["round"], threshold_bp=a["thresholdBp"]
+                    ).model_dump(),
+                )
+            )
         elif ev.name == "VerdictPosted":
-            out.append((mqtt.verdict_topic(task_id, a["device"]), mqtt.VerdictMessage(
-                **base, task_id=task_id, round=a["round"], device=a["device"],
-                model_hash=normalize_hash(a["modelHash"]), accuracy_bp=a["accuracyBp"], reason=a["reason"],
-                accepted=a["accepted"]).model_dump()))
+            out.append(
+                (
+                    mqtt.verdict_topic(task_id, a["device"]),
+                    mqtt.VerdictMessage(
+                        **base,
+                        task_id=task_id,
+                        round=a["round"],
+                        device=a["device"],
+                        model_hash=normalize_hash(a["modelHash"]),
+                        accuracy_bp=a["accuracyBp"],
+                        reason=a["reason"],
+                        accepted=a["accepted"],
+                    ).model_dump(),
+                )
+            )
         if ev.name in _PHASE_OF and task_id in self._tasks:
-            task = dict(self._tasks[task_id], phase=_PHASE_OF[ev.name], block_number=ev.block_number,
-                        tx_hash=ev.tx_hash)
+            task = dict(
+                self._tasks[task_id], phase=_PHASE_OF[ev.name], block_number=ev.block_number, tx_hash=ev.tx_hash
+            )
             self._tasks[task_id] = task
             if ev.name != "RoundOpened" or a["round"] > 1:
                 out.append((mqtt.task_topic(task_id), task))

@@ -38,13 +38,13 @@ def _fedavg_computation(layout: tuple[tuple[str, tuple[int, ...]], ...], weighte
         @tff.federated_computation(
             tff.FederatedType(value_type, tff.CLIENTS), tff.FederatedType(np.float32, tff.CLIENTS)
         )
-        def weighted_mean(values, weights):  # noqa: ANN001, ANN202
+        def weighted_mean(values, weights):
             return tff.federated_mean(values, weight=weights)
 
         return weighted_mean
 
     @tff.federated_computation(tff.FederatedType(value_type, tff.CLIENTS))
-    def mean(values):  # noqa: ANN001, ANN202
+    def mean(values):
         return tff.federated_mean(values)
 
     return mean
@@ -55,7 +55,7 @@ def _order_statistic_computation(layout: tuple[tuple[str, tuple[int, ...]], ...]
     stacked_type = tff.StructType([(None, tff.TensorType(np.dtype(d), (None, *s))) for d, s in layout])
 
     @tff.tensorflow.computation(stacked_type, np.float32)
-    def order_statistic(stacked, trim_fraction):  # noqa: ANN001, ANN202
+    def order_statistic(stacked, trim_fraction):
         def reduce(values: tf.Tensor) -> tf.Tensor:
             n = tf.shape(values)[0]
             ranked = tf.sort(values, axis=0)

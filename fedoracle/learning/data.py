@@ -223,8 +223,9 @@ def split_groups(x: np.ndarray, y: np.ndarray, num_groups: int) -> list[tuple[np
     return [(x[a:b], y[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
 
 
-def hidden_test_groups(x_test: np.ndarray, y_test: np.ndarray, *, test_examples: int, num_groups: int,
-                       seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+def hidden_test_groups(
+    x_test: np.ndarray, y_test: np.ndarray, *, test_examples: int, num_groups: int, seed: int
+) -> list[tuple[np.ndarray, np.ndarray]]:
     """The hidden test set of a task: ``test_examples`` test examples drawn by ``seed``, in groups.
 
     The publisher commits to these groups (``publisher/publish.py``) and the experiments' fast path

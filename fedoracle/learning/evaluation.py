@@ -80,11 +80,11 @@ class Evaluator:
         weight_type = tff.StructType([(None, tff.TensorType(np.dtype(t.dtype), t.shape)) for t in spec.tensors])
 
         @tff.tensorflow.computation(weight_type)
-        def evaluate(weights):  # noqa: ANN001, ANN202 - TFF traces this with a struct of tensors
+        def evaluate(weights):
             weights = list(weights)
             data = tf.data.Dataset.from_tensor_slices((tf.constant(images), tf.constant(labels))).batch(batch_size)
 
-            def add_batch(totals, batch):  # noqa: ANN001, ANN202
+            def add_batch(totals, batch):
                 x, y = batch
                 logits = forward(weights, x)
                 losses = tf.keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True)

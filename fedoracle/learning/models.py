@@ -160,7 +160,11 @@ def _activation(x: tf.Tensor, name: str) -> tf.Tensor:
 def _conv2d(x: tf.Tensor, config: dict[str, Any], weights: list[tf.Tensor]) -> tf.Tensor:
     kernel, bias = weights.pop(0), weights.pop(0)
     y = tf.nn.convolution(
-        x, kernel, strides=list(config["strides"]), padding=config["padding"].upper(), dilations=list(config["dilation_rate"])
+        x,
+        kernel,
+        strides=list(config["strides"]),
+        padding=config["padding"].upper(),
+        dilations=list(config["dilation_rate"]),
     )
     return _activation(tf.nn.bias_add(y, bias), config["activation"])
 

@@ -205,9 +205,18 @@ def device_seed(fleet_seed: int, index: int) -> int:
     return fleet_seed * 100_003 + index
 
 
-def plan_fleet(y_train: np.ndarray, fleet_size: int, seed: int, *, num_classes: int, malicious: float,
-               unreliable: float, emd: float, flip_rate: float, samples_per_device: int | None = None
-               ) -> list[Shard]:
+def plan_fleet(
+    y_train: np.ndarray,
+    fleet_size: int,
+    seed: int,
+    *,
+    num_classes: int,
+    malicious: float,
+    unreliable: float,
+    emd: float,
+    flip_rate: float,
+    samples_per_device: int | None = None,
+) -> list[Shard]:
     """The whole fleet's kinds and disjoint shards, as every role and the experiments draw them.
 
     A process running devices ``i..j`` of a fleet takes ``plan_fleet(...)[i:j+1]``: slices of one

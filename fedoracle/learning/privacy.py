@@ -61,7 +61,9 @@ def classic_gaussian_sigma(epsilon: float, delta: float) -> float:
         ValueError: unless ``0 < ε < 1`` and ``0 < δ < 1``: the theorem is proven only for ε < 1.
     """
     if not (0 < epsilon < 1 and 0 < delta < 1):
-        raise ValueError(f"the classic Gaussian bound holds only for 0 < ε < 1 and 0 < δ < 1, got ε={epsilon}, δ={delta}")
+        raise ValueError(
+            f"the classic Gaussian bound holds only for 0 < ε < 1 and 0 < δ < 1, got ε={epsilon}, δ={delta}"
+        )
     return math.sqrt(2.0 * math.log(1.25 / delta)) / epsilon
 
 

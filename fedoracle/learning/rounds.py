@@ -35,8 +35,20 @@ import numpy as np
 from fedoracle.errors import Reason
 from fedoracle.units import BP, decode_dp, floor_bp, quantize_dp, to_bp
 
-__all__ = ["BP", "DPParams", "Verdict", "accuracy_bp", "aggregate_accepted", "candidate", "device_update",
-           "is_accepted", "next_threshold", "score_candidate", "training_seed", "verdict_reason"]
+__all__ = [
+    "BP",
+    "DPParams",
+    "Verdict",
+    "accuracy_bp",
+    "aggregate_accepted",
+    "candidate",
+    "device_update",
+    "is_accepted",
+    "next_threshold",
+    "score_candidate",
+    "training_seed",
+    "verdict_reason",
+]
 
 
 @dataclass(frozen=True)
@@ -63,7 +75,8 @@ class DPParams:
 
     def quantized(self) -> DPParams:
         """The values after the round trip through the contract (ε in 1e-3, δ in 1e-18, S in 1e-6),
-        as ``fedoracle.chain.TaskParams`` encodes them and :meth:`from_task` decodes them."""
+        as ``fedoracle.chain.TaskParams`` encodes them and :meth:`from_task` decodes them.
+        """
         return DPParams(*quantize_dp(self.epsilon, self.delta, self.clip), self.scaling)
 
 
@@ -121,8 +134,17 @@ def device_update(
     from fedoracle.learning.privacy import add_noise, gaussian_sigma
     from fedoracle.learning.training import local_train
 
-    trained = local_train(spec, global_weights, x, y, epochs=epochs, batch_size=batch_size,
-                          learning_rate=learning_rate, optimizer=optimizer, seed=seed)
+    trained = local_train(
+        spec,
+        global_weights,
+        x,
+        y,
+        epochs=epochs,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        optimizer=optimizer,
+        seed=seed,
+    )
     update = [np.asarray(t - g, dtype=g.dtype) for t, g in zip(trained, global_weights)]
     if dp is None:
         return update
@@ -143,8 +165,9 @@ def candidate(global_weights: Sequence[np.ndarray], update: Sequence[np.ndarray]
     return [g + u for g, u in zip(global_weights, update)]
 
 
-def score_candidate(evaluator: Any, global_weights: Sequence[np.ndarray], update: Sequence[np.ndarray],
-                    threshold_bp: int) -> Verdict:
+def score_candidate(
+    evaluator: Any, global_weights: Sequence[np.ndarray], update: Sequence[np.ndarray], threshold_bp: int
+) -> Verdict:
     """The oracle's verdict on one decoded update.
 
     Args:
@@ -165,13 +188,15 @@ def score_candidate(evaluator: Any, global_weights: Sequence[np.ndarray], update
 
 def is_accepted(reason: int, accuracy_bp: int, threshold_bp: int) -> bool:
     """The acceptance rule (``FLTaskRegistry.postVerdict``): evaluated (``OK``) and at or above the
-    threshold bound to the submission."""
+    threshold bound to the submission.
+    """
     return reason == Reason.OK and accuracy_bp >= threshold_bp
 
 
 def verdict_reason(reason: int, accuracy_bp: int, threshold_bp: int) -> Reason:
     """Why a verdict is what it is: the score's reason, or ``BELOW_THRESHOLD`` for an evaluated
-    candidate under the bar (the contract records it so)."""
+    candidate under the bar (the contract records it so).
+    """
     if reason == Reason.OK and not is_accepted(reason, accuracy_bp, threshold_bp):
         return Reason.BELOW_THRESHOLD
     return Reason(reason)

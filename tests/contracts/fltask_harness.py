@@ -131,9 +131,7 @@ def _decode_undecoded(err, error_cls) -> dict:
     abi = error_cls.abi
     types = [i.canonical_type for i in abi.inputs]
     selector = keccak(f"{abi.name}({','.join(types)})".encode())[:4]
-    assert data is not None and data[:4] == selector, (
-        f"expected {error_cls.__name__}, got {type(err).__name__}: {err}"
-    )
+    assert data is not None and data[:4] == selector, f"expected {error_cls.__name__}, got {type(err).__name__}: {err}"
     values = abi_decode(types, data[4:])
     return {i.name: v for i, v in zip(abi.inputs, values, strict=True)}
 
@@ -212,8 +210,10 @@ class TaskDriver:
     def aggregate(self, accuracy_bp: int = 7_000, model_hash=None, sender=None):
         r = self.round
         if model_hash is None:
-            model_hash = h(f"global-{self.task_id}-{r}") if self.state.accepted else bytes(
-                self.registry.getTask(self.task_id).globalModelHash
+            model_hash = (
+                h(f"global-{self.task_id}-{r}")
+                if self.state.accepted
+                else bytes(self.registry.getTask(self.task_id).globalModelHash)
             )
         return self.registry.aggregate(
             self.task_id, model_hash, model_uri(model_hash), accuracy_bp, sender=sender or self.oracle

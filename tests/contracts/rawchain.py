@@ -147,8 +147,14 @@ class RpcBackend:
         return _bytes(self._req("eth_call", [call, "latest"]))
 
     def send(self, sender: str, to: str, data: bytes, value: int = 0) -> dict:
-        tx = {"from": sender, "to": to, "data": _hex(data), "value": hex(value), "gas": hex(GAS),
-              "gasPrice": hex(GAS_PRICE)}
+        tx = {
+            "from": sender,
+            "to": to,
+            "data": _hex(data),
+            "value": hex(value),
+            "gas": hex(GAS),
+            "gasPrice": hex(GAS_PRICE),
+        }
         tx_hash = self._req("eth_sendTransaction", [tx])
         receipt = self._req("eth_getTransactionReceipt", [tx_hash])
         for _ in range(200):  # automine answers at once; a node mining on an interval may lag

@@ -28,7 +28,6 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-import fltask_harness
 import pytest
 import yaml
 from eth_abi import encode as abi_encode
@@ -36,6 +35,8 @@ from eth_utils import event_abi_to_log_topic, to_checksum_address
 
 from fedoracle.chain import ChainEvent, Phase, Status, Submission, _ErrorDecoder, artifact
 from fedoracle.errors import Reason
+
+import fltask_harness
 
 ROOT = Path(__file__).resolve().parents[2]
 INTERFACE = "contracts/IFLTaskRegistry.sol"
@@ -50,7 +51,7 @@ NOT_SCANNED = {"tests", "toolchain", "docs", "results", "contracts"}
 
 @cache
 def _compiled() -> dict[str, Any]:
-    """solc's standard-JSON output (ASTs, ABIs, devdocs) for the registry and what it imports."""
+    """Solc's standard-JSON output (ASTs, ABIs, devdocs) for the registry and what it imports."""
     node = shutil.which("node")
     if node is None:
         pytest.skip("node is not installed (./run sets it up)")
@@ -344,7 +345,8 @@ class _EventReads:
 
     def _selection(self, test: ast.expr, negated: bool = False) -> tuple[str, set[str]] | None:
         """``(event variable, names)`` when ``test`` holds only for those event names (with
-        ``negated``: when ``test`` is false only for them, as in ``ev.name != "X" or ...``)."""
+        ``negated``: when ``test`` is false only for them, as in ``ev.name != "X" or ...``).
+        """
         if isinstance(test, ast.BoolOp) and isinstance(test.op, ast.Or if negated else ast.And):
             for value in test.values:
                 if (found := self._selection(value, negated)) is not None:
@@ -510,7 +512,8 @@ def test_every_event_argument_the_python_code_reads_exists():
 
 def test_submission_mirrors_the_event_and_the_struct():
     """``chain.Submission`` reads ``ModelSubmitted`` by name and writes the ``Submission`` struct in
-    its field order (the order the on-chain commitment is checked in)."""
+    its field order (the order the on-chain commitment is checked in).
+    """
     (event,) = [i for i in _registry_abi() if i["type"] == "event" and i["name"] == "ModelSubmitted"]
     args = {p["name"]: _sample(p, k) for k, p in enumerate(event["inputs"])}
     sub = Submission.from_event(ChainEvent("ModelSubmitted", args, 1, "0x", "0x", 0))

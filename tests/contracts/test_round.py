@@ -459,7 +459,9 @@ def test_finalize_posts_the_report(awaiting, registry):
     assert_event(
         receipt,
         registry.TaskFinalized,
-        dict(taskId=awaiting.task_id, rounds=1, finalAccuracyBp=7_600, reportHash=h("report"), reportURI="blob://report"),
+        dict(
+            taskId=awaiting.task_id, rounds=1, finalAccuracyBp=7_600, reportHash=h("report"), reportURI="blob://report"
+        ),
     )
     assert registry.getState(awaiting.task_id).phase == FINALIZED
 

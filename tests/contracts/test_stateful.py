@@ -679,8 +679,6 @@ class RegistryMachine(RuleBasedStateMachine):
             self._refund(t, t.task_id, stranger)
 
 
-
-
 @pytest.mark.parametrize("provider_name", ["foundry", "test"], ids=["anvil", "in-process"])
 def test_registry_state_machine(project, networks, accounts, provider_name):
     """The full run on anvil (fast raw JSON-RPC); a shorter one on the in-process EVM.
@@ -715,6 +713,17 @@ def test_registry_state_machine(project, networks, accounts, provider_name):
         print(f"{key[0]:>18} {key[1]:<28} {n}")
     # The run must have reached every phase and every way money leaves the contract.
     if examples >= 200:
-        for fn in ("publish", "submit", "closeSubmissions", "discloseTestData", "postVerdict", "aggregate",
-                   "finalize", "cancel", "claim", "refund", "announceThreshold"):
+        for fn in (
+            "publish",
+            "submit",
+            "closeSubmissions",
+            "discloseTestData",
+            "postVerdict",
+            "aggregate",
+            "finalize",
+            "cancel",
+            "claim",
+            "refund",
+            "announceThreshold",
+        ):
             assert OUTCOMES[(fn, "ok")] > 0, f"no successful {fn} in the whole run"

@@ -52,8 +52,9 @@ class Server:
         parts = urlsplit(url)
         self.host, self.port = parts.hostname, parts.port
 
-    def request(self, method: str, path: str, body=None, headers: dict | None = None,
-                chunked: bool = False) -> tuple[int, bytes]:
+    def request(
+        self, method: str, path: str, body=None, headers: dict | None = None, chunked: bool = False
+    ) -> tuple[int, bytes]:
         """Sends one raw request (path sent exactly as given) and returns status and body."""
         conn = http.client.HTTPConnection(self.host, self.port, timeout=30)
         try:
@@ -77,13 +78,27 @@ class Server:
 @contextmanager
 def blob_server(root: Path, *, token: str | None = None, max_bytes: int = MAX_BYTES) -> Iterator[Server]:
     """Runs ``fedoracle blobs serve`` on a free loopback port until the block ends."""
-    args = [sys.executable, "-m", "fedoracle.cli", "blobs", "serve", "--host", "127.0.0.1", "--port", "0",
-            "--root", str(root), "--max-bytes", str(max_bytes)]
+    args = [
+        sys.executable,
+        "-m",
+        "fedoracle.cli",
+        "blobs",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--root",
+        str(root),
+        "--max-bytes",
+        str(max_bytes),
+    ]
     env = {k: v for k, v in os.environ.items() if k != "FEDORACLE_BLOB_TOKEN"}
     if token:
         env["FEDORACLE_BLOB_TOKEN"] = token  # the token travels by environment, as documented
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True, start_new_session=True
+    )
     try:
         ready, _, _ = select.select([proc.stdout], [], [], START_TIMEOUT)
         line = proc.stdout.readline() if ready else ""
@@ -115,6 +130,7 @@ def blob_path(digest: str) -> str:
 
 
 # --- round trips ---------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("size", [0, 1, 1000, MAX_BYTES])
 @pytest.mark.parametrize("which", ["server", "token_server"])
@@ -172,8 +188,9 @@ BAD_REQUESTS = [
 ]
 
 
-@pytest.mark.parametrize("name,method,path,body,headers,chunked,expected", BAD_REQUESTS,
-                         ids=[case[0] for case in BAD_REQUESTS])
+@pytest.mark.parametrize(
+    "name,method,path,body,headers,chunked,expected", BAD_REQUESTS, ids=[case[0] for case in BAD_REQUESTS]
+)
 def test_bad_request_is_refused_and_nothing_stored(token_server, name, method, path, body, headers, chunked, expected):
     srv = token_server
     known = srv.client().put(b"still served")
@@ -190,6 +207,7 @@ def test_bad_request_is_refused_and_nothing_stored(token_server, name, method, p
 
 
 # --- the client ----------------------------------------------------------------------------------
+
 
 def test_client_refuses_tampered_download(server):
     store = server.client()
@@ -311,6 +329,7 @@ def test_client_stops_reading_past_max_bytes():
 
 
 # --- end to end through open_store ---------------------------------------------------------------
+
 
 def test_open_store_http_with_model_bytes(token_server, monkeypatch):
     rng = np.random.default_rng(7)

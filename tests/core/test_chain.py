@@ -16,10 +16,18 @@ ORACLE = 1
 
 def params(**overrides) -> TaskParams:
     tc = TestSetCommitment.create([secrets.token_bytes(32) for _ in range(6)], 2)
-    base = dict(oracle=dev_account(ORACLE).address, model_spec_hash="0x" + "11" * 32,
-                initial_model_hash="0x" + "22" * 32, initial_model_uri="file:///init", threshold_bp=5000,
-                test_set_root=tc.root, seed_commitment=tc.seed_commitment, num_groups=6, groups_per_round=2,
-                max_rounds=3)
+    base = dict(
+        oracle=dev_account(ORACLE).address,
+        model_spec_hash="0x" + "11" * 32,
+        initial_model_hash="0x" + "22" * 32,
+        initial_model_uri="file:///init",
+        threshold_bp=5000,
+        test_set_root=tc.root,
+        seed_commitment=tc.seed_commitment,
+        num_groups=6,
+        groups_per_round=2,
+        max_rounds=3,
+    )
     base.update(overrides)
     return TaskParams(**base)
 
@@ -62,8 +70,12 @@ def test_concurrent_transactions_share_one_nonce_sequence(registry, anvil):
 
     async def many():
         devices = [as_(registry, anvil, i) for i in range(8, 14)]
-        await asyncio.gather(*(d.submit(task_id, "0x" + f"{i:02x}" * 32, "u", d.chain.address, 1)
-                               for i, d in enumerate(devices, start=1)))
+        await asyncio.gather(
+            *(
+                d.submit(task_id, "0x" + f"{i:02x}" * 32, "u", d.chain.address, 1)
+                for i, d in enumerate(devices, start=1)
+            )
+        )
         return await registry.get_state(task_id)
 
     assert run(many())["submissions"] == 6

@@ -17,11 +17,35 @@ from click.testing import CliRunner
 from fedoracle.cli import main
 from fedoracle.defaults import DEFAULTS
 
-COMMANDS = {"demo": ["demo"], "devices run": ["devices", "run"], "task publish": ["task", "publish"],
-            "oracle run": ["oracle", "run"]}
-PROTOCOL = {"--dataset", "--model", "--rounds", "--threshold", "--threshold-margin", "--epsilon", "--delta", "--clip",
-            "--malicious", "--unreliable", "--flip-rate", "--emd", "--samples-per-device", "--epochs", "--batch-size",
-            "--lr", "--optimizer", "--dp-scaling", "--seed", "--aggregation", "--data-path"}
+COMMANDS = {
+    "demo": ["demo"],
+    "devices run": ["devices", "run"],
+    "task publish": ["task", "publish"],
+    "oracle run": ["oracle", "run"],
+}
+PROTOCOL = {
+    "--dataset",
+    "--model",
+    "--rounds",
+    "--threshold",
+    "--threshold-margin",
+    "--epsilon",
+    "--delta",
+    "--clip",
+    "--malicious",
+    "--unreliable",
+    "--flip-rate",
+    "--emd",
+    "--samples-per-device",
+    "--epochs",
+    "--batch-size",
+    "--lr",
+    "--optimizer",
+    "--dp-scaling",
+    "--seed",
+    "--aggregation",
+    "--data-path",
+}
 
 
 def command(path: list[str]) -> click.Command:
@@ -61,8 +85,18 @@ def test_shared_protocol_options_show_the_same_default(a, b):
 
 def test_demo_and_fleet_share_every_training_parameter():
     demo, fleet = shown_defaults(COMMANDS["demo"]), shown_defaults(COMMANDS["devices run"])
-    training = {"--dataset", "--malicious", "--unreliable", "--flip-rate", "--emd", "--samples-per-device",
-                "--epochs", "--batch-size", "--lr", "--data-path"}
+    training = {
+        "--dataset",
+        "--malicious",
+        "--unreliable",
+        "--flip-rate",
+        "--emd",
+        "--samples-per-device",
+        "--epochs",
+        "--batch-size",
+        "--lr",
+        "--data-path",
+    }
     assert training <= set(demo) & set(fleet)
     assert fleet["--flip-rate"] == str(DEFAULTS.flip_rate) and fleet["--lr"] == str(DEFAULTS.learning_rate)
 
@@ -84,11 +118,29 @@ def test_a_device_of_devices_run_is_a_device_of_the_demo():
 
     demo, fleet, training, plan = DemoConfig(), FleetConfig(), TrainingConfig(), TaskPlan()
     assert (fleet.count, fleet.malicious, fleet.unreliable, fleet.flip_rate, fleet.emd) == (
-        demo.count, demo.malicious, demo.unreliable, demo.flip_rate, demo.emd)
+        demo.count,
+        demo.malicious,
+        demo.unreliable,
+        demo.flip_rate,
+        demo.emd,
+    )
     assert (training.epochs, training.batch_size, training.learning_rate) == (
-        demo.epochs, demo.batch_size, demo.learning_rate)
+        demo.epochs,
+        demo.batch_size,
+        demo.learning_rate,
+    )
     assert (plan.epsilon, plan.delta, plan.clip, plan.rounds, plan.initial_threshold) == (
-        demo.epsilon, demo.delta, demo.clip, demo.rounds, DEFAULTS.threshold(demo.dataset))
+        demo.epsilon,
+        demo.delta,
+        demo.clip,
+        demo.rounds,
+        DEFAULTS.threshold(demo.dataset),
+    )
     run = RunConfig()
     assert (run.epochs, run.learning_rate, run.clip, run.threshold_margin, run.initial_threshold) == (
-        demo.epochs, demo.learning_rate, demo.clip, demo.threshold_margin, plan.initial_threshold)
+        demo.epochs,
+        demo.learning_rate,
+        demo.clip,
+        demo.threshold_margin,
+        plan.initial_threshold,
+    )

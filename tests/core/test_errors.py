@@ -82,8 +82,9 @@ def test_every_exception_class_derives_from_fedoracle_error(name):
 
 
 def test_public_exception_classes_live_in_the_errors_module():
-    elsewhere = {name: [m for m, _ in CLASSES[name] if m != ERRORS_MODULE] for name in EXCEPTIONS
-                 if not name.startswith("_")}
+    elsewhere = {
+        name: [m for m, _ in CLASSES[name] if m != ERRORS_MODULE] for name in EXCEPTIONS if not name.startswith("_")
+    }
     assert {name: mods for name, mods in elsewhere.items() if mods} == {}
 
 
@@ -103,8 +104,11 @@ def test_no_domain_failure_is_raised_as_a_bare_builtin():
 def test_the_tree_in_the_errors_docstring_is_the_tree_in_the_code():
     tree = errors.__doc__.split("::", 1)[1].strip("\n").split("\n\n", 1)[0]
     documented = set(re.findall(r"^[\s│├└─]*(\w+)", tree, re.MULTILINE))
-    defined = {name for name, obj in vars(errors).items()
-               if inspect.isclass(obj) and issubclass(obj, BaseException) and obj.__module__ == errors.__name__}
+    defined = {
+        name
+        for name, obj in vars(errors).items()
+        if inspect.isclass(obj) and issubclass(obj, BaseException) and obj.__module__ == errors.__name__
+    }
     assert documented == defined
     assert all(issubclass(getattr(errors, name), errors.FedoracleError) for name in defined)
 
@@ -120,6 +124,8 @@ def test_moved_classes_are_still_importable_where_they_were():
 def test_callers_that_catch_the_builtin_still_catch_the_subclass():
     assert issubclass(errors.DemoTimeout, TimeoutError)  # run_demo catches TimeoutError
     assert issubclass(errors.NonceTaken, errors.TransactionRejected)
-    assert all(issubclass(c, errors.ChainError) for c in (errors.ChainUnreachable, errors.ChainReverted,
-                                                          errors.TransactionRejected, errors.TransactionNotMined))
+    assert all(
+        issubclass(c, errors.ChainError)
+        for c in (errors.ChainUnreachable, errors.ChainReverted, errors.TransactionRejected, errors.TransactionNotMined)
+    )
     assert issubclass(errors.ToolMissing, errors.ServiceError)

@@ -22,7 +22,11 @@ def test_reads_each_event_once_in_order(registry):
 
     t1, t2, seen = run(go())
     assert [(e.name, e.args["taskId"]) for e in seen] == [
-        ("TaskPublished", t1), ("RoundOpened", t1), ("TaskPublished", t2), ("RoundOpened", t2)]
+        ("TaskPublished", t1),
+        ("RoundOpened", t1),
+        ("TaskPublished", t2),
+        ("RoundOpened", t2),
+    ]
 
 
 def test_confirmations_hold_back_recent_blocks(registry, anvil):

@@ -13,16 +13,20 @@ import pytest
 from fedoracle.procs import stop_process_group, stop_process_groups
 
 # A child that ignores SIGTERM says "ready" once it does; its parent (the group leader) says the child's pid.
-CHILD = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); time.sleep(120)"
+CHILD = (
+    "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); time.sleep(120)"
+)
 
 
 def leader(*, ignore_term: bool) -> tuple[subprocess.Popen, int]:
     """Starts a group leader with one SIGTERM-ignoring child; returns it and the child's pid, both ready."""
-    code = (f"import signal, subprocess, sys, time\n"
-            f"{'signal.signal(signal.SIGTERM, signal.SIG_IGN)' if ignore_term else ''}\n"
-            f"child = subprocess.Popen([sys.executable, '-c', {CHILD!r}])\n"
-            f"print(child.pid, flush=True)\n"
-            f"time.sleep(120)\n")
+    code = (
+        f"import signal, subprocess, sys, time\n"
+        f"{'signal.signal(signal.SIGTERM, signal.SIG_IGN)' if ignore_term else ''}\n"
+        f"child = subprocess.Popen([sys.executable, '-c', {CHILD!r}])\n"
+        f"print(child.pid, flush=True)\n"
+        f"time.sleep(120)\n"
+    )
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, start_new_session=True)
     lines = [proc.stdout.readline().strip(), proc.stdout.readline().strip()]  # the pid and "ready", either order
     assert "ready" in lines, lines

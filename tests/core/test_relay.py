@@ -29,11 +29,13 @@ def test_lifecycle_events_become_retained_messages(registry, anvil, broker):
         async with mqtt.client(broker.url, "late-subscriber") as c:
             await c.subscribe(f"{mqtt.task_topic(task_id)}/#", qos=1)
             await c.subscribe(mqtt.task_topic(task_id), qos=1)
+
             async def collect():
                 async for m in c.messages:
                     got[str(m.topic)] = json.loads(m.payload)
                     if len(got) == 3:
                         return
+
             await asyncio.wait_for(collect(), 10)
         relay_task.cancel()
         await asyncio.gather(relay_task, return_exceptions=True)

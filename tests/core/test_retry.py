@@ -7,7 +7,8 @@ import math
 import random
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from fedoracle.retry import Backoff, retry_async, retry_sync
 
@@ -26,7 +27,7 @@ def test_delays_never_pass_the_cap_and_grow_until_they_reach_it(initial, cap, fa
     for a, b in zip(delays, delays[1:]):  # each step grows by the factor, until the cap holds it
         assert b == min(a * factor, cap)
     if delays[-1] == cap:
-        assert delays[delays.index(cap):] == [cap] * (n - delays.index(cap))  # at the cap it stays
+        assert delays[delays.index(cap) :] == [cap] * (n - delays.index(cap))  # at the cap it stays
 
 
 @given(initials, caps, st.floats(min_value=0.0, max_value=2.0), st.integers(min_value=0, max_value=2**32))
@@ -105,8 +106,14 @@ def test_sync_retries_wait_out_the_backoff_and_stop_at_the_limit(failures, attem
     expected = Backoff(0.1, cap=1.0)
 
     def call():
-        return retry_sync(flaky, backoff=Backoff(0.1, cap=1.0), retry_on=OSError, attempts=attempts, sleep=waits,
-                          on_retry=lambda exc, n, delay: hooked.append((n, delay)))
+        return retry_sync(
+            flaky,
+            backoff=Backoff(0.1, cap=1.0),
+            retry_on=OSError,
+            attempts=attempts,
+            sleep=waits,
+            on_retry=lambda exc, n, delay: hooked.append((n, delay)),
+        )
 
     if failures < attempts:
         assert call() == "ok"
@@ -124,8 +131,13 @@ def test_async_retries_behave_the_same(failures, attempts):
     flaky, waits = Flaky(failures), Waits()
 
     async def go():
-        return await retry_async(flaky.call_async, backoff=Backoff(0.1, cap=1.0), retry_on=OSError,
-                                 attempts=attempts, sleep=waits.async_sleep)
+        return await retry_async(
+            flaky.call_async,
+            backoff=Backoff(0.1, cap=1.0),
+            retry_on=OSError,
+            attempts=attempts,
+            sleep=waits.async_sleep,
+        )
 
     if failures < attempts:
         assert asyncio.run(go()) == "ok"
@@ -147,8 +159,9 @@ def test_errors_not_worth_a_retry_pass_straight_through():
 
     refused = Flaky(3, OSError("refused for good"))
     with pytest.raises(OSError):
-        retry_sync(refused, backoff=Backoff(0.1), retry_on=OSError, retry_if=lambda e: "good" not in str(e),
-                   sleep=waits)
+        retry_sync(
+            refused, backoff=Backoff(0.1), retry_on=OSError, retry_if=lambda e: "good" not in str(e), sleep=waits
+        )
     assert (refused.calls, waits.slept) == (1, [])
 
     async def go():
@@ -185,8 +198,9 @@ def test_give_up_is_asked_after_each_wait():
             stopped.set()
 
     async def go():
-        await retry_async(flaky.call_async, backoff=Backoff(0.5), retry_on=OSError, sleep=stopping_sleep,
-                          give_up=stopped.is_set)
+        await retry_async(
+            flaky.call_async, backoff=Backoff(0.5), retry_on=OSError, sleep=stopping_sleep, give_up=stopped.is_set
+        )
 
     with pytest.raises(OSError):
         asyncio.run(go())

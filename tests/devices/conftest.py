@@ -68,11 +68,15 @@ class Harness:
     async def events(self, name: str | None = None) -> list[ChainEvent]:
         """This task's events so far (optionally of one name)."""
         head = await self.registry.chain.block_number()
-        return [e for e in await self.registry.get_events(self.published.block_number, head)
-                if e.args.get("taskId") == self.task_id and (name is None or e.name == name)]
+        return [
+            e
+            for e in await self.registry.get_events(self.published.block_number, head)
+            if e.args.get("taskId") == self.task_id and (name is None or e.name == name)
+        ]
 
     async def wait_phase(self, *phases: Phase, round_: int | None = None, timeout: float = 300) -> dict:
         """Waits until the task is in one of ``phases`` (and at ``round_`` when given)."""
+
         async def poll() -> dict:
             while True:
                 state = await self.registry.get_state(self.task_id)
@@ -90,6 +94,7 @@ class Harness:
 
 async def wait_for(predicate, timeout: float = 120, interval: float = 0.1) -> None:
     """Polls ``predicate()`` (sync or async) until it is true."""
+
     async def poll() -> None:
         while True:
             value = predicate()
@@ -110,14 +115,32 @@ def fleet_config(count: int, key_seed: str, **kw) -> FleetConfig:
     from devices.client import TrainingConfig
 
     training = TrainingConfig(epochs=kw.pop("epochs", 3), batch_size=128, learning_rate=2e-3)
-    return FleetConfig(count=count, key_seed=key_seed, flip_rate=kw.pop("flip_rate", 1.0), emd=1.5,
-                       samples_per_device=kw.pop("samples_per_device", 400), training=training, **kw)
+    return FleetConfig(
+        count=count,
+        key_seed=key_seed,
+        flip_rate=kw.pop("flip_rate", 1.0),
+        emd=1.5,
+        samples_per_device=kw.pop("samples_per_device", 400),
+        training=training,
+        **kw,
+    )
 
 
 @contextlib.asynccontextmanager
-async def task_harness(anvil, broker_url: str, registry: TaskRegistry, tmp_path: Path, mnist, plan: TaskPlan,
-                       fleet: FleetConfig | None = None, *, oracle: bool = True, threshold_margin: float | None = 0.05,
-                       start_devices: bool = True, relay: bool = True) -> AsyncIterator[Harness]:
+async def task_harness(
+    anvil,
+    broker_url: str,
+    registry: TaskRegistry,
+    tmp_path: Path,
+    mnist,
+    plan: TaskPlan,
+    fleet: FleetConfig | None = None,
+    *,
+    oracle: bool = True,
+    threshold_margin: float | None = 0.05,
+    start_devices: bool = True,
+    relay: bool = True,
+) -> AsyncIterator[Harness]:
     """Publishes ``plan`` and runs relay, oracle and the fleet's devices until the block exits."""
     from oracle.daemon import Oracle, OracleConfig
     from oracle.pool import InProcessPool
@@ -138,10 +161,19 @@ async def task_harness(anvil, broker_url: str, registry: TaskRegistry, tmp_path:
     relay_obj = Relay(anvil.rpc_url, registry.address, broker_url, from_block=published.block_number)
     orc = None
     if oracle:
-        orc = Oracle(Chain(anvil.rpc_url, dev_account(ORACLE)), registry.address, blobs,
-                     InProcessPool(Scorer(blobs, str(vault))),
-                     OracleConfig(vault=vault, state_dir=tmp_path / "oracle", poll_interval=0.1,
-                                  from_block=published.block_number, threshold_margin=threshold_margin))
+        orc = Oracle(
+            Chain(anvil.rpc_url, dev_account(ORACLE)),
+            registry.address,
+            blobs,
+            InProcessPool(Scorer(blobs, str(vault))),
+            OracleConfig(
+                vault=vault,
+                state_dir=tmp_path / "oracle",
+                poll_interval=0.1,
+                from_block=published.block_number,
+                threshold_margin=threshold_margin,
+            ),
+        )
     h = Harness(publisher, published, blobs, relay_obj, orc, devices)
     ready = asyncio.Event()
     if relay:

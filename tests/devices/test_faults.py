@@ -20,8 +20,17 @@ from tests.devices.conftest import fleet_config, task_harness, wait_for
 
 def quick_plan(**kw) -> TaskPlan:
     """A small MNIST task; the threshold is low because these tests are about liveness."""
-    base = dict(dataset="mnist", rounds=1, threshold=0.1, clip=5.0, groups_per_round=1, test_examples=400,
-                max_submissions_per_round=3, reward_eth=0.03, round_duration=600)
+    base = dict(
+        dataset="mnist",
+        rounds=1,
+        threshold=0.1,
+        clip=5.0,
+        groups_per_round=1,
+        test_examples=400,
+        max_submissions_per_round=3,
+        reward_eth=0.03,
+        round_duration=600,
+    )
     return TaskPlan(**{**base, **kw})
 
 
@@ -29,9 +38,16 @@ def test_broker_restart_mid_round_devices_reconnect_and_finish(anvil, own_broker
     plan = quick_plan(rounds=2)
 
     async def go():
-        async with task_harness(anvil, own_broker.url, fresh_registry, tmp_path, mnist, plan,
-                                fleet_config(3, f"restart-{tmp_path.name}", malicious=0, unreliable=0),
-                                threshold_margin=None) as h:
+        async with task_harness(
+            anvil,
+            own_broker.url,
+            fresh_registry,
+            tmp_path,
+            mnist,
+            plan,
+            fleet_config(3, f"restart-{tmp_path.name}", malicious=0, unreliable=0),
+            threshold_margin=None,
+        ) as h:
             await wait_for(lambda: all((h.task_id, 1) in d.stats.training for d in h.devices))
             state = await fresh_registry.get_state(h.task_id)
             before = await h.events("ModelSubmitted")
@@ -63,9 +79,16 @@ def test_retained_replay_and_a_restarted_device_do_not_submit_twice(anvil, broke
     plan = quick_plan(max_submissions_per_round=5)  # stays open: the replay meets an open round
 
     async def go():
-        async with task_harness(anvil, broker.url, registry, tmp_path, mnist, plan,
-                                fleet_config(2, f"replay-{tmp_path.name}", malicious=0, unreliable=0),
-                                oracle=False) as h:
+        async with task_harness(
+            anvil,
+            broker.url,
+            registry,
+            tmp_path,
+            mnist,
+            plan,
+            fleet_config(2, f"replay-{tmp_path.name}", malicious=0, unreliable=0),
+            oracle=False,
+        ) as h:
             task_id = h.task_id
             await wait_for(lambda: all(d.stats.submitted for d in h.devices))
             # 1. The same retained messages again (a relay restart republishes them like this).
@@ -76,8 +99,17 @@ def test_retained_replay_and_a_restarted_device_do_not_submit_twice(anvil, broke
             old = h.devices[0]
             h.jobs[old.name].cancel()
             await asyncio.gather(h.jobs[old.name], return_exceptions=True)
-            reborn = Device(old.account, anvil.rpc_url, registry.address, h.blobs, broker.url, old.train,
-                            payee=old.payee, name=old.name + "-restarted", tasks={task_id})
+            reborn = Device(
+                old.account,
+                anvil.rpc_url,
+                registry.address,
+                h.blobs,
+                broker.url,
+                old.train,
+                payee=old.payee,
+                name=old.name + "-restarted",
+                tasks={task_id},
+            )
             h.start_device(reborn)
             await wait_for(lambda: reborn.stats.skipped)
             # 3. And a reconnect of device 1 (a fresh subscription gets the retained round again).
@@ -107,26 +139,41 @@ def test_malformed_and_forged_messages_are_logged_and_ignored(anvil, broker, reg
 
     async def go():
         # The relay starts late: the forgeries reach the device before the genuine round does.
-        async with task_harness(anvil, broker.url, registry, tmp_path, mnist, plan,
-                                fleet_config(1, f"forged-{tmp_path.name}", malicious=0, unreliable=0),
-                                oracle=False, relay=False) as h:
+        async with task_harness(
+            anvil,
+            broker.url,
+            registry,
+            tmp_path,
+            mnist,
+            plan,
+            fleet_config(1, f"forged-{tmp_path.name}", malicious=0, unreliable=0),
+            oracle=False,
+            relay=False,
+        ) as h:
             (device,) = h.devices
             task_id = h.task_id
             await wait_for(lambda: device.connected.is_set())
             task = await registry.get_task(task_id)
             genuine = mqtt.RoundMessage(
-                registry=registry.address, chain_id=await registry.chain.chain_id(),
-                block_number=h.published.block_number, tx_hash="0x" + "00" * 32, task_id=task_id, round=1,
-                global_model_hash=task["globalModelHash"], global_model_uri="", deadline=0).model_dump()
+                registry=registry.address,
+                chain_id=await registry.chain.chain_id(),
+                block_number=h.published.block_number,
+                tx_hash="0x" + "00" * 32,
+                task_id=task_id,
+                round=1,
+                global_model_hash=task["globalModelHash"],
+                global_model_uri="",
+                deadline=0,
+            ).model_dump()
             topic = mqtt.round_topic(task_id, 1)
             forged = [
                 b"not json at all",
                 b"[1, 2, 3]",
                 b"\xff\xfe",
-                json.dumps({**genuine, "round": "one"}).encode(),                       # schema
-                json.dumps({**genuine, "registry": "0x" + "12" * 20}).encode(),          # another registry
+                json.dumps({**genuine, "round": "one"}).encode(),  # schema
+                json.dumps({**genuine, "registry": "0x" + "12" * 20}).encode(),  # another registry
                 json.dumps({**genuine, "global_model_hash": "0x" + "ab" * 32}).encode(),  # not the chain's model
-                json.dumps({**genuine, "chain_id": 1}).encode(),                         # another chain
+                json.dumps({**genuine, "chain_id": 1}).encode(),  # another chain
             ]
             async with mqtt.client(broker.url, "forger") as c:
                 for payload in forged:
@@ -144,8 +191,14 @@ def test_malformed_and_forged_messages_are_logged_and_ignored(anvil, broker, reg
     h, device, dropped, trained, alive, submitted = run(asyncio.wait_for(go(), 300))
     assert trained == []  # no forgery made the device train
     reasons = " | ".join(why for _, why in dropped)
-    for needle in ("JSON", "expected a JSON object", "registry", "differs from the chain's", "chain id",
-                   "round 2 is not open on-chain"):
+    for needle in (
+        "JSON",
+        "expected a JSON object",
+        "registry",
+        "differs from the chain's",
+        "chain id",
+        "round 2 is not open on-chain",
+    ):
         assert needle in reasons, (needle, reasons)
     assert alive  # nothing crashed the listener
     # The forged round did not shadow the genuine one: it was trained on and submitted, once.

@@ -26,17 +26,55 @@ from tests.devices.conftest import FAUCET, task_harness, wait_for
 from tests.devices.test_faults import quick_plan
 
 
-def spawn_device(index: int, anvil, registry, broker, blobs: Path, key_seed: str, task_id: int, epochs: int,
-                 log_path: Path) -> subprocess.Popen:
+def spawn_device(
+    index: int, anvil, registry, broker, blobs: Path, key_seed: str, task_id: int, epochs: int, log_path: Path
+) -> subprocess.Popen:
     """``fedoracle devices run`` for device ``index`` of a 2-device fleet, in its own process group."""
-    args = [sys.executable, "-m", "fedoracle.cli", "-v", "devices", "run", "--rpc-url", anvil.rpc_url,
-            "--registry", registry.address, "--broker-url", broker.url, "--blob-store", f"file://{blobs}",
-            "--count", "1", "--first-index", str(index), "--fleet-size", "2", "--malicious", "0",
-            "--unreliable", "0", "--samples-per-device", "400", "--epochs", str(epochs), "--lr", "2e-3",
-            "--key-seed", key_seed, "--task", str(task_id)]
+    args = [
+        sys.executable,
+        "-m",
+        "fedoracle.cli",
+        "-v",
+        "devices",
+        "run",
+        "--rpc-url",
+        anvil.rpc_url,
+        "--registry",
+        registry.address,
+        "--broker-url",
+        broker.url,
+        "--blob-store",
+        f"file://{blobs}",
+        "--count",
+        "1",
+        "--first-index",
+        str(index),
+        "--fleet-size",
+        "2",
+        "--malicious",
+        "0",
+        "--unreliable",
+        "0",
+        "--samples-per-device",
+        "400",
+        "--epochs",
+        str(epochs),
+        "--lr",
+        "2e-3",
+        "--key-seed",
+        key_seed,
+        "--task",
+        str(task_id),
+    ]
     with open(log_path, "wb") as out:
-        return subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+        return subprocess.Popen(
+            args,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            env=dict(os.environ, PYTHONUNBUFFERED="1"),
+        )
 
 
 async def presence(broker_url: str, addresses: list[str], want: str, timeout: float = 120) -> None:
@@ -64,8 +102,15 @@ def test_killed_device_process_does_not_block_the_round(anvil, broker, fresh_reg
     async def go():
         await fund(anvil.rpc_url, f"dev:{FAUCET}", addresses, 10**18)
         # Task 1 is a decoy the fleet is not told to join; task 2 is theirs.
-        async with task_harness(anvil, broker.url, registry, tmp_path / "decoy", mnist,
-                                quick_plan(max_submissions_per_round=5), oracle=False) as decoy:
+        async with task_harness(
+            anvil,
+            broker.url,
+            registry,
+            tmp_path / "decoy",
+            mnist,
+            quick_plan(max_submissions_per_round=5),
+            oracle=False,
+        ) as decoy:
             target = decoy.task_id + 1
             blobs = tmp_path / "blobs"
             survivor = spawn_device(0, anvil, registry, broker, blobs, key_seed, target, 1, tmp_path / "dev0.log")
@@ -74,11 +119,11 @@ def test_killed_device_process_does_not_block_the_round(anvil, broker, fresh_reg
             await presence(broker.url, addresses, "online", timeout=180)
             # The deadline is what closes this round: three slots, two devices, one of them killed.
             plan = quick_plan(max_submissions_per_round=3, round_duration=40)
-            async with task_harness(anvil, broker.url, registry, tmp_path, mnist, plan,
-                                    threshold_margin=None) as h:
+            async with task_harness(anvil, broker.url, registry, tmp_path, mnist, plan, threshold_margin=None) as h:
                 assert h.task_id == target
-                await wait_for(lambda: f"training for task {target} round 1" in (tmp_path / "dev1.log").read_text(),
-                               timeout=120)
+                await wait_for(
+                    lambda: f"training for task {target} round 1" in (tmp_path / "dev1.log").read_text(), timeout=120
+                )
                 os.killpg(victim.pid, signal.SIGKILL)  # mid-training, no goodbye
                 await presence(broker.url, [addresses[1]], "offline", timeout=60)  # its last will
                 state = await h.wait_phase(Phase.FINALIZED, timeout=300)

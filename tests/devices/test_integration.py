@@ -20,13 +20,30 @@ REWARD = 10**18 + 7  # not a multiple of maxRounds: the last round's pool takes 
 
 def test_fleet_of_ten_completes_two_rounds_and_the_money_adds_up(anvil, broker, fresh_registry, tmp_path, mnist):
     registry = fresh_registry
-    plan = TaskPlan(dataset="mnist", rounds=2, threshold=0.5, clip=5.0, epsilon=8.0, delta=1e-5,
-                    groups_per_round=2, test_examples=1_000, max_submissions_per_round=10,
-                    reward_eth=REWARD / 10**18, round_duration=600)
+    plan = TaskPlan(
+        dataset="mnist",
+        rounds=2,
+        threshold=0.5,
+        clip=5.0,
+        epsilon=8.0,
+        delta=1e-5,
+        groups_per_round=2,
+        test_examples=1_000,
+        max_submissions_per_round=10,
+        reward_eth=REWARD / 10**18,
+        round_duration=600,
+    )
 
     async def go():
-        async with task_harness(anvil, broker.url, registry, tmp_path, mnist, plan,
-                                fleet_config(10, f"it-{tmp_path.name}", malicious=0.2, unreliable=0.2)) as h:
+        async with task_harness(
+            anvil,
+            broker.url,
+            registry,
+            tmp_path,
+            mnist,
+            plan,
+            fleet_config(10, f"it-{tmp_path.name}", malicious=0.2, unreliable=0.2),
+        ) as h:
             reward = (await registry.get_task(h.task_id))["reward"]
             await h.wait_phase(Phase.FINALIZED, timeout=600)
             rounds = [await registry.get_round(h.task_id, r) for r in (1, 2)]
@@ -34,8 +51,9 @@ def test_fleet_of_ten_completes_two_rounds_and_the_money_adds_up(anvil, broker, 
             # Devices claim by themselves once they hear the task is finalized.
             await wait_for(lambda: sum(len(d.stats.claims) for d in h.devices) == accepted, timeout=120)
             await wait_for(lambda: _all_claimed(h, registry), timeout=60)
-            verdicts = {(d.name, r): await registry.get_verdict(h.task_id, r, d.address)
-                        for d in h.devices for r in (1, 2)}
+            verdicts = {
+                (d.name, r): await registry.get_verdict(h.task_id, r, d.address) for d in h.devices for r in (1, 2)
+            }
             submitted = Counter((e.args["device"].lower(), e.args["round"]) for e in await h.events("ModelSubmitted"))
             payees = {d.name: await registry.chain.balance(d.payee) for d in h.devices}
             raised = [e.args["thresholdBp"] for e in await h.events("ThresholdAnnounced")]
@@ -43,8 +61,18 @@ def test_fleet_of_ten_completes_two_rounds_and_the_money_adds_up(anvil, broker, 
             refundable = await registry.refundable(h.task_id)
             await registry.refund(h.task_id)
             balance_after = await registry.chain.balance(registry.address)
-            return (h, reward, rounds, verdicts, submitted, payees, balance_before_refund, refundable, balance_after,
-                    raised)
+            return (
+                h,
+                reward,
+                rounds,
+                verdicts,
+                submitted,
+                payees,
+                balance_before_refund,
+                refundable,
+                balance_after,
+                raised,
+            )
 
     h, reward, rounds, verdicts, submitted, payees, before, refundable, after, raised = run(asyncio.wait_for(go(), 900))
     kinds = Counter(d.kind for d in h.devices)
@@ -75,8 +103,9 @@ def test_fleet_of_ten_completes_two_rounds_and_the_money_adds_up(anvil, broker, 
     allocated = sum(rec["rewardPerAccepted"] * rec["accepted"] for rec in rounds)
     # Each device's payee holds exactly its accepted rounds' shares (payees start empty).
     for d in h.devices:
-        expected = sum(rounds[r - 1]["rewardPerAccepted"] for r in (1, 2)
-                       if verdicts[(d.name, r)]["status"] == Status.CLAIMED)
+        expected = sum(
+            rounds[r - 1]["rewardPerAccepted"] for r in (1, 2) if verdicts[(d.name, r)]["status"] == Status.CLAIMED
+        )
         assert payees[d.name] == expected == d.stats.claimed_wei, d.name
     # After every claim the contract holds exactly the unallocated escrow; after the refund, nothing.
     assert before == refundable == reward - allocated

@@ -30,9 +30,24 @@ def test_demo_runs_the_whole_task_and_cleans_up(tmp_path):
     marker = uuid.uuid4().hex
     env = dict(os.environ, FEDORACLE_TEST_RUN=marker)
     proc = subprocess.run(
-        [sys.executable, "-m", "fedoracle.cli", "demo", "--devices", "10", "--rounds", "2", "--out", str(tmp_path),
-         "--timeout", "400"],
-        env=env, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "fedoracle.cli",
+            "demo",
+            "--devices",
+            "10",
+            "--rounds",
+            "2",
+            "--out",
+            str(tmp_path),
+            "--timeout",
+            "400",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Task 1 — finalized" in proc.stdout
@@ -66,7 +81,10 @@ def test_interrupted_demo_stops_everything(tmp_path, sig):
     env = dict(os.environ, FEDORACLE_TEST_RUN=marker)
     proc = subprocess.Popen(
         [sys.executable, "-m", "fedoracle.cli", "demo", "--devices", "4", "--rounds", "2", "--out", str(tmp_path)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     # Wait until the roles are up: the oracle's and the fleet's logs appear in the run folder.
     deadline = time.monotonic() + 180

@@ -17,21 +17,51 @@ from tests.e2e.test_demo import processes_with_marker
 
 
 def fedoracle(*args: str, env: dict, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "fedoracle.cli", *args], env=env, capture_output=True, text=True,
-                          timeout=300, check=True, **kwargs)
+    return subprocess.run(
+        [sys.executable, "-m", "fedoracle.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+        **kwargs,
+    )
 
 
 def test_roles_one_by_one_from_the_command_line(anvil, broker, tmp_path):
     marker = uuid.uuid4().hex
-    env = dict(os.environ, FEDORACLE_TEST_RUN=marker, FEDORACLE_RPC_URL=anvil.rpc_url,
-               FEDORACLE_BROKER_URL=broker.url, FEDORACLE_BLOB_STORE=str(tmp_path / "blobs"))
+    env = dict(
+        os.environ,
+        FEDORACLE_TEST_RUN=marker,
+        FEDORACLE_RPC_URL=anvil.rpc_url,
+        FEDORACLE_BROKER_URL=broker.url,
+        FEDORACLE_BLOB_STORE=str(tmp_path / "blobs"),
+    )
     env["FEDORACLE_REGISTRY"] = fedoracle("deploy", "--key", "dev:0", env=env).stdout.strip()
     oracle = fedoracle("deploy", "--key", "dev:0", env=env)  # a second registry: ignored below
     assert oracle.stdout.strip() != env["FEDORACLE_REGISTRY"]
     oracle_address = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"  # dev:1
-    published = json.loads(fedoracle(
-        "task", "publish", "--key", "dev:0", "--oracle", oracle_address, "--vault", str(tmp_path / "vault"),
-        "--rounds", "1", "--threshold", "0.5", "--max-submissions", "3", "--reward", "0.3", env=env).stdout)
+    published = json.loads(
+        fedoracle(
+            "task",
+            "publish",
+            "--key",
+            "dev:0",
+            "--oracle",
+            oracle_address,
+            "--vault",
+            str(tmp_path / "vault"),
+            "--rounds",
+            "1",
+            "--threshold",
+            "0.5",
+            "--max-submissions",
+            "3",
+            "--reward",
+            "0.3",
+            env=env,
+        ).stdout
+    )
     task_id = published["task_id"]
     assert published["spec_hash"].startswith("0x") and published["test_set_root"].startswith("0x")
 
@@ -39,15 +69,55 @@ def test_roles_one_by_one_from_the_command_line(anvil, broker, tmp_path):
     try:
         for name, args in (
             ("relay", ["relay", "run", "--from-block", str(published["block"])]),
-            ("oracle", ["oracle", "run", "--key", "dev:1", "--vault", str(tmp_path / "vault"),
-                        "--state-dir", str(tmp_path / "oracle")]),
-            ("devices", ["devices", "run", "--count", "3", "--malicious", "0", "--unreliable", "0",
-                         "--samples-per-device", "600", "--epochs", "3", "--lr", "2e-3", "--fund-from", "dev:2",
-                         "--task", str(task_id), "--key-seed", marker]),
+            (
+                "oracle",
+                [
+                    "oracle",
+                    "run",
+                    "--key",
+                    "dev:1",
+                    "--vault",
+                    str(tmp_path / "vault"),
+                    "--state-dir",
+                    str(tmp_path / "oracle"),
+                ],
+            ),
+            (
+                "devices",
+                [
+                    "devices",
+                    "run",
+                    "--count",
+                    "3",
+                    "--malicious",
+                    "0",
+                    "--unreliable",
+                    "0",
+                    "--samples-per-device",
+                    "600",
+                    "--epochs",
+                    "3",
+                    "--lr",
+                    "2e-3",
+                    "--fund-from",
+                    "dev:2",
+                    "--task",
+                    str(task_id),
+                    "--key-seed",
+                    marker,
+                ],
+            ),
         ):
             with open(tmp_path / f"{name}.log", "wb") as out:
-                procs.append(subprocess.Popen([sys.executable, "-m", "fedoracle.cli", *args], env=env, stdout=out,
-                                              stderr=subprocess.STDOUT, start_new_session=True))
+                procs.append(
+                    subprocess.Popen(
+                        [sys.executable, "-m", "fedoracle.cli", *args],
+                        env=env,
+                        stdout=out,
+                        stderr=subprocess.STDOUT,
+                        start_new_session=True,
+                    )
+                )
         deadline = time.monotonic() + 300
         while True:
             status = json.loads(fedoracle("status", str(task_id), "--json", env=env).stdout)

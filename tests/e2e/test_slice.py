@@ -34,32 +34,69 @@ class GarbageTrainer:
 
 
 def test_slice_publish_submit_verdict_aggregate_claim(registry, anvil, broker, tmp_path, mnist):
-    plan = TaskPlan(dataset="mnist", architecture="small_cnn", rounds=1, threshold=0.5, groups_per_round=2,
-                    test_examples=1_000, clip=1.0, epsilon=8.0, delta=1e-5, max_submissions_per_round=3,
-                    reward_eth=0.3)
+    plan = TaskPlan(
+        dataset="mnist",
+        architecture="small_cnn",
+        rounds=1,
+        threshold=0.5,
+        groups_per_round=2,
+        test_examples=1_000,
+        clip=1.0,
+        epsilon=8.0,
+        delta=1e-5,
+        max_submissions_per_round=3,
+        reward_eth=0.3,
+    )
     blobs_dir = tmp_path / "blobs"
 
     async def go():
         from fedoracle.blobstore import LocalBlobStore
 
         blobs = LocalBlobStore(blobs_dir)
-        published = await publish_task(registry, blobs, tmp_path / "vault", plan, dev_account(1).address,
-                                       dataset=mnist)
+        published = await publish_task(registry, blobs, tmp_path / "vault", plan, dev_account(1).address, dataset=mnist)
         task_id = published.task_id
-        oracle = Oracle(Chain(anvil.rpc_url, dev_account(1)), registry.address, blobs,
-                        InProcessPool(Scorer(blobs, str(tmp_path / "vault"))),
-                        OracleConfig(vault=tmp_path / "vault", state_dir=tmp_path / "oracle", poll_interval=0.1,
-                                     from_block=published.block_number, threshold_margin=None))
+        oracle = Oracle(
+            Chain(anvil.rpc_url, dev_account(1)),
+            registry.address,
+            blobs,
+            InProcessPool(Scorer(blobs, str(tmp_path / "vault"))),
+            OracleConfig(
+                vault=tmp_path / "vault",
+                state_dir=tmp_path / "oracle",
+                poll_interval=0.1,
+                from_block=published.block_number,
+                threshold_margin=None,
+            ),
+        )
         relay = Relay(anvil.rpc_url, registry.address, broker.url, from_block=published.block_number)
         cfg = TrainingConfig(epochs=1, batch_size=64, learning_rate=1e-3, dp=False)
         rng = np.random.default_rng(1)
         devices = []
         for i, idx in enumerate(np.array_split(rng.permutation(len(mnist.y_train))[:3000], 2)):
-            devices.append(Device(dev_account(10 + i), anvil.rpc_url, registry.address, blobs, broker.url,
-                                  LocalTrainer(mnist.x_train[idx], mnist.y_train[idx], cfg, seed=i),
-                                  name=f"honest-{i}", tasks={task_id}))
-        devices.append(Device(dev_account(12), anvil.rpc_url, registry.address, blobs, broker.url, GarbageTrainer(),
-                              name="garbage", tasks={task_id}))
+            devices.append(
+                Device(
+                    dev_account(10 + i),
+                    anvil.rpc_url,
+                    registry.address,
+                    blobs,
+                    broker.url,
+                    LocalTrainer(mnist.x_train[idx], mnist.y_train[idx], cfg, seed=i),
+                    name=f"honest-{i}",
+                    tasks={task_id},
+                )
+            )
+        devices.append(
+            Device(
+                dev_account(12),
+                anvil.rpc_url,
+                registry.address,
+                blobs,
+                broker.url,
+                GarbageTrainer(),
+                name="garbage",
+                tasks={task_id},
+            )
+        )
         tasks = [asyncio.create_task(x.run()) for x in [relay, oracle, *devices]]
         try:
             while (await registry.get_state(task_id))["phase"] != Phase.FINALIZED:

@@ -19,8 +19,18 @@ from experiments.protocol import agreement
 
 
 def test_fast_path_and_protocol_agree_per_device(tmp_path):
-    cfg = RunConfig(dataset="mnist", devices=5, rounds=2, samples_per_device=300, epochs=1, flip_rate=1.0, emd=1.5,
-                    threshold=0.2, threshold_margin=0.05, test_examples=4_000)
+    cfg = RunConfig(
+        dataset="mnist",
+        devices=5,
+        rounds=2,
+        samples_per_device=300,
+        epochs=1,
+        flip_rate=1.0,
+        emd=1.5,
+        threshold=0.2,
+        threshold_margin=0.05,
+        test_examples=4_000,
+    )
     res = agreement(cfg, tmp_path, timeout=300)
     proto = res["protocol"]["rounds"]
     assert [len(r["verdicts"]) for r in proto] == [5, 5]  # every device submitted and got a verdict each round

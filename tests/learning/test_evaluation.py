@@ -13,7 +13,7 @@ from fedoracle.learning.models import build_spec_model, initial_weights, model_s
 from fedoracle.learning.training import local_train
 
 
-def _keras_evaluate(spec, weights, x, y, batch_size):  # noqa: ANN001, ANN202
+def _keras_evaluate(spec, weights, x, y, batch_size):
     model = build_spec_model(spec)
     model.set_weights(weights)
     model.compile(loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
@@ -21,10 +21,12 @@ def _keras_evaluate(spec, weights, x, y, batch_size):  # noqa: ANN001, ANN202
 
 
 @pytest.mark.parametrize("batch_size", [1000, 333])
-def test_tff_equals_keras_on_mnist(mnist, batch_size: int) -> None:  # noqa: ANN001
+def test_tff_equals_keras_on_mnist(mnist, batch_size: int) -> None:
     """A trained small CNN scores the same in TFF and Keras on the full MNIST test set (1e-6)."""
     spec = model_spec("small_cnn", mnist.input_shape, 10)
-    weights = local_train(spec, initial_weights(spec, 0), mnist.x_train[:3000], mnist.y_train[:3000], learning_rate=1e-3)
+    weights = local_train(
+        spec, initial_weights(spec, 0), mnist.x_train[:3000], mnist.y_train[:3000], learning_rate=1e-3
+    )
     result = Evaluator(spec, mnist.x_test, mnist.y_test, batch_size=batch_size).evaluate(weights)
     loss, accuracy = _keras_evaluate(spec, weights, mnist.x_test, mnist.y_test, batch_size)
     assert result.num_examples == 10_000
@@ -46,7 +48,7 @@ def test_tff_equals_keras_for_alexnet_on_color_images() -> None:
     assert result.loss == pytest.approx(loss, abs=1e-6)
 
 
-def test_evaluate_from_a_thread_pool(mnist) -> None:  # noqa: ANN001
+def test_evaluate_from_a_thread_pool(mnist) -> None:
     """Concurrent calls from worker threads give the same results as calls from the main thread."""
     spec = model_spec("small_cnn", mnist.input_shape, 10)
     models = [initial_weights(spec, seed) for seed in range(3)]
@@ -57,7 +59,7 @@ def test_evaluate_from_a_thread_pool(mnist) -> None:  # noqa: ANN001
     assert got == expected * 3
 
 
-def test_evaluator_checks_shapes(mnist) -> None:  # noqa: ANN001
+def test_evaluator_checks_shapes(mnist) -> None:
     """Test images of the wrong shape, or weights of another spec, are refused."""
     spec = model_spec("small_cnn", mnist.input_shape, 10)
     with pytest.raises(ValueError, match="shape"):

@@ -45,7 +45,9 @@ def test_initial_weights_are_deterministic(architecture: str) -> None:
     assert not np.array_equal(first[0], other[0])
     assert [w.shape for w in first] == [t.shape for t in spec.tensors]
     assert all(w.dtype == np.float32 for w in first)
-    assert not np.any(first[1]) and np.abs(first[0]).max() <= np.sqrt(6 / (9 * 1 + 9 * 48 if architecture == "alexnet" else 9 + 9 * 16))
+    assert not np.any(first[1]) and np.abs(first[0]).max() <= np.sqrt(
+        6 / (9 * 1 + 9 * 48 if architecture == "alexnet" else 9 + 9 * 16)
+    )
 
 
 @pytest.mark.parametrize("architecture", ARCHITECTURES)

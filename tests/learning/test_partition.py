@@ -22,7 +22,7 @@ SHARD = 500
 
 
 @pytest.mark.parametrize("target", [0.0, 0.25, 0.5, 1.0, 1.25, 1.5])
-def test_unreliable_shards_hit_the_target_emd(mnist, target: float) -> None:  # noqa: ANN001
+def test_unreliable_shards_hit_the_target_emd(mnist, target: float) -> None:
     """Every unreliable shard's EMD from the population is within num_classes / shard_size of the target."""
     kinds = fleet_kinds(100, seed=7)
     shards = partition(mnist.y_train, kinds, SHARD, seed=1, target_emd=target)
@@ -35,7 +35,7 @@ def test_unreliable_shards_hit_the_target_emd(mnist, target: float) -> None:  # 
         assert abs(measured - target) <= 10 / SHARD
 
 
-def test_shards_are_disjoint_and_honest_ones_balanced(mnist) -> None:  # noqa: ANN001
+def test_shards_are_disjoint_and_honest_ones_balanced(mnist) -> None:
     """No sample goes to two devices; honest shards hold every class 50 times."""
     shards = partition(mnist.y_train, fleet_kinds(100, seed=3), SHARD, seed=2, target_emd=1.5)
     every = np.concatenate([s.indices for s in shards])
@@ -46,7 +46,7 @@ def test_shards_are_disjoint_and_honest_ones_balanced(mnist) -> None:  # noqa: A
 
 
 @pytest.mark.parametrize(("rate", "mode"), [(0.0, "shift"), (0.3, "shift"), (1.0, "shift"), (0.5, "random")])
-def test_malicious_shards_flip_the_stated_fraction(mnist, rate: float, mode: str) -> None:  # noqa: ANN001
+def test_malicious_shards_flip_the_stated_fraction(mnist, rate: float, mode: str) -> None:
     """A malicious shard's labels differ from the truth on exactly round(rate * size) samples."""
     kinds = [DeviceKind.MALICIOUS] * 3
     for shard in partition(mnist.y_train, kinds, SHARD, seed=4, flip_rate=rate, flip_mode=mode):
@@ -94,7 +94,7 @@ def test_flip_labels_random_mode_never_keeps_the_label() -> None:
     assert np.all(out != y) and set(np.unique(out)) == set(range(10))
 
 
-def test_partition_reports_exhausted_classes(mnist) -> None:  # noqa: ANN001
+def test_partition_reports_exhausted_classes(mnist) -> None:
     """Asking for more samples of a class than exist fails with a clear error."""
     with pytest.raises(ValueError, match="class 5"):
         partition(mnist.y_train, [DeviceKind.HONEST] * 100, 600, seed=0)

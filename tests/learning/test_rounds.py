@@ -50,8 +50,12 @@ def test_acceptance_rule_and_its_reason(reason, acc, thr):
 
 
 @settings(deadline=None)
-@given(round_=st.integers(1, 10), current=st.integers(0, BP), previous=st.integers(0, BP),
-       margin=st.one_of(st.none(), st.floats(0.0, 1.0)))
+@given(
+    round_=st.integers(1, 10),
+    current=st.integers(0, BP),
+    previous=st.integers(0, BP),
+    margin=st.one_of(st.none(), st.floats(0.0, 1.0)),
+)
 def test_next_threshold_only_rises_and_stays_in_range(round_, current, previous, margin):
     got = next_threshold(round_, current, previous, margin)
     if margin is None or round_ < 2:
@@ -65,11 +69,22 @@ def test_next_threshold_only_rises_and_stays_in_range(round_, current, previous,
 def test_dp_params_round_trip_the_chain_encoding():
     from fedoracle.chain import TaskParams
 
-    params = TaskParams(oracle="0x" + "11" * 20, model_spec_hash="0x" + "22" * 32, initial_model_hash="0x" + "33" * 32,
-                        initial_model_uri="", threshold_bp=0, test_set_root=b"\0" * 32, seed_commitment=b"\0" * 32,
-                        num_groups=2, groups_per_round=1, epsilon=8.0, delta=math.exp(-5), clip=0.1234567)
+    params = TaskParams(
+        oracle="0x" + "11" * 20,
+        model_spec_hash="0x" + "22" * 32,
+        initial_model_hash="0x" + "33" * 32,
+        initial_model_uri="",
+        threshold_bp=0,
+        test_set_root=b"\0" * 32,
+        seed_commitment=b"\0" * 32,
+        num_groups=2,
+        groups_per_round=1,
+        epsilon=8.0,
+        delta=math.exp(-5),
+        clip=0.1234567,
+    )
     milli, e18, micro = encode_dp(params.epsilon, params.delta, params.clip)
-    assert (milli, e18, micro) in [tuple(params.as_tuple()[i:i + 3]) for i in range(len(params.as_tuple()) - 2)]
+    assert (milli, e18, micro) in [tuple(params.as_tuple()[i : i + 3]) for i in range(len(params.as_tuple()) - 2)]
     task = {"epsilonMilli": milli, "deltaE18": e18, "clipMicro": micro}
     assert DPParams.from_task(task) == DPParams(8.0, math.exp(-5), 0.1234567).quantized()
     assert DPParams.from_task(task).clip == 0.123457 == decode_dp(task)[2]
@@ -99,8 +114,19 @@ def test_device_update_is_the_trained_minus_the_global_model(mnist, spec, initia
 
     x, y = mnist.x_train[:200], mnist.y_train[:200]
     trained = local_train(spec, initial, x, y, epochs=1, batch_size=128, learning_rate=2e-3, seed=training_seed(11, 1))
-    got = device_update(spec, initial, x, y, epochs=1, batch_size=128, learning_rate=2e-3, optimizer="adam",
-                        seed=training_seed(11, 1), dp=None, rng=np.random.default_rng())
+    got = device_update(
+        spec,
+        initial,
+        x,
+        y,
+        epochs=1,
+        batch_size=128,
+        learning_rate=2e-3,
+        optimizer="adam",
+        seed=training_seed(11, 1),
+        dp=None,
+        rng=np.random.default_rng(),
+    )
     assert all(np.array_equal(t - g, u) for t, g, u in zip(trained, initial, got))
     assert all(u.dtype == g.dtype for u, g in zip(got, initial))
 

@@ -19,7 +19,7 @@ def _same(a: list[np.ndarray], b: list[np.ndarray]) -> bool:
 
 
 @pytest.mark.parametrize("optimizer", ["adam", "sgd"])
-def test_calls_are_independent_and_deterministic(mnist, optimizer: str) -> None:  # noqa: ANN001
+def test_calls_are_independent_and_deterministic(mnist, optimizer: str) -> None:
     """The reused trainer resets weights and optimizer state: a call in between changes nothing."""
     spec = model_spec("small_cnn", mnist.input_shape, 10)
     w0, w1 = initial_weights(spec, 0), initial_weights(spec, 1)
@@ -32,7 +32,7 @@ def test_calls_are_independent_and_deterministic(mnist, optimizer: str) -> None:
     assert not _same(first, local_train(spec, w0, x, y, optimizer=optimizer, learning_rate=1e-3, epochs=2, seed=10))
 
 
-def test_training_in_another_thread_gives_the_same_weights(mnist) -> None:  # noqa: ANN001
+def test_training_in_another_thread_gives_the_same_weights(mnist) -> None:
     """Each thread has its own trainer; results do not depend on the thread."""
     spec = model_spec("small_cnn", mnist.input_shape, 10)
     w0 = initial_weights(spec, 0)
@@ -45,7 +45,7 @@ def test_training_in_another_thread_gives_the_same_weights(mnist) -> None:  # no
     assert _same(here, there[0])
 
 
-def test_default_training_lowers_the_loss(mnist) -> None:  # noqa: ANN001
+def test_default_training_lowers_the_loss(mnist) -> None:
     """With the paper's defaults (Adam, lr 1e-4, batch 128) a few epochs lower the test loss."""
     spec = model_spec("small_cnn", mnist.input_shape, 10)
     w0 = initial_weights(spec, 0)
@@ -54,7 +54,7 @@ def test_default_training_lowers_the_loss(mnist) -> None:  # noqa: ANN001
     assert evaluator.evaluate(trained).loss < evaluator.evaluate(w0).loss - 0.1
 
 
-def test_ten_honest_devices_reach_95_percent_on_mnist(mnist) -> None:  # noqa: ANN001
+def test_ten_honest_devices_reach_95_percent_on_mnist(mnist) -> None:
     """10 honest devices (5,400 class-balanced MNIST samples each), 3 rounds of FedAvg, small CNN:
     the global model reaches at least 95% on the 10,000 MNIST test images.
 

@@ -72,8 +72,13 @@ class Hosts:
 
     def spawn(self, host: str, argv: list[str], log: Path) -> subprocess.Popen:
         out = open(log, "wb")  # the child owns it: Popen dups the descriptor, so close ours below
-        proc = subprocess.Popen(["ip", "netns", "exec", self.ns[host], *argv], stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
+        proc = subprocess.Popen(
+            ["ip", "netns", "exec", self.ns[host], *argv],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         out.close()
         self.procs.append(proc)
         return proc
@@ -106,39 +111,113 @@ def test_a_round_across_three_hosts(hosts, tmp_path, request):
     os.chmod(mq, 0o777)  # its files must live where that user can write (pytest's tmp is 0700)
     request.addfinalizer(lambda: shutil.rmtree(mq, ignore_errors=True))
     conf = mq / "mosquitto.conf"
-    conf.write_text(MOSQUITTO_CONF.format(port=MQTT, host="0.0.0.0", log=mq / "mosquitto.log",
-                                          pid=mq / "mosquitto.pid"))
-    hosts.spawn("srv", [shutil.which("anvil"), "--host", "0.0.0.0", "--port", str(RPC), "--silent"],
-                tmp_path / "anvil.log")
+    conf.write_text(
+        MOSQUITTO_CONF.format(port=MQTT, host="0.0.0.0", log=mq / "mosquitto.log", pid=mq / "mosquitto.pid")
+    )
+    hosts.spawn(
+        "srv", [shutil.which("anvil"), "--host", "0.0.0.0", "--port", str(RPC), "--silent"], tmp_path / "anvil.log"
+    )
     hosts.spawn("srv", [mosquitto_path(), "-c", str(conf)], tmp_path / "mosquitto.out")
-    hosts.spawn("srv", cli("blobs", "serve", "--host", "0.0.0.0", "--port", str(BLOBS), "--root",
-                           str(tmp_path / "srv-blobs")), tmp_path / "blobs.log")
+    hosts.spawn(
+        "srv",
+        cli("blobs", "serve", "--host", "0.0.0.0", "--port", str(BLOBS), "--root", str(tmp_path / "srv-blobs")),
+        tmp_path / "blobs.log",
+    )
     for port in (RPC, MQTT, BLOBS):
         wait_for_port(srv_ip[0], port, 60)
 
     # The publisher (this process, on link 0) deploys and publishes through the network only.
     rpc0, blobs0 = f"http://{srv_ip[0]}:{RPC}", open_store(f"http://{srv_ip[0]}:{BLOBS}")
     registry = run(TaskRegistry.deploy(Chain(rpc0, dev_account(0))))
-    plan = TaskPlan(dataset="mnist", architecture="small_cnn", rounds=1, threshold=0.5, groups_per_round=1,
-                    test_examples=1_000, clip=5.0, max_submissions_per_round=4, reward_eth=0.4)
+    plan = TaskPlan(
+        dataset="mnist",
+        architecture="small_cnn",
+        rounds=1,
+        threshold=0.5,
+        groups_per_round=1,
+        test_examples=1_000,
+        clip=5.0,
+        max_submissions_per_round=4,
+        reward_eth=0.4,
+    )
     vault = tmp_path / "vault"  # the hidden test set, handed to the oracle host
     published = run(publish_task(registry, blobs0, vault, plan, dev_account(1).address))
 
     local = f"http://127.0.0.1:{RPC}"
-    hosts.spawn("srv", cli("relay", "run", "--rpc-url", local, "--registry", registry.address,
-                           "--broker-url", f"mqtt://127.0.0.1:{MQTT}"), tmp_path / "relay.log")
-    hosts.spawn("srv", cli("oracle", "run", "--rpc-url", local, "--registry", registry.address, "--key", "dev:1",
-                           "--blob-store", f"http://127.0.0.1:{BLOBS}", "--vault", str(vault),
-                           "--state-dir", str(tmp_path / "oracle")), tmp_path / "oracle.log")
+    hosts.spawn(
+        "srv",
+        cli(
+            "relay",
+            "run",
+            "--rpc-url",
+            local,
+            "--registry",
+            registry.address,
+            "--broker-url",
+            f"mqtt://127.0.0.1:{MQTT}",
+        ),
+        tmp_path / "relay.log",
+    )
+    hosts.spawn(
+        "srv",
+        cli(
+            "oracle",
+            "run",
+            "--rpc-url",
+            local,
+            "--registry",
+            registry.address,
+            "--key",
+            "dev:1",
+            "--blob-store",
+            f"http://127.0.0.1:{BLOBS}",
+            "--vault",
+            str(vault),
+            "--state-dir",
+            str(tmp_path / "oracle"),
+        ),
+        tmp_path / "oracle.log",
+    )
     for fleet, first in ((1, 0), (2, 2)):
         ip = srv_ip[fleet]
-        hosts.spawn(f"d{fleet}", cli(
-            "devices", "run", "--rpc-url", f"http://{ip}:{RPC}", "--registry", registry.address,
-            "--broker-url", f"mqtt://{ip}:{MQTT}", "--blob-store", f"http://{ip}:{BLOBS}",
-            "--count", "2", "--first-index", str(first), "--fleet-size", "4", "--malicious", "0.25",
-            "--unreliable", "0", "--flip-rate", "1.0", "--samples-per-device", "600", "--epochs", "3",
-            "--lr", "2e-3", "--fund-from", f"dev:{1 + fleet}", "--task", str(published.task_id)),
-            tmp_path / f"fleet{fleet}.log")
+        hosts.spawn(
+            f"d{fleet}",
+            cli(
+                "devices",
+                "run",
+                "--rpc-url",
+                f"http://{ip}:{RPC}",
+                "--registry",
+                registry.address,
+                "--broker-url",
+                f"mqtt://{ip}:{MQTT}",
+                "--blob-store",
+                f"http://{ip}:{BLOBS}",
+                "--count",
+                "2",
+                "--first-index",
+                str(first),
+                "--fleet-size",
+                "4",
+                "--malicious",
+                "0.25",
+                "--unreliable",
+                "0",
+                "--flip-rate",
+                "1.0",
+                "--samples-per-device",
+                "600",
+                "--epochs",
+                "3",
+                "--lr",
+                "2e-3",
+                "--fund-from",
+                f"dev:{1 + fleet}",
+                "--task",
+                str(published.task_id),
+            ),
+            tmp_path / f"fleet{fleet}.log",
+        )
 
     task_id = published.task_id
     deadline = time.monotonic() + 400

@@ -42,8 +42,19 @@ def models(mnist) -> Models:
     base = model_spec("small_cnn", mnist.input_shape, mnist.num_classes)
     init = initial_weights(base, 0)
     spec = ModelSpec(**{**base.model_dump(), "max_bytes": 2 * len(encode(init, base))})
-    trained = [local_train(spec, init, mnist.x_train[i * 1500:(i + 1) * 1500], mnist.y_train[i * 1500:(i + 1) * 1500],
-                           epochs=1, batch_size=64, learning_rate=2e-3, seed=i) for i in range(2)]
+    trained = [
+        local_train(
+            spec,
+            init,
+            mnist.x_train[i * 1500 : (i + 1) * 1500],
+            mnist.y_train[i * 1500 : (i + 1) * 1500],
+            epochs=1,
+            batch_size=64,
+            learning_rate=2e-3,
+            seed=i,
+        )
+        for i in range(2)
+    ]
     return Models(spec, init, trained)
 
 

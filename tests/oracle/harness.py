@@ -41,10 +41,20 @@ class Harness:
 
     async def start(self, from_block: int, rpc_url: str | None = None, retries: int = 5) -> Oracle:
         chain = Chain(rpc_url or self.rpc_url, dev_account(ORACLE), retries=retries)
-        self.oracle = Oracle(chain, self.registry.address, self.blobs,
-                             InProcessPool(Scorer(self.blobs, str(self.vault))),
-                             OracleConfig(vault=self.vault, state_dir=self.tmp / "state", poll_interval=0.1,
-                                          from_block=from_block, max_backoff=2.0, threshold_margin=None))
+        self.oracle = Oracle(
+            chain,
+            self.registry.address,
+            self.blobs,
+            InProcessPool(Scorer(self.blobs, str(self.vault))),
+            OracleConfig(
+                vault=self.vault,
+                state_dir=self.tmp / "state",
+                poll_interval=0.1,
+                from_block=from_block,
+                max_backoff=2.0,
+                threshold_margin=None,
+            ),
+        )
         ready = asyncio.Event()
         self.daemon = asyncio.create_task(self.oracle.run(ready))
         up = asyncio.create_task(ready.wait())

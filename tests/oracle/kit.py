@@ -46,43 +46,79 @@ class Published:
     spec_hash: str
 
 
-async def publish(registry: TaskRegistry, blobs: LocalBlobStore, vault: Path, models: Models, mnist, *,
-                  oracle: str, rounds: int = 1, cap: int = 0, threshold_bp: int = 5000, test_examples: int = 300,
-                  groups_per_round: int = 2, spec_bytes: bytes | None = None, round_duration: int = 3600,
-                  reward_wei: int = 10**17, seed: int = 0) -> Published:
+async def publish(
+    registry: TaskRegistry,
+    blobs: LocalBlobStore,
+    vault: Path,
+    models: Models,
+    mnist,
+    *,
+    oracle: str,
+    rounds: int = 1,
+    cap: int = 0,
+    threshold_bp: int = 5000,
+    test_examples: int = 300,
+    groups_per_round: int = 2,
+    spec_bytes: bytes | None = None,
+    round_duration: int = 3600,
+    reward_wei: int = 10**17,
+    seed: int = 0,
+) -> Published:
     """Publishes a task on ``models.spec`` (or on raw ``spec_bytes``, e.g. a non-canonical spec)."""
     from fedoracle.learning.data import encode_group, hidden_test_groups
 
     spec_hash = blobs.put(spec_bytes if spec_bytes is not None else models.spec.canonical_json())
     data, init_hash = encode_with_hash(models.initial, models.spec)
     blobs.put(data)
-    groups = [encode_group(x, y) for x, y in hidden_test_groups(mnist.x_test, mnist.y_test, test_examples=test_examples,
-                                                                 num_groups=rounds * groups_per_round, seed=seed)]
+    groups = [
+        encode_group(x, y)
+        for x, y in hidden_test_groups(
+            mnist.x_test, mnist.y_test, test_examples=test_examples, num_groups=rounds * groups_per_round, seed=seed
+        )
+    ]
     hidden = HiddenTestSet.create(vault, groups, groups_per_round)
-    params = TaskParams(oracle=oracle, model_spec_hash=spec_hash, initial_model_hash=init_hash,
-                        initial_model_uri=blobs.uri(init_hash), threshold_bp=threshold_bp,
-                        test_set_root=hidden.commitment.root, seed_commitment=hidden.commitment.seed_commitment,
-                        num_groups=hidden.commitment.num_groups, groups_per_round=groups_per_round,
-                        max_rounds=rounds, max_submissions_per_round=cap, round_duration=round_duration,
-                        evaluation_window=3600)
+    params = TaskParams(
+        oracle=oracle,
+        model_spec_hash=spec_hash,
+        initial_model_hash=init_hash,
+        initial_model_uri=blobs.uri(init_hash),
+        threshold_bp=threshold_bp,
+        test_set_root=hidden.commitment.root,
+        seed_commitment=hidden.commitment.seed_commitment,
+        num_groups=hidden.commitment.num_groups,
+        groups_per_round=groups_per_round,
+        max_rounds=rounds,
+        max_submissions_per_round=cap,
+        round_duration=round_duration,
+        evaluation_window=3600,
+    )
     task_id, receipt = await registry.publish(params, reward_wei)
     return Published(task_id, receipt["blockNumber"], hidden, spec_hash)
 
 
 # --- blobs ---------------------------------------------------------------------------------------
 
+
 def _raw(tensors: list[np.ndarray], spec_hash: str) -> bytes:
     from safetensors.numpy import save
 
-    return save({f"w{i:04d}": np.ascontiguousarray(t) for i, t in enumerate(tensors)},
-                metadata=header_metadata(FORMAT, spec_hash))
+    return save(
+        {f"w{i:04d}": np.ascontiguousarray(t) for i, t in enumerate(tensors)},
+        metadata=header_metadata(FORMAT, spec_hash),
+    )
 
 
 _variants = iter(range(1, 1 << 30))
 
 
-def make_blob(kind: str, blobs: LocalBlobStore, models: Models, global_weights: list[np.ndarray],
-              which: int = 0, variant: int | None = None) -> str:
+def make_blob(
+    kind: str,
+    blobs: LocalBlobStore,
+    models: Models,
+    global_weights: list[np.ndarray],
+    which: int = 0,
+    variant: int | None = None,
+) -> str:
     """Stores a blob of ``kind`` and returns the content hash to submit.
 
     Kinds: good, noise, nan, wrong_shape, wrong_dtype, wrong_spec, garbage, oversized,
@@ -102,8 +138,9 @@ def make_blob(kind: str, blobs: LocalBlobStore, models: Models, global_weights: 
     if kind == "good":
         return blobs.put(encode_with_hash(delta, spec)[0])
     if kind == "noise":  # right shape, useless values: evaluated and found below the threshold
-        return blobs.put(encode_with_hash([rng.normal(0, 50, g.shape).astype(g.dtype) for g in global_weights],
-                                          spec)[0])
+        return blobs.put(
+            encode_with_hash([rng.normal(0, 50, g.shape).astype(g.dtype) for g in global_weights], spec)[0]
+        )
     if kind == "nan":
         bad = [d.copy() for d in delta]
         bad[0].flat[3] = np.nan
@@ -136,8 +173,15 @@ def good_weights(models: Models, which: int = 0) -> list[np.ndarray]:
     return models.trained[which]
 
 
-async def submit(rpc_url: str, registry_address: str, account_index: int, task_id: int, model_hash: str,
-                 blobs: LocalBlobStore, num_samples: int = 100) -> dict:
+async def submit(
+    rpc_url: str,
+    registry_address: str,
+    account_index: int,
+    task_id: int,
+    model_hash: str,
+    blobs: LocalBlobStore,
+    num_samples: int = 100,
+) -> dict:
     """Submits ``model_hash`` from dev account ``account_index`` (its own payee)."""
     device = TaskRegistry(Chain(rpc_url, dev_account(account_index)), registry_address)
     uri = f"file://{blobs.root}/{model_hash[2:4]}/{model_hash}"
@@ -159,8 +203,9 @@ def verdict_counts(events: list[ChainEvent]) -> dict[tuple[int, str], int]:
     return counts
 
 
-async def wait_phase(registry: TaskRegistry, task_id: int, phase: Phase, timeout: float,
-                     round_: int | None = None, alive=None) -> dict:
+async def wait_phase(
+    registry: TaskRegistry, task_id: int, phase: Phase, timeout: float, round_: int | None = None, alive=None
+) -> dict:
     """Polls until the task reaches ``phase`` (and ``round_``); ``alive()`` False aborts early."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
@@ -175,21 +220,52 @@ async def wait_phase(registry: TaskRegistry, task_id: int, phase: Phase, timeout
         await asyncio.sleep(0.2)
 
 
-def oracle_argv(rpc_url: str, registry: str, key: str, blobs: Path, vault: Path, state_dir: Path,
-                from_block: int, *extra: str) -> list[str]:
+def oracle_argv(
+    rpc_url: str, registry: str, key: str, blobs: Path, vault: Path, state_dir: Path, from_block: int, *extra: str
+) -> list[str]:
     """The command line a user runs: ``fedoracle oracle run ...``."""
-    return [sys.executable, "-m", "fedoracle.cli", "oracle", "run", "--rpc-url", rpc_url, "--registry", registry,
-            "--key", key, "--blob-store", str(blobs), "--vault", str(vault), "--state-dir", str(state_dir),
-            "--from-block", str(from_block), "--poll-interval", "0.1", "--log-format", "json", "--static-threshold",
-            *extra]
+    return [
+        sys.executable,
+        "-m",
+        "fedoracle.cli",
+        "oracle",
+        "run",
+        "--rpc-url",
+        rpc_url,
+        "--registry",
+        registry,
+        "--key",
+        key,
+        "--blob-store",
+        str(blobs),
+        "--vault",
+        str(vault),
+        "--state-dir",
+        str(state_dir),
+        "--from-block",
+        str(from_block),
+        "--poll-interval",
+        "0.1",
+        "--log-format",
+        "json",
+        "--static-threshold",
+        *extra,
+    ]
 
 
 def spawn_oracle(argv: list[str], log_path: Path, marker: str, crash_at: str = "") -> subprocess.Popen:
     """Starts the oracle in its own process group (so SIGKILL of the group takes its TFF worker)."""
     env = dict(os.environ, PYTHONUNBUFFERED="1", FEDORACLE_TEST_RUN=marker, FEDORACLE_CRASH_AT=crash_at)
     with open(log_path, "ab") as out:
-        return subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                                cwd=ROOT, start_new_session=True)
+        return subprocess.Popen(
+            argv,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            cwd=ROOT,
+            start_new_session=True,
+        )
 
 
 def json_lines(path: Path) -> list[dict]:

@@ -26,8 +26,17 @@ from fedoracle.procs import stop_process_group
 from oracle.store import Checkpoint
 from tests.conftest import run
 from tests.e2e.test_demo import processes_with_marker
-from tests.oracle.kit import (json_lines, make_blob, oracle_argv, publish, spawn_oracle, submit, task_events,
-                              verdict_counts, wait_phase)
+from tests.oracle.kit import (
+    json_lines,
+    make_blob,
+    oracle_argv,
+    publish,
+    spawn_oracle,
+    submit,
+    task_events,
+    verdict_counts,
+    wait_phase,
+)
 
 KILLS = int(os.environ.get("FEDORACLE_FAULT_KILLS", "20"))
 SEED = int(os.environ.get("FEDORACLE_FAULT_SEED", "6"))
@@ -35,9 +44,18 @@ ORACLE = 4
 FIRST_DEVICE = 30
 KINDS = ["good", "noise", "good", "nan", "good", "missing", "good", "good"]  # one round's submissions
 WANT = {"good": Reason.OK, "noise": Reason.BELOW_THRESHOLD, "nan": Reason.NON_FINITE, "missing": Reason.MISSING_BLOB}
-CRASH_POINTS = ["after_send:verdict:1", "after_receipt:verdict:2", "after_commit:*:3", "before_send:verdict:2",
-                "after_send:disclose:1", "after_score:*:2", "after_send:aggregate:1", "after_receipt:aggregate:1",
-                "after_send:verdict:3", "after_send:finalize:1"]
+CRASH_POINTS = [
+    "after_send:verdict:1",
+    "after_receipt:verdict:2",
+    "after_commit:*:3",
+    "before_send:verdict:2",
+    "after_send:disclose:1",
+    "after_score:*:2",
+    "after_send:aggregate:1",
+    "after_receipt:aggregate:1",
+    "after_send:verdict:3",
+    "after_send:finalize:1",
+]
 
 
 def kill_group(proc) -> None:
@@ -45,8 +63,7 @@ def kill_group(proc) -> None:
     stop_process_group(proc, 30, sig=signal.SIGKILL)
 
 
-def test_killed_again_and_again_the_oracle_posts_exactly_one_verdict_per_submission(node, reg, models, mnist,
-                                                                                   tmp_path):
+def test_killed_again_and_again_the_oracle_posts_exactly_one_verdict_per_submission(node, reg, models, mnist, tmp_path):
     rng = random.Random(SEED)
     marker = uuid.uuid4().hex
     blobs, vault, state = LocalBlobStore(tmp_path / "blobs"), tmp_path / "vault", tmp_path / "state"
@@ -85,12 +102,27 @@ def test_killed_again_and_again_the_oracle_posts_exactly_one_verdict_per_submiss
             assert crash_at, f"a life with no crash point exited with {proc.returncode}:\n{tail}"
             assert proc.returncode == -signal.SIGKILL, f"exited with {proc.returncode}, not at {crash_at}:\n{tail}"
             assert _crash_points_reached(log_path) == reached_before + 1, f"died before {crash_at}:\n{tail}"
-        lives.append({"crash_at": crash_at, "crashed_itself": crashed, "seconds": time.monotonic() - started,
-                      "at": time.monotonic()})
+        lives.append(
+            {
+                "crash_at": crash_at,
+                "crashed_itself": crashed,
+                "seconds": time.monotonic() - started,
+                "at": time.monotonic(),
+            }
+        )
 
     async def go():
-        t = await publish(reg, blobs, vault, models, mnist, oracle=dev_account(ORACLE).address, rounds=2,
-                          cap=len(KINDS), test_examples=400)
+        t = await publish(
+            reg,
+            blobs,
+            vault,
+            models,
+            mnist,
+            oracle=dev_account(ORACLE).address,
+            rounds=2,
+            cap=len(KINDS),
+            test_examples=400,
+        )
         argv = oracle_argv(node.rpc_url, reg.address, f"dev:{ORACLE}", blobs.root, vault, state, t.block)
         submitter = asyncio.create_task(submit_rounds(t.task_id))
         for k in range(KILLS):
@@ -115,8 +147,10 @@ def test_killed_again_and_again_the_oracle_posts_exactly_one_verdict_per_submiss
         return t, events, verdicts, last_submission, proc.returncode
 
     t, events, verdicts, last_submission, exit_code = run(asyncio.wait_for(go(), 900))
-    print(f"{len(lives)} kills, {sum(x['crashed_itself'] for x in lives)} at their crash point, "
-          f"{sum(x['at'] < last_submission for x in lives)} while submissions were arriving")
+    print(
+        f"{len(lives)} kills, {sum(x['crashed_itself'] for x in lives)} at their crash point, "
+        f"{sum(x['at'] < last_submission for x in lives)} while submissions were arriving"
+    )
 
     assert len(lives) == KILLS
     assert sum(life["at"] < last_submission for life in lives) >= KILLS // 4  # kills while submissions arrive

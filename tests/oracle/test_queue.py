@@ -39,8 +39,23 @@ WANT = {"good": Reason.OK, "noise": Reason.BELOW_THRESHOLD, "nan": Reason.NON_FI
 
 
 def worker_argv(queue: str, blobs, vault) -> list[str]:
-    return [sys.executable, "-m", "fedoracle.cli", "oracle", "worker", "--queue", queue, "--blob-store", str(blobs),
-            "--vault", str(vault), "--idle-timeout", "3", "--log-format", "json"]
+    return [
+        sys.executable,
+        "-m",
+        "fedoracle.cli",
+        "oracle",
+        "worker",
+        "--queue",
+        queue,
+        "--blob-store",
+        str(blobs),
+        "--vault",
+        str(vault),
+        "--idle-timeout",
+        "3",
+        "--log-format",
+        "json",
+    ]
 
 
 def wait_for_log(path, needle: str, timeout: float) -> None:
@@ -54,8 +69,11 @@ def wait_for_log(path, needle: str, timeout: float) -> None:
 
 def test_listener_and_two_workers_over_redis_one_killed(node, reg, models, mnist, redis_server, tmp_path):
     blobs, vault = LocalBlobStore(tmp_path / "blobs"), tmp_path / "vault"
-    pub = run(publish(reg, blobs, vault, models, mnist, oracle=dev_account(ORACLE).address, cap=len(KINDS),
-                      test_examples=2_000))
+    pub = run(
+        publish(
+            reg, blobs, vault, models, mnist, oracle=dev_account(ORACLE).address, cap=len(KINDS), test_examples=2_000
+        )
+    )
     hashes = [make_blob(kind, blobs, models, models.initial, which=i % 2) for i, kind in enumerate(KINDS)]
     for i, h in enumerate(hashes):
         run(submit(node.rpc_url, reg.address, FIRST_DEVICE + i, pub.task_id, h, blobs))
@@ -69,13 +87,34 @@ def test_listener_and_two_workers_over_redis_one_killed(node, reg, models, mnist
     try:
         for log in logs:
             with open(log, "ab") as out:
-                workers.append(__import__("subprocess").Popen(
-                    worker_argv(queue, blobs.root, vault), stdout=out, stderr=out, env=env, cwd=ROOT,
-                    start_new_session=True))
+                workers.append(
+                    __import__("subprocess").Popen(
+                        worker_argv(queue, blobs.root, vault),
+                        stdout=out,
+                        stderr=out,
+                        env=env,
+                        cwd=ROOT,
+                        start_new_session=True,
+                    )
+                )
         procs += workers
-        listener = spawn_oracle(oracle_argv(node.rpc_url, reg.address, f"dev:{ORACLE}", blobs.root, vault,
-                                            tmp_path / "state", pub.block, "--queue", queue, "--job-timeout", "60"),
-                                tmp_path / "listener.log", marker)
+        listener = spawn_oracle(
+            oracle_argv(
+                node.rpc_url,
+                reg.address,
+                f"dev:{ORACLE}",
+                blobs.root,
+                vault,
+                tmp_path / "state",
+                pub.block,
+                "--queue",
+                queue,
+                "--job-timeout",
+                "60",
+            ),
+            tmp_path / "listener.log",
+            marker,
+        )
         procs.append(listener)
         # Kill the first worker while it is evaluating: right after it announces its second job.
         wait_for_log(logs[0], "scored", 240)
@@ -85,8 +124,15 @@ def test_listener_and_two_workers_over_redis_one_killed(node, reg, models, mnist
         os.killpg(workers[0].pid, signal.SIGKILL)
         held = [line for line in logs[0].read_text().splitlines() if "scoring task" in line][-1]
         held_device = held.rsplit("device=", 1)[-1].split()[0].strip('"}')
-        run(wait_phase(reg, pub.task_id, Phase.FINALIZED, 400,
-                       alive=lambda: listener.poll() is None and workers[1].poll() is None))
+        run(
+            wait_phase(
+                reg,
+                pub.task_id,
+                Phase.FINALIZED,
+                400,
+                alive=lambda: listener.poll() is None and workers[1].poll() is None,
+            )
+        )
     finally:
         stop_process_groups(procs, 30)
 

@@ -30,8 +30,14 @@ async def _transaction(h, outcome: str) -> str:
     me = dev_account(ORACLE)
     if outcome == "dropped":  # signed, never sent: the node has never heard of it
         nonce = await w3.eth.get_transaction_count(me.address) + 10_000
-        tx = {"to": me.address, "value": 1, "gas": 21_000, "gasPrice": 10**9, "nonce": nonce,
-              "chainId": await w3.eth.chain_id}
+        tx = {
+            "to": me.address,
+            "value": 1,
+            "gas": 21_000,
+            "gasPrice": 10**9,
+            "nonce": nonce,
+            "chainId": await w3.eth.chain_id,
+        }
         return "0x" + bytes(Account.sign_transaction(tx, me.key).hash).hex()
     tx = {"from": me.address, "to": h.registry.address, "gas": 100_000}
     if outcome == "mined":
@@ -78,11 +84,11 @@ def test_emit_takes_any_field_name_but_action(caplog):
         emit(log, "recovered", action="verdict")
 
 
-
 def test_a_second_oracle_on_the_same_state_refuses_to_start(node, tmp_path):
     """Two oracles on one checkpoint would race for the nonce and the watermark: the second one
     stops at once with one line naming the holder; the first is untouched, and once it is gone a
-    new one starts (a SIGKILLed holder's lock goes with its process)."""
+    new one starts (a SIGKILLed holder's lock goes with its process).
+    """
     import subprocess
 
     from tests.oracle.kit import oracle_argv
@@ -92,8 +98,9 @@ def test_a_second_oracle_on_the_same_state_refuses_to_start(node, tmp_path):
         block = await h.registry.chain.w3.eth.block_number
         await h.start(block)
         try:
-            argv = oracle_argv(node.rpc_url, h.registry.address, f"dev:{ORACLE}", h.blobs.root, h.vault,
-                               tmp_path / "state", block)
+            argv = oracle_argv(
+                node.rpc_url, h.registry.address, f"dev:{ORACLE}", h.blobs.root, h.vault, tmp_path / "state", block
+            )
             second = subprocess.run(argv, capture_output=True, text=True, timeout=120)
             assert h.alive(), h
         finally:

@@ -41,8 +41,9 @@ async def until(cond, timeout: float = 120):
         await asyncio.sleep(0.05)
 
 
-def test_a_reorged_submission_never_gets_a_verdict_and_its_replacement_does(fresh_node, models, mnist, tmp_path,
-                                                                           caplog):
+def test_a_reorged_submission_never_gets_a_verdict_and_its_replacement_does(
+    fresh_node, models, mnist, tmp_path, caplog
+):
     async def go():
         h = await deploy(fresh_node.rpc_url, tmp_path)
         t = await publish(h.registry, h.blobs, h.vault, models, mnist, oracle=h.oracle_address, cap=2)
@@ -51,12 +52,20 @@ def test_a_reorged_submission_never_gets_a_verdict_and_its_replacement_does(fres
             snap = await rpc(h.registry, "evm_snapshot")
             good = make_blob("good", h.blobs, models, models.initial)
             await submit(h.rpc_url, h.registry.address, X, t.task_id, good, h.blobs)
-            await submit(h.rpc_url, h.registry.address, Z, t.task_id, make_blob("good", h.blobs, models, models.initial,
-                                                                                 which=1), h.blobs)
+            await submit(
+                h.rpc_url,
+                h.registry.address,
+                Z,
+                t.task_id,
+                make_blob("good", h.blobs, models, models.initial, which=1),
+                h.blobs,
+            )
 
             async def scored_x():  # the oracle has seen X's first model and is scoring it (or has)
                 return any(k[2] == addr(X) for k in oracle._scoring) or any(
-                    s[2] == addr(X) for s in oracle.checkpoint.scores())
+                    s[2] == addr(X) for s in oracle.checkpoint.scores()
+                )
+
             await until(scored_x)
             await rpc(h.registry, "evm_revert", snap)
             # The new branch: X submits another model (bad this time), Y submits, Z never does.
@@ -64,9 +73,13 @@ def test_a_reorged_submission_never_gets_a_verdict_and_its_replacement_does(fres
             await submit(h.rpc_url, h.registry.address, X, t.task_id, nan, h.blobs)
             await submit(h.rpc_url, h.registry.address, Y, t.task_id, good, h.blobs)
             await wait_phase(h.registry, t.task_id, Phase.FINALIZED, 300, alive=h.alive)
-            return (t, nan, await task_events(h.registry, t.task_id, t.block),
-                    [await h.registry.get_verdict(t.task_id, 1, dev_account(i).address) for i in (X, Y, Z)],
-                    oracle.checkpoint.action_rows("verdict"))
+            return (
+                t,
+                nan,
+                await task_events(h.registry, t.task_id, t.block),
+                [await h.registry.get_verdict(t.task_id, 1, dev_account(i).address) for i in (X, Y, Z)],
+                oracle.checkpoint.action_rows("verdict"),
+            )
         finally:
             await h.stop()
 
@@ -83,8 +96,9 @@ def test_a_reorged_submission_never_gets_a_verdict_and_its_replacement_does(fres
     assert "action=reorg_removed" in caplog.text or "action=mirror_mismatch" in caplog.text
 
 
-def test_a_submission_reorged_away_while_the_oracle_was_down_is_dropped_from_its_mirror(fresh_node, models, mnist,
-                                                                                     tmp_path, caplog):
+def test_a_submission_reorged_away_while_the_oracle_was_down_is_dropped_from_its_mirror(
+    fresh_node, models, mnist, tmp_path, caplog
+):
     async def go():
         h = await deploy(fresh_node.rpc_url, tmp_path)
         t = await publish(h.registry, h.blobs, h.vault, models, mnist, oracle=h.oracle_address, cap=2)
@@ -98,14 +112,17 @@ def test_a_submission_reorged_away_while_the_oracle_was_down_is_dropped_from_its
         # heights the oracle's watermark has already passed (X) or not (Y).
         await rpc(h.registry, "evm_revert", snap)
         await submit(h.rpc_url, h.registry.address, X, t.task_id, good, h.blobs)
-        await submit(h.rpc_url, h.registry.address, Y, t.task_id, make_blob("noise", h.blobs, models, models.initial),
-                     h.blobs)
+        await submit(
+            h.rpc_url, h.registry.address, Y, t.task_id, make_blob("noise", h.blobs, models, models.initial), h.blobs
+        )
         oracle = await h.start(t.block)
         try:
             await wait_phase(h.registry, t.task_id, Phase.FINALIZED, 300, alive=h.alive)
-            return (await task_events(h.registry, t.task_id, t.block),
-                    [await h.registry.get_verdict(t.task_id, 1, dev_account(i).address) for i in (X, Y, Z)],
-                    oracle.checkpoint.action_rows())
+            return (
+                await task_events(h.registry, t.task_id, t.block),
+                [await h.registry.get_verdict(t.task_id, 1, dev_account(i).address) for i in (X, Y, Z)],
+                oracle.checkpoint.action_rows(),
+            )
         finally:
             await h.stop()
 

@@ -74,6 +74,7 @@ def test_calls_retry_with_backoff_until_the_node_is_back(node, caplog):
         async def back_later():
             await asyncio.sleep(1.0)
             await relay.up()
+
         asyncio.get_running_loop().create_task(back_later())
         after = await chain.block_number()  # fails first, then succeeds once the node is back
         await relay.down()
@@ -96,16 +97,22 @@ def test_the_daemon_waits_out_an_outage_longer_than_its_retries(node, reg, model
         await h.start(t.block, rpc_url=relay.url, retries=2)
         try:
             await relay.down()
-            await submit(node.rpc_url, reg.address, 50, t.task_id, make_blob("good", h.blobs, models, models.initial),
-                         h.blobs)
-            await submit(node.rpc_url, reg.address, 51, t.task_id, make_blob("noise", h.blobs, models, models.initial),
-                         h.blobs)
+            await submit(
+                node.rpc_url, reg.address, 50, t.task_id, make_blob("good", h.blobs, models, models.initial), h.blobs
+            )
+            await submit(
+                node.rpc_url, reg.address, 51, t.task_id, make_blob("noise", h.blobs, models, models.initial), h.blobs
+            )
             await asyncio.sleep(9)  # longer than the client's retries: the daemon must wait on
             alive_in_outage = h.alive()
             await relay.up()
             await wait_phase(reg, t.task_id, Phase.FINALIZED, 300, alive=h.alive)
-            return t, alive_in_outage, await task_events(reg, t.task_id, t.block), [
-                await reg.get_verdict(t.task_id, 1, dev_account(i).address) for i in (50, 51)]
+            return (
+                t,
+                alive_in_outage,
+                await task_events(reg, t.task_id, t.block),
+                [await reg.get_verdict(t.task_id, 1, dev_account(i).address) for i in (50, 51)],
+            )
         finally:
             await h.stop()
             await relay.down()

@@ -61,16 +61,30 @@ def served(node, reg, models, mnist, tmp_path_factory):
     async def go():
         a = await publish(reg, blobs, vault, models, mnist, oracle=oracle_addr, cap=len(CASES))
         spec_json = models.spec.canonical_json().decode()
-        b = await publish(reg, blobs, vault, models, mnist, oracle=oracle_addr, cap=2, seed=1,
-                          spec_bytes=spec_json.replace(",", ", ").encode())  # same spec, not canonical
+        b = await publish(
+            reg,
+            blobs,
+            vault,
+            models,
+            mnist,
+            oracle=oracle_addr,
+            cap=2,
+            seed=1,
+            spec_bytes=spec_json.replace(",", ", ").encode(),
+        )  # same spec, not canonical
         c = await publish(reg, blobs, vault, models, mnist, oracle=oracle_addr, cap=1, seed=2)
         away = tmp / "handover" / c.hidden.folder.name
         shutil.move(c.hidden.folder, away)  # the publisher has not handed C's test set over yet
         d = await publish(reg, blobs, vault, models, mnist, oracle=dev_account(2).address, cap=1, seed=3)
-        oracle = Oracle(Chain(node.rpc_url, dev_account(ORACLE)), reg.address, blobs,
-                        InProcessPool(Scorer(blobs, str(vault))),
-                        OracleConfig(vault=vault, state_dir=tmp / "state", poll_interval=0.1, from_block=a.block,
-                                     threshold_margin=None))
+        oracle = Oracle(
+            Chain(node.rpc_url, dev_account(ORACLE)),
+            reg.address,
+            blobs,
+            InProcessPool(Scorer(blobs, str(vault))),
+            OracleConfig(
+                vault=vault, state_dir=tmp / "state", poll_interval=0.1, from_block=a.block, threshold_margin=None
+            ),
+        )
         daemon = asyncio.create_task(oracle.run())
         try:
             for i, (kind, _) in enumerate(CASES):
@@ -100,7 +114,8 @@ def served(node, reg, models, mnist, tmp_path_factory):
                 "events": {t.task_id: await task_events(reg, t.task_id, a.block) for t in (a, b, c, d)},
                 "verdicts": [await reg.get_verdict(a.task_id, 1, device(i)) for i in range(len(CASES))],
                 "round_a": await reg.get_round(a.task_id, 1),
-                "c_waiting": c_waiting, "c_verdict_before": c_verdict_before,
+                "c_waiting": c_waiting,
+                "c_verdict_before": c_verdict_before,
                 "d_state": await reg.get_state(d.task_id),
                 "actions": oracle.checkpoint.action_rows(),
                 "alive": not daemon.done(),
@@ -138,8 +153,11 @@ def test_accept_and_reject_are_right(served):
 @pytest.mark.parametrize("index", range(len(CASES)), ids=[f"{i}-{k}" for i, (k, _) in enumerate(CASES)])
 def test_each_input_gets_its_reason_on_chain(served, index):
     a = served["tasks"][0]
-    (posted,) = [e for e in served["events"][a.task_id]
-                 if e.name == "VerdictPosted" and e.args["device"].lower() == device(index)]
+    (posted,) = [
+        e
+        for e in served["events"][a.task_id]
+        if e.name == "VerdictPosted" and e.args["device"].lower() == device(index)
+    ]
     want = CASES[index][1]
     assert Reason(posted.args["reason"]) == want
     assert posted.args["accepted"] == (want == Reason.OK)
@@ -207,8 +225,10 @@ def test_oracle_log_shows_scores_and_transactions(served, reg):
     result = CliRunner().invoke(main, [*args, "--json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
-    assert [x["action"] for x in report["actions"]] == ["disclose"] + ["verdict"] * len(CASES) + ["aggregate",
-                                                                                                 "finalize"]
+    assert [x["action"] for x in report["actions"]] == ["disclose"] + ["verdict"] * len(CASES) + [
+        "aggregate",
+        "finalize",
+    ]
     assert report["by_status"] == {"mined": len(CASES) + 3}
     # A score's reason is the evaluation's; "below threshold" is the contract's verdict on an OK score,
     # and a copy of an earlier submission's model is never evaluated (its verdict says DUPLICATE).
@@ -216,6 +236,7 @@ def test_oracle_log_shows_scores_and_transactions(served, reg):
     assert sorted(s["reason"] for s in report["scores"]) == want
     table = CliRunner().invoke(main, args, env={"COLUMNS": "200"})
     assert table.exit_code == 0 and "verdict" in table.output and "mined" in table.output
-    missing = CliRunner().invoke(main, ["oracle", "log", "--state-dir", str(state_dir / "nope"), "--registry",
-                                        reg.address])
+    missing = CliRunner().invoke(
+        main, ["oracle", "log", "--state-dir", str(state_dir / "nope"), "--registry", reg.address]
+    )
     assert missing.exit_code != 0 and "no checkpoint" in missing.output
