@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import Any
 
 import click
 
@@ -81,22 +82,22 @@ def task() -> None:
     help="Close a round at this many submissions (0: only the deadline).",
 )
 def task_publish(
-    rpc_url,
-    registry,
-    key,
-    blob_store,
-    oracle,
-    vault,
-    dataset,
-    architecture,
-    rounds,
-    threshold,
-    epsilon,
-    delta,
-    clip,
-    reward_eth,
-    round_duration,
-    max_submissions,
+    rpc_url: str,
+    registry: str,
+    key: str,
+    blob_store: str,
+    oracle: str,
+    vault: str,
+    dataset: str,
+    architecture: str,
+    rounds: int,
+    threshold: float | None,
+    epsilon: float,
+    delta: float,
+    clip: float,
+    reward_eth: float,
+    round_duration: int,
+    max_submissions: int,
 ) -> None:
     """Publish a task: commit the hidden test set, store the initial model, escrow the reward."""
     from fedoracle.blobstore import open_store
@@ -128,3 +129,47 @@ def task_publish(
             }
         )
     )
+
+
+def _manage(rpc_url: str, registry: str, key: str) -> Any:
+    from fedoracle.chain import Chain, TaskRegistry, load_account
+
+    return TaskRegistry(Chain(rpc_url, load_account(key)), registry)
+
+
+@task.command("cancel")
+@rpc_option
+@registry_option
+@key_option
+@click.argument("task_id", type=click.IntRange(min=1))
+def task_cancel(rpc_url: str, registry: str, key: str, task_id: int) -> None:
+    """Cancel a task (the publisher before its end, anyone past a deadline); settled rounds stay claimable."""
+
+    async def go() -> dict[str, Any]:
+        reg = _manage(rpc_url, registry, key)
+        receipt = await reg.cancel(task_id)
+        return {
+            "task_id": task_id,
+            "cancelled": True,
+            "refundable_wei": await reg.refundable(task_id),
+            "tx": "0x" + bytes(receipt["transactionHash"]).hex(),
+        }
+
+    click.echo(json.dumps(asyncio.run(go())))
+
+
+@task.command("refund")
+@rpc_option
+@registry_option
+@key_option
+@click.argument("task_id", type=click.IntRange(min=1))
+def task_refund(rpc_url: str, registry: str, key: str, task_id: int) -> None:
+    """Pay the publisher what a finalized or cancelled task did not allocate (rejected rounds, rounding dust)."""
+
+    async def go() -> dict[str, Any]:
+        reg = _manage(rpc_url, registry, key)
+        amount = await reg.refundable(task_id)
+        receipt = await reg.refund(task_id)
+        return {"task_id": task_id, "refunded_wei": amount, "tx": "0x" + bytes(receipt["transactionHash"]).hex()}
+
+    click.echo(json.dumps(asyncio.run(go())))

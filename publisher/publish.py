@@ -11,8 +11,9 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-import numpy as np
+from numpy.typing import NDArray
 
 from fedoracle.blobstore import BlobStore
 from fedoracle.chain import TaskParams, TaskRegistry
@@ -68,10 +69,12 @@ class PublishedTask:
 
 
 def hidden_test_set(
-    x_test: np.ndarray, y_test: np.ndarray, plan: TaskPlan, vault: str | os.PathLike[str]
+    x_test: NDArray[Any], y_test: NDArray[Any], plan: TaskPlan, vault: str | os.PathLike[str]
 ) -> HiddenTestSet:
-    """Splits ``plan.test_examples`` test examples into ``rounds x groups_per_round`` groups and
-    commits to them in ``vault``.
+    """Commits to the task's hidden test set in ``vault``.
+
+    ``plan.test_examples`` test examples, drawn by ``plan.seed``, in ``rounds × groups_per_round``
+    groups (:func:`fedoracle.learning.data.hidden_test_groups`).
     """
     from fedoracle.learning.data import encode_group, hidden_test_groups
 
@@ -89,7 +92,12 @@ def hidden_test_set(
 
 
 async def publish_task(
-    registry: TaskRegistry, blobs: BlobStore, vault: str | os.PathLike[str], plan: TaskPlan, oracle: str, dataset=None
+    registry: TaskRegistry,
+    blobs: BlobStore,
+    vault: str | os.PathLike[str],
+    plan: TaskPlan,
+    oracle: str,
+    dataset: Any = None,
 ) -> PublishedTask:
     """Prepares and publishes one task (``init()``); returns its id and commitments.
 
