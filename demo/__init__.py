@@ -1,3 +1,4 @@
-"""The demo machinery (``fedoracle demo``): local services (anvil, broker, Redis), the roles as
-separate processes, progress, and the run's report. Not a role: it only starts and watches them.
+"""The demo machinery (``fedoracle demo``): it starts the roles and watches them, and is not a role itself.
+
+Local services (anvil, broker, Redis), the roles as separate processes, progress, and the run's report.
 """

@@ -90,6 +90,17 @@ class Demo:
         stop_process_groups(self.procs, 10)
 
     async def run(self) -> dict:
+        """Runs the job end to end and returns its report (also written to the run's folder).
+
+        Starts anvil and a broker, deploys the registry, publishes the task, runs the relay here and
+        the oracle and the device fleet as child processes, follows the task until it is finalized,
+        waits for the rewards to be claimed, refunds what is left and builds the report. The services
+        and the role processes are stopped once the task is followed, also when that fails.
+
+        Raises:
+            DemoError: a role process exited, or the task was cancelled.
+            DemoTimeout: the task did not finish within the configured timeout.
+        """
         cfg = self.config
         from fedoracle.learning.data import load_dataset
         from publisher.publish import TaskPlan, publish_task

@@ -75,6 +75,7 @@ class Service:
 
     @property
     def alive(self) -> bool:
+        """Whether the service's process was started and has not exited."""
         return self.proc is not None and self.proc.poll() is None
 
     def stop(self, timeout: float = 5.0) -> None:
@@ -140,6 +141,7 @@ class Anvil(Service):
 
     @property
     def rpc_url(self) -> str:
+        """The node's HTTP JSON-RPC URL."""
         return f"http://127.0.0.1:{self.port}"
 
 
@@ -197,6 +199,7 @@ class Mosquitto(Service):
 
     @property
     def url(self) -> str:
+        """The broker's ``mqtt://host:port`` URL."""
         return f"mqtt://{self.host}:{self.port}"
 
 
@@ -235,9 +238,15 @@ class EmbeddedBroker(Service):
 
     @property
     def alive(self) -> bool:
+        """Whether the broker's thread is still running."""
         return self._thread.is_alive()
 
     def stop(self, timeout: float = 5.0) -> None:
+        """Shuts the broker down, stops its event loop and joins its thread.
+
+        Args:
+            timeout: seconds to wait for the shutdown, and then for the thread.
+        """
         if self._thread.is_alive():
             fut = asyncio.run_coroutine_threadsafe(self._broker.shutdown(), self._loop)
             try:
@@ -249,6 +258,7 @@ class EmbeddedBroker(Service):
 
     @property
     def url(self) -> str:
+        """The broker's ``mqtt://host:port`` URL."""
         return f"mqtt://{self.host}:{self.port}"
 
 
@@ -284,6 +294,7 @@ class RedisServer(Service):
 
     @property
     def url(self) -> str:
+        """The server's ``redis://host:port/0`` URL (database 0)."""
         return f"redis://{self.host}:{self.port}/0"
 
 

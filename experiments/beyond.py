@@ -1,5 +1,7 @@
-"""Beyond the paper: the adaptive attacker against the gate and robust aggregation, and membership
-inference on a device's released update with and without local DP.
+"""Beyond the paper: the adaptive attacker, and membership inference on a device's released update.
+
+The adaptive attacker against the gate and robust aggregation; membership inference on a device's
+released update with and without local DP.
 
 Membership inference is the loss-threshold attack of Yeom et al. (CSF 2018): whoever sees a
 device's update Δ (the oracle, or anyone once the blob is public) forms ``global + Δ`` and guesses
@@ -22,8 +24,10 @@ from experiments.config import RunConfig
 def attack_grid(
     *, runs: int = 1, devices: int = 10, rounds: int = 3, dataset: str = "mnist"
 ) -> list[tuple[str, RunConfig]]:
-    """Label flipping (λ = 100%) and the adaptive attacker, under FedAvg, median and trimmed mean,
-    with the gate; plus both attacks without the gate and a run without attackers.
+    """The attack cases: label flipping (λ = 100%) and the adaptive attacker, with and without the gate.
+
+    Both attacks run with the gate under FedAvg, median and trimmed mean, and without the gate
+    under FedAvg; plus a run without attackers.
     """
     base = RunConfig(dataset=dataset, devices=devices, rounds=rounds, emd=1.5)
     out = []
@@ -39,8 +43,9 @@ def attack_grid(
 
 
 def run_attacks(cases: list[tuple[str, RunConfig]], log: Any = print) -> dict[str, Any]:
-    """Runs the attack cases on the fast path; returns per case the final accuracy and how many
-    attacker submissions passed the gate.
+    """Runs the attack cases on the fast path.
+
+    Returns per case the final accuracy and how many attacker submissions passed the gate.
     """
     from experiments.simulate import simulate
 
@@ -190,8 +195,9 @@ def noise_grid(
     dataset: str = "mnist",
     clips: tuple[float, ...] = (0.03, 0.3, 5.0),
 ) -> list[tuple[str, RunConfig]]:
-    """The paper's worry, measured: honest devices wrongly rejected when the noise is calibrated to
-    the whole update (sensitivity S) rather than the paper's S/D, at the extreme δ values.
+    """The paper's worry, measured: honest devices wrongly rejected when the noise is calibrated to S, not S/D.
+
+    S is the sensitivity of the whole update, S/D the paper's; the cases use the extreme δ values.
     """
     import math
 

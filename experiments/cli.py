@@ -1,5 +1,6 @@
-"""``fedoracle experiment``: one command per figure, the protocol agreement check, and the
-experiments beyond the paper. Heavy modules (TensorFlow) load only when a command runs.
+"""``fedoracle experiment``: one command per figure, the protocol agreement check, and beyond the paper.
+
+Heavy modules (TensorFlow) load only when a command runs.
 """
 
 from __future__ import annotations

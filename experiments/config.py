@@ -29,8 +29,10 @@ TRAIN_SIZE = {"mnist": 60_000, "fashion_mnist": 60_000, "cifar10": 50_000}
 
 
 def shard_size(dataset: str, devices: int) -> int:
-    """Samples per device of a grid point: the fleet's rule
-    (:func:`fedoracle.learning.partition.shard_size`) for the data set's training-set size.
+    """Samples per device of a grid point.
+
+    The fleet's rule (:func:`fedoracle.learning.partition.shard_size`) for the data set's
+    training-set size.
     """
     from fedoracle.learning.partition import shard_size as fleet_shard_size
 
@@ -38,9 +40,10 @@ def shard_size(dataset: str, devices: int) -> int:
 
 
 def grid_shard(dataset: str, devices: int) -> int | None:
-    """``samples_per_device`` as a grid point records it: ``None`` where the fleet's rule gives the
-    largest shard, else the shard size (the rule is the same; this keeps the recorded configs of
-    earlier results, and so their resume keys, unchanged).
+    """``samples_per_device`` as a grid point records it.
+
+    ``None`` where the fleet's rule gives the largest shard, else the shard size (the rule is the
+    same; this keeps the recorded configs of earlier results, and so their resume keys, unchanged).
     """
     size = shard_size(dataset, devices)
     return None if size == DEFAULTS.max_shard else size

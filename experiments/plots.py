@@ -1,5 +1,6 @@
-"""Figures mirroring the paper's Fig. 4 and Fig. 5: lines are averages over runs, bands span the
-lowest to the highest run.
+"""Figures mirroring the paper's Fig. 4 and Fig. 5.
+
+Lines are averages over runs, bands span the lowest to the highest run.
 """
 
 from __future__ import annotations
@@ -90,7 +91,8 @@ def fig5(doc: dict[str, Any], path: Path) -> None:
     """Highest, minimum and average local-model accuracy (and the global model's) against P and δ."""
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
     dataset = doc["runs"][0]["config"]["dataset"]
-    for ax, (panel, xlabel) in zip(axes, (("devices", "number of devices P (δ = e^-5)"), ("delta", "−ln δ (ε = 8)"))):
+    panels = (("devices", "number of devices P (δ = e^-5)"), ("delta", "−ln δ (ε = 8)"))
+    for ax, (panel, xlabel) in zip(axes, panels, strict=True):
         for metric, color, label in (
             ("cand_max", "tab:green", "highest local model"),
             ("cand_mean", "tab:blue", "average local model (paper's threshold)"),

@@ -1,5 +1,4 @@
-"""The protocol path: a run config through the whole system (:class:`demo.run.Demo`), and its
-comparison with the fast path.
+"""The protocol path: a run config through the whole system (:class:`demo.run.Demo`), compared with the fast path.
 
 The demo runs anvil, the broker, the relay, the oracle and the device fleet as separate
 processes; this module reads back what the chain recorded (``VerdictPosted``, ``ModelSubmitted``
@@ -147,7 +146,7 @@ def compare(protocol: dict[str, Any], fast: dict[str, Any]) -> dict[str, Any]:
         assumed) and the per-round detail.
     """
     detail, same, cand_diff, glob_diff, bound_ok = [], True, 0, 0, True
-    for p, f in zip(protocol["rounds"], fast["rounds"]):
+    for p, f in zip(protocol["rounds"], fast["rounds"], strict=True):
         pv = {v["device"]: v for v in p["verdicts"]}
         fv = {v["device"]: v for v in f["verdicts"]}
         mismatched = sorted(i for i in fv if i not in pv or pv[i]["accepted"] != fv[i]["accepted"])
@@ -179,8 +178,10 @@ def compare(protocol: dict[str, Any], fast: dict[str, Any]) -> dict[str, Any]:
 
 
 def agreement(cfg: RunConfig, out: str | Path, timeout: int = 900, log: Any = None) -> dict[str, Any]:
-    """Runs ``cfg`` through the protocol, then the fast path on the same test groups and with the
-    accepted updates averaged in the protocol's submission order, and compares.
+    """Runs ``cfg`` through the protocol and then the fast path, and compares the two.
+
+    The fast path uses the same test groups, and averages the accepted updates in the protocol's
+    submission order.
     """
     import time
 

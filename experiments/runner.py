@@ -1,5 +1,6 @@
-"""Runs a grid on the fast path, saving after every run (so a cut-off grid keeps what it did and
-resumes), and writes the results as JSON and CSV and the figures as PNG.
+"""Runs a grid on the fast path, and writes the results as JSON and CSV and the figures as PNG.
+
+It saves after every run, so a cut-off grid keeps what it did and resumes.
 
 Files, for a grid named ``fig4`` (``fig4_<dataset>`` when the data set is not the figure's default):
 ``results/fig4.json`` (every run's summary and the grid's description), ``results/fig4_runs.csv``

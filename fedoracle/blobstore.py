@@ -32,7 +32,7 @@ import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, TypeVar, runtime_checkable
 from urllib.parse import urlsplit
 
 from fedoracle.errors import (
@@ -45,6 +45,11 @@ from fedoracle.errors import (
 )
 from fedoracle.hashing import content_hash, is_content_hash
 from fedoracle.retry import Backoff, retry_sync
+
+if TYPE_CHECKING:
+    import requests
+
+T = TypeVar("T")
 
 
 @runtime_checkable
@@ -86,6 +91,11 @@ class LocalBlobStore:
         return self._path(_checked(digest))
 
     def put(self, data: bytes) -> str:
+        """Stores ``data`` (written atomically; a blob already there is left alone) and returns its content hash.
+
+        Args:
+            data: the blob's bytes.
+        """
         digest = content_hash(data)
         path = self._path(digest)
         if not path.exists():
@@ -97,6 +107,18 @@ class LocalBlobStore:
         return digest
 
     def get(self, digest: str, *, max_bytes: int | None = None) -> bytes:
+        """Reads the blob stored under ``digest`` and verifies its hash.
+
+        Args:
+            digest: the blob's content hash (``0x`` + 64 lowercase hex).
+            max_bytes: the largest blob to accept (``None``: no limit); checked before reading.
+
+        Raises:
+            ValueError: malformed hash.
+            BlobNotFound: no blob under ``digest``.
+            ModelRejected: ``TOO_LARGE`` past ``max_bytes``.
+            BlobHashMismatch: the file's bytes do not hash to ``digest``.
+        """
         path = self._path(_checked(digest))
         try:
             size = path.stat().st_size
@@ -111,6 +133,14 @@ class LocalBlobStore:
         return data
 
     def uri(self, digest: str) -> str:
+        """The blob's ``file://`` URL (an absolute path under ``root``).
+
+        Args:
+            digest: the blob's content hash.
+
+        Raises:
+            ValueError: malformed hash.
+        """
         return f"file://{self._path(_checked(digest))}"
 
     def __repr__(self) -> str:
@@ -125,7 +155,7 @@ _TRANSIENT_STATUS = frozenset({429, 500, 502, 503, 504})
 _CHUNK = 256 * 1024
 
 
-def _detail(response) -> str:
+def _detail(response: requests.Response) -> str:
     try:
         return str(response.json().get("error", response.reason))
     except ValueError:
@@ -159,15 +189,15 @@ class HttpBlobStore:
         self.backoff = backoff
         self._local = threading.local()
 
-    def _session(self):
-        session = getattr(self._local, "session", None)
+    def _session(self) -> requests.Session:
+        session: requests.Session | None = getattr(self._local, "session", None)
         if session is None:
             import requests  # only HTTP users pay for the import
 
             session = self._local.session = requests.Session()
         return session
 
-    def _retrying(self, what: str, attempt: Callable[[], bytes | None]) -> bytes | None:
+    def _retrying(self, what: str, attempt: Callable[[], T]) -> T:
         import requests
 
         transient = (_Transient, requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError)
@@ -240,6 +270,14 @@ class HttpBlobStore:
         return data
 
     def uri(self, digest: str) -> str:
+        """The blob's URL on the server, ``<base_url>/blobs/<hash>``.
+
+        Args:
+            digest: the blob's content hash.
+
+        Raises:
+            ValueError: malformed hash.
+        """
         return f"{self.base_url}/blobs/{_checked(digest)}"
 
     def __repr__(self) -> str:

@@ -15,7 +15,7 @@ import asyncio
 import json
 import logging
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from functools import cache
@@ -23,10 +23,11 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from eth_abi import decode as abi_decode
+from eth_abi.abi import decode as abi_decode
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
-from eth_utils import event_abi_to_log_topic, function_signature_to_4byte_selector, to_checksum_address
+from eth_utils.abi import event_abi_to_log_topic, function_signature_to_4byte_selector
+from eth_utils.address import to_checksum_address
 from web3 import AsyncHTTPProvider, AsyncWeb3
 from web3._utils.events import get_event_data
 from web3.exceptions import ContractCustomError, ContractLogicError, ContractPanicError, TimeExhausted, Web3RPCError
@@ -95,7 +96,8 @@ def artifact(name: str = CONTRACT) -> dict[str, Any]:
 def dev_account(index: int) -> LocalAccount:
     """Account ``index`` of anvil's (and ape's test) mnemonic: for dev chains only."""
     Account.enable_unaudited_hdwallet_features()
-    return Account.from_mnemonic(ANVIL_MNEMONIC, account_path=f"m/44'/60'/0'/0/{index}")
+    account: LocalAccount = Account.from_mnemonic(ANVIL_MNEMONIC, account_path=f"m/44'/60'/0'/0/{index}")
+    return account
 
 
 def load_account(key: str) -> LocalAccount:
@@ -107,9 +109,10 @@ def load_account(key: str) -> LocalAccount:
     if key.startswith("env:"):
         key = os.environ[key[4:]]
     try:
-        return Account.from_key(key)
+        account: LocalAccount = Account.from_key(key)
     except Exception as exc:  # eth_account raises several types for bad keys
         raise ConfigError(f"not a usable private key source ({type(exc).__name__})") from None
+    return account
 
 
 @dataclass(frozen=True)
@@ -144,14 +147,15 @@ class _ErrorDecoder:
         if item is None:
             return f"unknown revert 0x{raw.hex()}"
         values = abi_decode([_abi_type(i) for i in item["inputs"]], raw[4:])
-        args = ", ".join(f"{i['name']}={_show(v)}" for i, v in zip(item["inputs"], values))
+        args = ", ".join(f"{i['name']}={_show(v)}" for i, v in zip(item["inputs"], values, strict=True))
         return f"{item['name']}({args})"
 
 
 def _abi_type(item: dict[str, Any]) -> str:
-    if item["type"].startswith("tuple"):
-        return "(" + ",".join(_abi_type(c) for c in item["components"]) + ")" + item["type"][5:]
-    return item["type"]
+    kind: str = item["type"]
+    if kind.startswith("tuple"):
+        return "(" + ",".join(_abi_type(c) for c in item["components"]) + ")" + kind[5:]
+    return kind
 
 
 def _show(value: Any) -> str:
@@ -192,6 +196,11 @@ class Chain:
 
     @property
     def address(self) -> str:
+        """The signing account's checksum address.
+
+        Raises:
+            ConfigError: when this connection has no signing account (read-only use).
+        """
         if self.account is None:
             raise ConfigError("this chain connection has no signing account")
         return self.account.address
@@ -207,15 +216,29 @@ class Chain:
         self._nonce = None
 
     async def chain_id(self) -> int:
+        """The chain's id (``eth_chainId``), asked once and then cached."""
         if self._chain_id is None:
             self._chain_id = await self.w3.eth.chain_id
         return self._chain_id
 
     async def block_number(self) -> int:
-        return await self._retry(lambda: self.w3.eth.block_number)
+        """The number of the chain's latest block.
+
+        Raises:
+            ChainUnreachable: the node could not be reached after the retries.
+        """
+        return int(await self._retry(lambda: self.w3.eth.block_number))
 
     async def balance(self, address: str) -> int:
-        return await self._retry(lambda: self.w3.eth.get_balance(to_checksum_address(address)))
+        """The balance of ``address`` at the latest block, in wei.
+
+        Args:
+            address: the account's address (``0x``-hex, any case).
+
+        Raises:
+            ChainUnreachable: the node could not be reached after the retries.
+        """
+        return int(await self._retry(lambda: self.w3.eth.get_balance(to_checksum_address(address))))
 
     async def _retry(self, make_call: Any) -> Any:
         try:
@@ -290,7 +313,9 @@ class Chain:
             if self.on_sent is not None:
                 self.on_sent("0x" + bytes(tx_hash).hex())
         try:
-            receipt = await self._retry(lambda: self.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=120))
+            receipt: dict[str, Any] = await self._retry(
+                lambda: self.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=120)
+            )
         except TimeExhausted as exc:  # dropped, or stuck behind a nonce gap (e.g. after a reorg)
             self._nonce = None
             raise TransactionNotMined(f"transaction 0x{bytes(tx_hash).hex()} not mined: {exc}") from exc
@@ -340,7 +365,12 @@ class TaskParams:
     evaluation_window: int = DEFAULTS.evaluation_window
     allowlist_only: bool = False
 
-    def as_tuple(self) -> tuple:
+    def as_tuple(self) -> tuple[Any, ...]:
+        """The ABI tuple ``publish`` takes (``FLTaskRegistry.TaskParams``, fields in its order).
+
+        Addresses are checksummed, hashes made ``bytes32`` and the DP budget encoded with
+        :func:`~fedoracle.units.encode_dp`.
+        """
         return (
             to_checksum_address(self.oracle),
             to_bytes32(self.model_spec_hash),
@@ -376,6 +406,11 @@ class Submission:
 
     @classmethod
     def from_event(cls, ev: ChainEvent) -> Submission:
+        """The submission a ``ModelSubmitted`` event reports.
+
+        Args:
+            ev: a decoded ``ModelSubmitted`` event.
+        """
         a = ev.args
         return cls(
             task_id=a["taskId"],
@@ -388,7 +423,12 @@ class Submission:
             num_samples=a["numSamples"],
         )
 
-    def as_tuple(self) -> tuple:
+    def as_tuple(self) -> tuple[bytes, str, int, int]:
+        """The contract's ``Submission`` struct, as ``postVerdict`` takes it.
+
+        ``(bytes32 modelHash, address payee, uint16 thresholdBp, uint32 numSamples)``: the fields the
+        stored commitment is checked against.
+        """
         return (to_bytes32(self.model_hash), to_checksum_address(self.payee), self.threshold_bp, self.num_samples)
 
 
@@ -471,13 +511,40 @@ class TaskRegistry:
         return await self._tx(fn)
 
     async def announce_threshold(self, task_id: int, threshold_bp: int) -> dict[str, Any]:
+        """Raises the task's accuracy threshold while a round is open (``announceThreshold``); returns the receipt.
+
+        Args:
+            task_id: the task.
+            threshold_bp: the new threshold, in basis points (only upward).
+
+        Raises:
+            ChainError: the call reverts (the message names the custom error), or the RPC fails.
+        """
         return await self._tx(self.contract.functions.announceThreshold(task_id, threshold_bp))
 
     async def set_allowlist(self, task_id: int, devices: Iterable[str], allowed: bool) -> dict[str, Any]:
+        """Adds devices to, or removes them from, the task's allowlist (``setAllowlist``); returns the receipt.
+
+        Args:
+            task_id: the task.
+            devices: the device addresses (``0x``-hex, any case).
+            allowed: whether they may submit.
+
+        Raises:
+            ChainError: the call reverts (the message names the custom error), or the RPC fails.
+        """
         addrs = [to_checksum_address(d) for d in devices]
         return await self._tx(self.contract.functions.setAllowlist(task_id, addrs, allowed))
 
     async def close_submissions(self, task_id: int) -> dict[str, Any]:
+        """Closes the open round to submissions (``closeSubmissions``); returns the receipt.
+
+        Args:
+            task_id: the task.
+
+        Raises:
+            ChainError: the call reverts (the message names the custom error), or the RPC fails.
+        """
         return await self._tx(self.contract.functions.closeSubmissions(task_id))
 
     async def disclose_test_data(self, task_id: int, seed: bytes, groups: Sequence[Any]) -> dict[str, Any]:
@@ -508,55 +575,154 @@ class TaskRegistry:
         return await self._tx(fn)
 
     async def cancel(self, task_id: int) -> dict[str, Any]:
+        """Cancels the task (``cancel``: a missed deadline, or a task nobody submitted to); returns the receipt.
+
+        Args:
+            task_id: the task.
+
+        Raises:
+            ChainError: the call reverts (the message names the custom error), or the RPC fails.
+        """
         return await self._tx(self.contract.functions.cancel(task_id))
 
     async def claim(self, task_id: int, round_: int, device: str) -> dict[str, Any]:
+        """Pays a device's reward for a settled round to its recorded payee (``claim``); returns the receipt.
+
+        Args:
+            task_id: the task.
+            round_: the round.
+            device: the device that submitted (``0x``-hex, any case).
+
+        Raises:
+            ChainError: the call reverts (the message names the custom error), or the RPC fails.
+        """
         return await self._tx(self.contract.functions.claim(task_id, round_, to_checksum_address(device)))
 
     async def refund(self, task_id: int) -> dict[str, Any]:
+        """Returns the unallocated escrow to the publisher (``refund``); returns the receipt.
+
+        Args:
+            task_id: the task.
+
+        Raises:
+            ChainError: the call reverts (the message names the custom error), or the RPC fails.
+        """
         return await self._tx(self.contract.functions.refund(task_id))
 
     # --- views --------------------------------------------------------------------------------
 
     async def task_count(self) -> int:
-        return await self._call(self.contract.functions.taskCount())
+        """The number of tasks published so far (task ids run from 1 to it).
+
+        Raises:
+            ChainError: the call reverts, or the RPC fails.
+        """
+        return int(await self._call(self.contract.functions.taskCount()))
 
     async def get_task(self, task_id: int) -> dict[str, Any]:
+        """The task's configuration and money accounting (``TaskConfig``), by field name.
+
+        ``bytes32`` fields are ``0x``-hex strings.
+
+        Args:
+            task_id: the task (all fields zero for an unknown id).
+
+        Raises:
+            ChainError: the call reverts, or the RPC fails.
+        """
         return _named(self._struct_names("getTask"), await self._call(self.contract.functions.getTask(task_id)))
 
     async def get_state(self, task_id: int) -> dict[str, Any]:
+        """The task's live state (``TaskState``), by field name, with ``phase`` as a :class:`Phase`.
+
+        Args:
+            task_id: the task (phase ``NONE`` for an unknown id).
+
+        Raises:
+            ChainError: the call reverts, or the RPC fails.
+        """
         state = _named(self._struct_names("getState"), await self._call(self.contract.functions.getState(task_id)))
         state["phase"] = Phase(state["phase"])
         return state
 
     async def get_round(self, task_id: int, round_: int) -> dict[str, Any]:
+        """What is recorded about one round (``RoundRecord``), by field name; ``bytes32`` fields as ``0x``-hex.
+
+        Args:
+            task_id: the task.
+            round_: the round.
+
+        Raises:
+            ChainError: the call reverts, or the RPC fails.
+        """
         return _named(
             self._struct_names("getRound"), await self._call(self.contract.functions.getRound(task_id, round_))
         )
 
     async def get_verdict(self, task_id: int, round_: int, device: str) -> dict[str, Any]:
+        """The verdict on a device's submission (``Verdict``), by field name, with ``status`` as a :class:`Status`.
+
+        Args:
+            task_id: the task.
+            round_: the round.
+            device: the device (``0x``-hex, any case).
+
+        Raises:
+            ChainError: the call reverts, or the RPC fails.
+        """
         fn = self.contract.functions.getVerdict(task_id, round_, to_checksum_address(device))
         verdict = _named(self._struct_names("getVerdict"), await self._call(fn))
         verdict["status"] = Status(verdict["status"])
         return verdict
 
     async def get_commitment(self, task_id: int, round_: int, device: str) -> bytes:
-        return await self._call(self.contract.functions.getCommitment(task_id, round_, to_checksum_address(device)))
+        """The commitment a device submitted in a round (32 bytes; all zero if none).
+
+        Args:
+            task_id: the task.
+            round_: the round.
+            device: the device (``0x``-hex, any case).
+
+        Raises:
+            ChainError: the call reverts, or the RPC fails.
+        """
+        fn = self.contract.functions.getCommitment(task_id, round_, to_checksum_address(device))
+        commitment: bytes = await self._call(fn)
+        return commitment
 
     async def claimable(self, task_id: int, round_: int, device: str) -> int:
-        return await self._call(self.contract.functions.claimable(task_id, round_, to_checksum_address(device)))
+        """Wei the device can claim for a round right now (0 if nothing is claimable).
+
+        Args:
+            task_id: the task.
+            round_: the round.
+            device: the device (``0x``-hex, any case).
+
+        Raises:
+            ChainError: the call reverts, or the RPC fails.
+        """
+        return int(await self._call(self.contract.functions.claimable(task_id, round_, to_checksum_address(device))))
 
     async def refundable(self, task_id: int) -> int:
-        return await self._call(self.contract.functions.refundable(task_id))
+        """Wei the publisher can have refunded right now (0 before the task is finalized or cancelled).
+
+        Args:
+            task_id: the task.
+
+        Raises:
+            ChainError: the call reverts, or the RPC fails.
+        """
+        return int(await self._call(self.contract.functions.refundable(task_id)))
 
     @cache  # noqa: B019 - one small dict per registry instance
     def _struct_names(self, fn_name: str) -> list[str]:
-        item = next(i for i in self.contract.abi if i.get("type") == "function" and i["name"] == fn_name)
+        abi: Sequence[Mapping[str, Any]] = self.contract.abi
+        item = next(i for i in abi if i.get("type") == "function" and i["name"] == fn_name)
         return [c["name"] for c in item["outputs"][0]["components"]]
 
 
 def _named(names: list[str], values: Sequence[Any]) -> dict[str, Any]:
-    out = dict(zip(names, values))
+    out = dict(zip(names, values, strict=True))
     for k, v in out.items():
         if isinstance(v, bytes) and len(v) == 32:
             out[k] = "0x" + v.hex()

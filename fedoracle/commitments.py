@@ -1,5 +1,4 @@
-"""Commitments: a submission's, and the hidden test set's (salted group leaves, a Merkle root, a
-seed and its shuffle).
+"""Commitments: a submission's, and the hidden test set's (salted group leaves, a Merkle root, a seed and its shuffle).
 
 The byte-level scheme is shared with ``contracts/FLTaskRegistry.sol`` and tested against it
 (``tests/contracts/test_views.py``); every role calls these functions and none encodes its own:
@@ -24,7 +23,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -131,7 +130,7 @@ class DisclosedGroup:
     uri: str
     proof: list[bytes]
 
-    def as_tuple(self) -> tuple:
+    def as_tuple(self) -> tuple[int, bytes, bytes, str, list[bytes]]:
         """ABI tuple ``(uint32, bytes32, bytes32, string, bytes32[])``."""
         return (self.index, self.salt, self.group_hash, self.uri, list(self.proof))
 
@@ -162,7 +161,9 @@ class TestSetCommitment:
         rng: secrets.SystemRandom | None = None,
     ) -> TestSetCommitment:
         """Commits to groups with fresh random salts and seed (``secrets`` unless ``rng`` given)."""
-        draw = (lambda: rng.randbytes(32)) if rng is not None else (lambda: secrets.token_bytes(32))
+        draw: Callable[[], bytes] = (
+            (lambda: rng.randbytes(32)) if rng is not None else (lambda: secrets.token_bytes(32))
+        )
         hashes = [bytes.fromhex(h[2:]) if isinstance(h, str) else bytes(h) for h in group_hashes]
         if groups_per_round < 1 or groups_per_round > len(hashes):
             raise ValueError("groups_per_round must be between 1 and the number of groups")
@@ -176,6 +177,7 @@ class TestSetCommitment:
 
     @property
     def num_groups(self) -> int:
+        """How many groups the test set has (leaves of the tree)."""
         return len(self.group_hashes)
 
     @property
@@ -185,14 +187,17 @@ class TestSetCommitment:
 
     @property
     def leaves(self) -> list[bytes]:
-        return [leaf_hash(i, s, h) for i, (s, h) in enumerate(zip(self.salts, self.group_hashes))]
+        """The Merkle leaves, one per group in index order (:func:`leaf_hash` of index, salt and group hash)."""
+        return [leaf_hash(i, s, h) for i, (s, h) in enumerate(zip(self.salts, self.group_hashes, strict=True))]
 
     @property
     def root(self) -> bytes:
+        """The Merkle root of :attr:`leaves`: the ``testSetRoot`` published with the task."""
         return merkle_levels(self.leaves)[-1][0]
 
     @property
     def seed_commitment(self) -> bytes:
+        """The commitment to :attr:`seed` (:func:`seed_commitment`), published with the task."""
         return seed_commitment(self.seed)
 
     def round_indices(self, round_: int) -> list[int]:
@@ -229,7 +234,10 @@ class TestSetCommitment:
     def load(cls, path: str | os.PathLike[str]) -> TestSetCommitment:
         """Reads a secret written by :meth:`save`."""
         doc = json.loads(Path(path).read_text())
-        unhex = lambda xs: [bytes.fromhex(x[2:]) for x in xs]  # noqa: E731
+
+        def unhex(xs: list[str]) -> list[bytes]:
+            return [bytes.fromhex(x[2:]) for x in xs]
+
         return cls(
             group_hashes=unhex(doc["group_hashes"]),
             salts=unhex(doc["salts"]),

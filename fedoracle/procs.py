@@ -14,11 +14,15 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import psutil
 
 log = logging.getLogger(__name__)
 
 
-def stop_process_group(proc: subprocess.Popen, timeout: float = 5.0, sig: int = signal.SIGTERM) -> int | None:
+def stop_process_group(proc: subprocess.Popen[Any], timeout: float = 5.0, sig: int = signal.SIGTERM) -> int | None:
     """Stops the process group that ``proc`` leads: ``sig``, then SIGKILL after ``timeout``; reaps ``proc``.
 
     A process (or group) that is already gone is fine. See :func:`stop_process_groups`.
@@ -30,7 +34,9 @@ def stop_process_group(proc: subprocess.Popen, timeout: float = 5.0, sig: int = 
     return proc.returncode
 
 
-def stop_process_groups(procs: Iterable[subprocess.Popen], timeout: float = 5.0, sig: int = signal.SIGTERM) -> None:
+def stop_process_groups(
+    procs: Iterable[subprocess.Popen[Any]], timeout: float = 5.0, sig: int = signal.SIGTERM
+) -> None:
     """Stops the process groups that ``procs`` lead, all at once and within one ``timeout``.
 
     Each group gets ``sig`` (also one whose leader has exited: its children may not have); the leaders
@@ -60,7 +66,7 @@ def stop_process_groups(procs: Iterable[subprocess.Popen], timeout: float = 5.0,
             log.warning("process %d outlived SIGKILL by %.1fs", p.pid, timeout)
 
 
-def _signal_group(proc: subprocess.Popen, sig: int) -> None:
+def _signal_group(proc: subprocess.Popen[Any], sig: int) -> None:
     try:
         os.killpg(proc.pid, sig)
         return
@@ -94,7 +100,7 @@ def stop_children(names: tuple[str, ...] | None = None, timeout: float = 3.0) ->
     return [f"{p.pid}" for p in procs]
 
 
-def _name(p) -> str:
+def _name(p: psutil.Process) -> str:
     try:
         return p.name()
     except Exception:

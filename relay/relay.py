@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from typing import Any
 
 from fedoracle import mqtt
 from fedoracle.chain import Chain, ChainEvent, TaskRegistry
@@ -40,6 +41,7 @@ class Relay:
         registry: the registry address.
         broker_url: the MQTT broker.
         from_block: the block to start reading at (the registry's deployment block).
+        poll_interval: seconds to sleep when the chain has no new block.
     """
 
     def __init__(
@@ -49,22 +51,32 @@ class Relay:
         self.broker_url = broker_url
         self.from_block = from_block
         self.poll_interval = poll_interval
-        self._tasks: dict[int, dict] = {}
+        self._tasks: dict[int, dict[str, Any]] = {}
         self._retained: dict[str, str] = {}
         self.published = 0
         self.connects = 0
 
-    def messages(self, ev: ChainEvent, chain_id: int) -> list[tuple[str, dict]]:
-        """The (topic, payload) pairs an event becomes."""
+    def messages(self, ev: ChainEvent, chain_id: int) -> list[tuple[str, dict[str, Any]]]:
+        """The (topic, payload) pairs an event becomes.
+
+        Args:
+            ev: a decoded registry event.
+            chain_id: the chain's id, carried in every payload.
+
+        Returns:
+            The retained messages to publish, in order (none for an event that is not relayed).
+        """
         a = ev.args
-        base = {
+        base: dict[str, Any] = {
             "registry": self.registry.address,
             "chain_id": chain_id,
             "block_number": ev.block_number,
             "tx_hash": ev.tx_hash,
         }
-        task_id = a.get("taskId")
-        out: list[tuple[str, dict]] = []
+        task_id: int | None = a.get("taskId")
+        if task_id is None:  # not a task's event: nothing below relays it
+            return []
+        out: list[tuple[str, dict[str, Any]]] = []
         if ev.name == "TaskPublished":
             task = mqtt.TaskMessage(
                 **base,
@@ -142,7 +154,7 @@ class Relay:
         follower = LogFollower(self.registry, self.from_block, poll_interval=self.poll_interval)
         chain_id = await self.registry.chain.chain_id()
         backoff = Backoff(0.2, cap=5.0)
-        pending: list[tuple[str, dict]] = []
+        pending: list[tuple[str, dict[str, Any]]] = []
         while True:
             try:
                 async with mqtt.client(self.broker_url, identifier=f"fedoracle-relay-{id(self):x}") as client:
