@@ -1,4 +1,5 @@
-"""The device role: MQTT-connected clients that train locally with differential privacy,
-submit their updates on-chain and claim their rewards; fleets of honest, malicious and
-unreliable devices for experiments.
+"""The device role: MQTT-connected clients, alone or in fleets.
+
+A client trains locally with differential privacy, submits its updates on-chain and claims its
+rewards; a fleet runs honest, malicious and unreliable devices for the experiments.
 """

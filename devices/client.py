@@ -22,19 +22,20 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 from eth_account.signers.local import LocalAccount
+from numpy.typing import NDArray
 
 from fedoracle import mqtt
 from fedoracle.blobstore import BlobStore
-from fedoracle.chain import Chain, ChainError, Phase, TaskRegistry
+from fedoracle.chain import Chain, Phase, TaskRegistry
 from fedoracle.codec import ModelSpec, decode, encode_with_hash, spec_from_blob
 from fedoracle.defaults import TrainingSettings
+from fedoracle.errors import ChainError
 from fedoracle.retry import Backoff
 from fedoracle.units import floor_bp
 
@@ -64,7 +65,7 @@ class DeviceStats:
     skipped: list[tuple[int, int, str]] = field(default_factory=list)
     claimed_wei: int = 0
     claims: list[tuple[int, int]] = field(default_factory=list)
-    verdicts: dict[tuple[int, int], dict] = field(default_factory=dict)
+    verdicts: dict[tuple[int, int], dict[str, Any]] = field(default_factory=dict)
     epsilon_spent: float = 0.0
     connects: int = 0
     dropped: list[tuple[str, str]] = field(default_factory=list)
@@ -72,7 +73,7 @@ class DeviceStats:
     training: list[tuple[int, int]] = field(default_factory=list)
 
 
-Trainer = Callable[[ModelSpec, list[np.ndarray], dict[str, Any]], tuple[list[np.ndarray], int, float | None]]
+Trainer = Callable[[ModelSpec, list[NDArray[Any]], dict[str, Any]], tuple[list[NDArray[Any]], int, float | None]]
 """``(spec, global_weights, task) -> (noisy_update, num_samples, local_accuracy_or_None)``."""
 
 
@@ -126,12 +127,13 @@ class Device:
         self._settled_tasks: set[int] = set()
         self._busy = asyncio.Lock()
         self._claiming = asyncio.Lock()
-        self._jobs: set[asyncio.Task] = set()
+        self._jobs: set[asyncio.Task[None]] = set()
         self._chain_id: int | None = None
         self.connected = asyncio.Event()
 
     @property
     def address(self) -> str:
+        """The device's account address (checksummed)."""
         return self.account.address
 
     async def run(self) -> None:
@@ -179,7 +181,7 @@ class Device:
             if self._jobs:
                 await asyncio.gather(*self._jobs, return_exceptions=True)
 
-    def _spawn(self, coro) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         job = asyncio.ensure_future(self._guarded(coro))
         self._jobs.add(job)  # keep a reference (the loop holds only weak ones) and cancel on stop
         job.add_done_callback(self._jobs.discard)
@@ -240,7 +242,7 @@ class Device:
         if topic != expected:
             raise ValueError(f"payload belongs on {expected}")
 
-    async def _guarded(self, coro) -> None:
+    async def _guarded(self, coro: Coroutine[Any, Any, None]) -> None:
         try:
             await coro
         except asyncio.CancelledError:

@@ -19,8 +19,10 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from eth_account import Account
+from eth_account.signers.local import LocalAccount
 from eth_hash.auto import keccak
 
 from devices.client import Device, TrainingConfig
@@ -66,12 +68,14 @@ def device_key(key_seed: str, index: int) -> bytes:
 
 def payee_address(key_seed: str, index: int) -> str:
     """Payee of fleet device ``index`` (a separate account, so rewards are easy to see)."""
-    return Account.from_key(keccak(f"{key_seed}/payee/{index}".encode())).address
+    payee: LocalAccount = Account.from_key(keccak(f"{key_seed}/payee/{index}".encode()))
+    return payee.address
 
 
 async def fund(rpc_url: str, faucet_key: str, addresses: list[str], wei: int) -> None:
     """Tops every address up to ``wei`` from the faucet (dev chains)."""
-    faucet = Chain(rpc_url, load_account(faucet_key))
+    account = load_account(faucet_key)
+    faucet = Chain(rpc_url, account)
     w3 = faucet.w3
     for addr in addresses:
         missing = wei - await faucet.balance(addr)
@@ -79,8 +83,8 @@ async def fund(rpc_url: str, faucet_key: str, addresses: list[str], wei: int) ->
             continue
         async with faucet._lock:
             if faucet._nonce is None:
-                faucet._nonce = await w3.eth.get_transaction_count(faucet.address, "pending")
-            tx = {
+                faucet._nonce = await w3.eth.get_transaction_count(account.address, "pending")
+            tx: dict[str, Any] = {
                 "to": addr,
                 "value": missing,
                 "gas": 21_000,
@@ -88,7 +92,7 @@ async def fund(rpc_url: str, faucet_key: str, addresses: list[str], wei: int) ->
                 "chainId": await faucet.chain_id(),
                 "gasPrice": await w3.eth.gas_price,
             }
-            signed = faucet.account.sign_transaction(tx)
+            signed = account.sign_transaction(tx)
             await w3.eth.send_raw_transaction(signed.raw_transaction)
             faucet._nonce += 1
     # wait for the last one
@@ -145,7 +149,7 @@ class Fleet:
             )
         return self.devices
 
-    def snapshot(self) -> dict:
+    def snapshot(self) -> dict[str, Any]:
         """The fleet's state as JSON-able data."""
         return {
             "devices": [
@@ -167,6 +171,7 @@ class Fleet:
         }
 
     def write_status(self) -> None:
+        """Writes :meth:`snapshot` to the status file, atomically (nothing without one)."""
         if self.status_file is not None:
             tmp = self.status_file.with_suffix(".tmp")
             tmp.write_text(json.dumps(self.snapshot(), indent=1, default=str))
@@ -193,5 +198,6 @@ class Fleet:
             self.executor.shutdown(wait=False, cancel_futures=True)
 
 
-def config_dict(config: FleetConfig) -> dict:
+def config_dict(config: FleetConfig) -> dict[str, Any]:
+    """The fleet's configuration as plain data (nested dataclasses too, by :func:`dataclasses.asdict`)."""
     return asdict(config)

@@ -11,27 +11,34 @@ device can skip submitting below the announced threshold.
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from devices.client import TrainingConfig
 from fedoracle.codec import ModelSpec
+
+if TYPE_CHECKING:  # imported where they are used: importing the device role stays cheap
+    from devices.fleet import FleetConfig
+    from fedoracle.learning.evaluation import Evaluator
+    from fedoracle.learning.privacy import PrivacyAccountant
 
 
 class LocalTrainer:
     """A device's training routine over its own shard (thread-safe per call).
 
     Args:
-        x, y: the device's training data (labels as the device has them: flipped for a
-            malicious device, skewed for an unreliable one).
+        x: the device's training images.
+        y: their labels, as the device has them (flipped for a malicious device, skewed for an
+            unreliable one).
         config: optimiser settings and DP/pre-evaluation switches.
         seed: seeds the device's training order and noise.
         validation_share: share of the shard held out for pre-evaluation.
     """
 
     def __init__(
-        self, x: np.ndarray, y: np.ndarray, config: TrainingConfig, seed: int, validation_share: float = 0.1
+        self, x: NDArray[Any], y: NDArray[Any], config: TrainingConfig, seed: int, validation_share: float = 0.1
     ) -> None:
         n_val = int(len(y) * validation_share) if config.pre_evaluate else 0
         self.x, self.y = x[n_val:], y[n_val:]
@@ -40,10 +47,10 @@ class LocalTrainer:
         self.seed = seed
         self.rng = np.random.default_rng(seed)
         self.rounds = 0
-        self._accountant = None
+        self._accountant: PrivacyAccountant | None = None
         self.target_delta: float | None = None
         self._lock = threading.Lock()
-        self._validator = None
+        self._validator: tuple[str, Evaluator] | None = None  # (spec hash, evaluator on the held-out part)
 
     @property
     def epsilon_spent(self) -> float | None:
@@ -51,8 +58,8 @@ class LocalTrainer:
         return None if self._accountant is None else float(self._accountant.epsilon())
 
     def __call__(
-        self, spec: ModelSpec, global_weights: list[np.ndarray], task: dict[str, Any]
-    ) -> tuple[list[np.ndarray], int, float | None]:
+        self, spec: ModelSpec, global_weights: list[NDArray[Any]], task: dict[str, Any]
+    ) -> tuple[list[NDArray[Any]], int, float | None]:
         """One round's release: :func:`fedoracle.learning.rounds.device_update` with the task's DP.
 
         Args:
@@ -97,7 +104,7 @@ class LocalTrainer:
             return update, int(len(self.y)), local_acc
 
 
-def make_trainers(config) -> list[tuple[str, LocalTrainer]]:
+def make_trainers(config: FleetConfig) -> list[tuple[str, LocalTrainer]]:
     """Loads the fleet's data set, splits it into shards by device kind, one trainer each.
 
     The kinds and shards are drawn for the whole fleet (``config.fleet_size`` devices, or

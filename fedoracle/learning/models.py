@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import tensorflow as tf
+from numpy.typing import NDArray
 
 from fedoracle.codec import DEFAULT_MAX_BYTES, ModelSpec
 
@@ -104,7 +105,7 @@ def model_spec(
     return _cached_spec(architecture, tuple(int(d) for d in input_shape), int(num_classes), int(max_bytes))
 
 
-def initial_weights(spec: ModelSpec, seed: int) -> list[np.ndarray]:
+def initial_weights(spec: ModelSpec, seed: int) -> list[NDArray[Any]]:
     """Deterministic initial weights: Glorot-uniform kernels and zero biases (Keras' defaults).
 
     Drawn with numpy from ``seed`` alone, so they are the same on every machine and do not touch

@@ -10,8 +10,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 
 class DeviceKind(StrEnum):
@@ -34,17 +36,17 @@ class Shard:
     """
 
     kind: DeviceKind
-    indices: np.ndarray
-    labels: np.ndarray
+    indices: NDArray[Any]
+    labels: NDArray[Any]
     emd: float
 
 
-def label_distribution(y: np.ndarray, num_classes: int) -> np.ndarray:
+def label_distribution(y: NDArray[Any], num_classes: int) -> NDArray[Any]:
     """Fraction of each class among the labels ``y``."""
     return np.bincount(y, minlength=num_classes)[:num_classes] / max(len(y), 1)
 
 
-def emd(p: np.ndarray, q: np.ndarray) -> float:
+def emd(p: NDArray[Any], q: NDArray[Any]) -> float:
     """Earth Mover's Distance between two label distributions as the paper defines it: ``sum |p - q|``."""
     return float(np.abs(np.asarray(p, float) - np.asarray(q, float)).sum())
 
@@ -68,7 +70,7 @@ def fleet_kinds(num_devices: int, seed: int, *, malicious: float = 0.2, unreliab
     return [kinds[i] for i in order]
 
 
-def skewed_distribution(population: np.ndarray, target_emd: float, dominant: int) -> np.ndarray:
+def skewed_distribution(population: NDArray[Any], target_emd: float, dominant: int) -> NDArray[Any]:
     """The label distribution ``(1 - a) q + a e_c`` at EMD ``target_emd`` from the population ``q``.
 
     Mixing the population with the one-hot distribution of class ``c = dominant`` moves the EMD
@@ -88,8 +90,8 @@ def skewed_distribution(population: np.ndarray, target_emd: float, dominant: int
 
 
 def flip_labels(
-    y: np.ndarray, rate: float, rng: np.random.Generator, num_classes: int, *, mode: str = "shift"
-) -> np.ndarray:
+    y: NDArray[Any], rate: float, rng: np.random.Generator, num_classes: int, *, mode: str = "shift"
+) -> NDArray[Any]:
     """Flips the labels of a random fraction ``rate`` of the samples.
 
     Args:
@@ -116,7 +118,7 @@ def flip_labels(
     return out
 
 
-def _counts(p: np.ndarray, size: int) -> np.ndarray:
+def _counts(p: NDArray[Any], size: int) -> NDArray[Any]:
     """Integer class counts summing to ``size`` closest to ``p * size`` (largest remainder)."""
     exact = p * size
     counts = np.floor(exact).astype(int)
@@ -126,7 +128,7 @@ def _counts(p: np.ndarray, size: int) -> np.ndarray:
 
 
 def partition(
-    y: np.ndarray,
+    y: NDArray[Any],
     kinds: Sequence[DeviceKind],
     shard_size: int,
     seed: int,
@@ -206,7 +208,7 @@ def device_seed(fleet_seed: int, index: int) -> int:
 
 
 def plan_fleet(
-    y_train: np.ndarray,
+    y_train: NDArray[Any],
     fleet_size: int,
     seed: int,
     *,
@@ -227,7 +229,8 @@ def plan_fleet(
         fleet_size: P, the devices of the whole fleet.
         seed: the fleet's seed.
         num_classes: classes of the data set.
-        malicious, unreliable: shares of the fleet.
+        malicious: share of malicious devices in the fleet.
+        unreliable: share of unreliable devices in the fleet.
         emd: target EMD of an unreliable device's labels.
         flip_rate: λ of a malicious device.
         samples_per_device: shard size (``None``: :func:`shard_size`'s rule).

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from fedoracle.errors import Reason
 from fedoracle.units import BP, decode_dp, floor_bp, quantize_dp, to_bp
@@ -74,8 +75,10 @@ class DPParams:
         return cls(*decode_dp(task), scaling)
 
     def quantized(self) -> DPParams:
-        """The values after the round trip through the contract (ε in 1e-3, δ in 1e-18, S in 1e-6),
-        as ``fedoracle.chain.TaskParams`` encodes them and :meth:`from_task` decodes them.
+        """The values after the round trip through the contract.
+
+        That is ε in 1e-3, δ in 1e-18 and S in 1e-6, as ``fedoracle.chain.TaskParams`` encodes them
+        and :meth:`from_task` decodes them.
         """
         return DPParams(*quantize_dp(self.epsilon, self.delta, self.clip), self.scaling)
 
@@ -102,9 +105,9 @@ def training_seed(device_seed: int, round_number: int) -> int:
 
 def device_update(
     spec: Any,
-    global_weights: Sequence[np.ndarray],
-    x: np.ndarray,
-    y: np.ndarray,
+    global_weights: Sequence[NDArray[Any]],
+    x: NDArray[Any],
+    y: NDArray[Any],
     *,
     epochs: int,
     batch_size: int,
@@ -114,14 +117,18 @@ def device_update(
     dp: DPParams | None,
     rng: np.random.Generator,
     accountant: Any = None,
-) -> list[np.ndarray]:
+) -> list[NDArray[Any]]:
     """A device's release for one round: local training, the update, clipping and noise.
 
     Args:
         spec: the task's :class:`~fedoracle.codec.ModelSpec`.
         global_weights: the round's global model.
-        x, y: the device's training data (its labels as it has them).
-        epochs, batch_size, learning_rate, optimizer: local training settings.
+        x: the device's training images.
+        y: their labels, as the device has them.
+        epochs: local passes over the data.
+        batch_size: local minibatch size.
+        learning_rate: local step size.
+        optimizer: ``"adam"`` or ``"sgd"``.
         seed: the training order's seed (:func:`training_seed`).
         dp: the task's DP parameters, or ``None`` to release the raw update (non-DP baseline).
         rng: the device's noise source (one per device, drawn from across rounds).
@@ -145,7 +152,7 @@ def device_update(
         optimizer=optimizer,
         seed=seed,
     )
-    update = [np.asarray(t - g, dtype=g.dtype) for t, g in zip(trained, global_weights)]
+    update = [np.asarray(t - g, dtype=g.dtype) for t, g in zip(trained, global_weights, strict=True)]
     if dp is None:
         return update
     d = len(y) if dp.scaling == "sample" else None
@@ -155,18 +162,18 @@ def device_update(
     return update
 
 
-def accuracy_bp(evaluator: Any, weights: Sequence[np.ndarray]) -> int:
+def accuracy_bp(evaluator: Any, weights: Sequence[NDArray[Any]]) -> int:
     """Accuracy in basis points, rounded down (a verdict never overstates), as the oracle posts it."""
     return floor_bp(evaluator.evaluate(list(weights)).accuracy)
 
 
-def candidate(global_weights: Sequence[np.ndarray], update: Sequence[np.ndarray]) -> list[np.ndarray]:
+def candidate(global_weights: Sequence[NDArray[Any]], update: Sequence[NDArray[Any]]) -> list[NDArray[Any]]:
     """The model a verdict scores: ``global + Δ`` tensor by tensor (the paper's "local model")."""
-    return [g + u for g, u in zip(global_weights, update)]
+    return [g + u for g, u in zip(global_weights, update, strict=True)]
 
 
 def score_candidate(
-    evaluator: Any, global_weights: Sequence[np.ndarray], update: Sequence[np.ndarray], threshold_bp: int
+    evaluator: Any, global_weights: Sequence[NDArray[Any]], update: Sequence[NDArray[Any]], threshold_bp: int
 ) -> Verdict:
     """The oracle's verdict on one decoded update.
 
@@ -187,15 +194,19 @@ def score_candidate(
 
 
 def is_accepted(reason: int, accuracy_bp: int, threshold_bp: int) -> bool:
-    """The acceptance rule (``FLTaskRegistry.postVerdict``): evaluated (``OK``) and at or above the
+    """The acceptance rule (``FLTaskRegistry.postVerdict``).
+
+    A verdict is accepted when the candidate was evaluated (``OK``) and scored at or above the
     threshold bound to the submission.
     """
     return reason == Reason.OK and accuracy_bp >= threshold_bp
 
 
 def verdict_reason(reason: int, accuracy_bp: int, threshold_bp: int) -> Reason:
-    """Why a verdict is what it is: the score's reason, or ``BELOW_THRESHOLD`` for an evaluated
-    candidate under the bar (the contract records it so).
+    """Why a verdict is what it is.
+
+    The score's reason, or ``BELOW_THRESHOLD`` for an evaluated candidate under the bar (the
+    contract records it so).
     """
     if reason == Reason.OK and not is_accepted(reason, accuracy_bp, threshold_bp):
         return Reason.BELOW_THRESHOLD
@@ -203,13 +214,13 @@ def verdict_reason(reason: int, accuracy_bp: int, threshold_bp: int) -> Reason:
 
 
 def aggregate_accepted(
-    global_weights: Sequence[np.ndarray],
-    updates: Sequence[Sequence[np.ndarray]],
+    global_weights: Sequence[NDArray[Any]],
+    updates: Sequence[Sequence[NDArray[Any]]],
     num_samples: Sequence[int],
     *,
     rule: str = "fedavg",
     trim_fraction: float = 0.2,
-) -> list[np.ndarray]:
+) -> list[NDArray[Any]]:
     """The next global model from the accepted updates (the global model itself when none).
 
     FedAvg weights each update by its declared sample count (unweighted when any count is 0);
@@ -222,7 +233,7 @@ def aggregate_accepted(
 
     weights = list(num_samples) if all(n > 0 for n in num_samples) else None
     mean = aggregate([list(u) for u in updates], weights=weights, rule=rule, trim_fraction=trim_fraction)
-    return [np.asarray(g + m, dtype=g.dtype) for g, m in zip(global_weights, mean)]
+    return [np.asarray(g + m, dtype=g.dtype) for g, m in zip(global_weights, mean, strict=True)]
 
 
 def next_threshold(round_number: int, current_bp: int, previous_global_bp: int, margin: float | None) -> int | None:

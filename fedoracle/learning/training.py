@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
+from numpy.typing import NDArray
 
 from fedoracle.codec import ModelSpec
 from fedoracle.learning.models import build_spec_model
@@ -42,10 +44,10 @@ class _Trainer:
         with tf.GradientTape() as tape:
             loss = self.loss(y, self.model(x, training=True))
         grads = tape.gradient(loss, self.model.trainable_variables)
-        self.optimizer.apply_gradients(zip(grads, self.model.trainable_variables))
+        self.optimizer.apply_gradients(zip(grads, self.model.trainable_variables, strict=True))
         return loss
 
-    def reset(self, weights: Sequence[np.ndarray]) -> None:
+    def reset(self, weights: Sequence[NDArray[Any]]) -> None:
         self.model.set_weights(list(weights))
         for variable in self.optimizer.variables:
             variable.assign(tf.zeros_like(variable))
@@ -61,16 +63,16 @@ def _trainer(spec: ModelSpec, optimizer: str, learning_rate: float) -> _Trainer:
 
 def local_train(
     spec: ModelSpec,
-    global_weights: Sequence[np.ndarray],
-    x: np.ndarray,
-    y: np.ndarray,
+    global_weights: Sequence[NDArray[Any]],
+    x: NDArray[Any],
+    y: NDArray[Any],
     *,
     epochs: int = 1,
     batch_size: int = 128,
     learning_rate: float = 1e-4,
     optimizer: str = "adam",
     seed: int = 0,
-) -> list[np.ndarray]:
+) -> list[NDArray[Any]]:
     """Trains from ``global_weights`` on one device's data and returns the trained weights.
 
     Defaults follow the paper (batch 128, learning rate 1e-4). Each epoch visits the shard once in

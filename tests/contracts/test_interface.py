@@ -287,8 +287,9 @@ def _python_files() -> list[Path]:
 
 
 class _EventReads:
-    """Which event names Python code compares ``<event>.name`` against, and which ``<event>.args``
-    keys it reads in the branches so selected.
+    """Which event names Python code compares ``<event>.name`` against, and which arguments it reads.
+
+    The arguments are the ``<event>.args`` keys read in the branches so selected.
 
     Recognised: ``ev.name == "X"`` and ``ev.name in ("X", "Y")`` (also a module-level collection of
     names, ``ev.name in _PHASE_OF``), in ``if``/``elif`` tests and comprehension filters, and
@@ -344,8 +345,9 @@ class _EventReads:
         return None
 
     def _selection(self, test: ast.expr, negated: bool = False) -> tuple[str, set[str]] | None:
-        """``(event variable, names)`` when ``test`` holds only for those event names (with
-        ``negated``: when ``test`` is false only for them, as in ``ev.name != "X" or ...``).
+        """``(event variable, names)`` when ``test`` holds only for those event names.
+
+        With ``negated``: when ``test`` is false only for them, as in ``ev.name != "X" or ...``.
         """
         if isinstance(test, ast.BoolOp) and isinstance(test.op, ast.Or if negated else ast.And):
             for value in test.values:
@@ -511,8 +513,9 @@ def test_every_event_argument_the_python_code_reads_exists():
 
 
 def test_submission_mirrors_the_event_and_the_struct():
-    """``chain.Submission`` reads ``ModelSubmitted`` by name and writes the ``Submission`` struct in
-    its field order (the order the on-chain commitment is checked in).
+    """``chain.Submission`` reads ``ModelSubmitted`` by name and writes the ``Submission`` struct in its field order.
+
+    That is the order the on-chain commitment is checked in.
     """
     (event,) = [i for i in _registry_abi() if i["type"] == "event" and i["name"] == "ModelSubmitted"]
     args = {p["name"]: _sample(p, k) for k, p in enumerate(event["inputs"])}

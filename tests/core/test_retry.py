@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import math
 import random
+from itertools import pairwise
 
 import pytest
 from hypothesis import given
@@ -23,8 +24,8 @@ def test_delays_never_pass_the_cap_and_grow_until_they_reach_it(initial, cap, fa
     delays = [backoff.next() for _ in range(n)]
     assert delays[0] == min(initial, cap)
     assert all(d <= cap for d in delays)
-    assert all(a <= b for a, b in zip(delays, delays[1:]))  # monotone
-    for a, b in zip(delays, delays[1:]):  # each step grows by the factor, until the cap holds it
+    assert all(a <= b for a, b in pairwise(delays))  # monotone
+    for a, b in pairwise(delays):  # each step grows by the factor, until the cap holds it
         assert b == min(a * factor, cap)
     if delays[-1] == cap:
         assert delays[delays.index(cap) :] == [cap] * (n - delays.index(cap))  # at the cap it stays

@@ -1,5 +1,7 @@
-"""The experiment harness on a tiny grid: same fleet and task as the protocol builds, metrics,
-a simulated run, and a grid written to JSON, CSV and PNG and resumed.
+"""The experiment harness on a tiny grid.
+
+The same fleet and task as the protocol builds, metrics, a simulated run, and a grid written to
+JSON, CSV and PNG and resumed.
 """
 
 from __future__ import annotations
@@ -30,8 +32,9 @@ TINY = RunConfig(
 
 @pytest.mark.parametrize("devices", [10, 30])
 def test_fleet_is_the_one_make_trainers_builds(mnist, devices):
-    """At P = 30 the shard-size rule matters (0.9·60,000 / 30 = 1,800, not 2,000): both sides
-    call the one rule and get the same shards.
+    """Both sides call the one shard-size rule and get the same shards.
+
+    At P = 30 the rule matters: 0.9·60,000 / 30 = 1,800, not 2,000.
     """
     from devices.fleet import FleetConfig
     from devices.training import make_trainers
@@ -43,7 +46,7 @@ def test_fleet_is_the_one_make_trainers_builds(mnist, devices):
     assert [d.kind for d in fleet] == [k for k, _ in trainers]
     assert sorted(d.kind for d in fleet).count("malicious") == round(0.2 * devices)
     assert {len(d.y) for d in fleet} == {min(2_000, 54_000 // devices)}
-    for dev, (_, t) in zip(fleet, trainers):
+    for dev, (_, t) in zip(fleet, trainers, strict=True):
         assert dev.seed == t.seed
         assert np.array_equal(dev.x, t.x) and np.array_equal(dev.y, t.y)
         assert np.array_equal(dev.rng.normal(size=3), t.rng.normal(size=3))
@@ -62,7 +65,7 @@ def test_task_is_the_one_the_publisher_builds(tmp_path, mnist):
     assert sorted(i for ids in task.round_groups.values() for i in ids) == list(range(6))
     from fedoracle.learning.models import initial_weights
 
-    assert all(np.array_equal(a, b) for a, b in zip(task.initial, initial_weights(task.spec, 4)))
+    assert all(np.array_equal(a, b) for a, b in zip(task.initial, initial_weights(task.spec, 4), strict=True))
 
 
 def test_detection_counts_rejections_as_positives():

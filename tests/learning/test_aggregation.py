@@ -24,7 +24,7 @@ def test_fedavg_of_identical_models_is_that_model(n: int, seed: int, weighted: b
     model = _model(rng)
     weights = rng.integers(1, 1000, size=n).tolist() if weighted else None
     result = aggregate([model] * n, weights=weights)
-    for got, want in zip(result, model):
+    for got, want in zip(result, model, strict=True):
         assert got.dtype == np.float32 and got.shape == want.shape
         np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
 
@@ -34,11 +34,11 @@ def test_fedavg_weights_by_sample_counts() -> None:
     rng = np.random.default_rng(0)
     models = [_model(rng) for _ in range(5)]
     counts = [10, 20, 30, 400, 5]
-    for got, i in zip(aggregate(models, weights=counts), range(len(SHAPES))):
+    for got, i in zip(aggregate(models, weights=counts), range(len(SHAPES)), strict=True):
         np.testing.assert_allclose(
             got, np.average([m[i] for m in models], axis=0, weights=counts), rtol=1e-5, atol=1e-6
         )
-    for got, i in zip(aggregate(models), range(len(SHAPES))):
+    for got, i in zip(aggregate(models), range(len(SHAPES)), strict=True):
         np.testing.assert_allclose(got, np.mean([m[i] for m in models], axis=0), rtol=1e-5, atol=1e-6)
 
 
@@ -48,8 +48,9 @@ def test_fedavg_weights_by_sample_counts() -> None:
 def test_robust_rules_stay_in_the_honest_range(
     rule: str, n: int, seed: int, outlier: float, data: st.DataObject
 ) -> None:
-    """With f outliers (f < n/2 for the median, f <= floor(0.2 n) for the trimmed mean) every
-    coordinate of the aggregate lies between the honest minimum and maximum.
+    """With few enough outliers every coordinate of the aggregate lies between the honest minimum and maximum.
+
+    Few enough: f < n/2 outliers for the median, f <= floor(0.2 n) for the trimmed mean.
     """
     f_max = (n - 1) // 2 if rule == "median" else int(np.floor(0.2 * n))
     f = data.draw(st.integers(0, f_max))
@@ -79,7 +80,7 @@ def test_apply_update_adds_in_the_global_dtype() -> None:
     """The next global model is global + update."""
     rng = np.random.default_rng(2)
     g, u = _model(rng), _model(rng)
-    for got, a, b in zip(apply_update(g, u), g, u):
+    for got, a, b in zip(apply_update(g, u), g, u, strict=True):
         assert got.dtype == np.float32
         np.testing.assert_array_equal(got, a + b)
     with pytest.raises(ValueError):

@@ -41,7 +41,7 @@ def test_initial_weights_are_deterministic(architecture: str) -> None:
     """The same seed gives the same weights, another seed others; biases start at zero."""
     spec = model_spec(architecture, (28, 28, 1), 10)
     first, again, other = initial_weights(spec, 5), initial_weights(spec, 5), initial_weights(spec, 6)
-    assert all(np.array_equal(a, b) for a, b in zip(first, again))
+    assert all(np.array_equal(a, b) for a, b in zip(first, again, strict=True))
     assert not np.array_equal(first[0], other[0])
     assert [w.shape for w in first] == [t.shape for t in spec.tensors]
     assert all(w.dtype == np.float32 for w in first)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from itertools import pairwise
 
 import dp_accounting
 import numpy as np
@@ -35,10 +36,10 @@ def test_clip_bound_holds(update: list[np.ndarray], clip: float) -> None:
     norm = global_norm(update)
     assert global_norm(clipped) <= clip * (1 + 1e-6)
     if norm <= clip:
-        assert all(np.array_equal(a, b) for a, b in zip(clipped, update))
+        assert all(np.array_equal(a, b) for a, b in zip(clipped, update, strict=True))
     else:
         scale = clip / norm
-        for a, b in zip(clipped, update):
+        for a, b in zip(clipped, update, strict=True):
             np.testing.assert_allclose(a, b * scale, rtol=1e-5, atol=1e-30)
 
 
@@ -111,7 +112,7 @@ def test_accounting_grows_monotonically(method: str, sigma: float, steps: list[i
         accountant.record(sigma, count)
         spent.append(accountant.epsilon())
     assert spent[0] == 0.0
-    assert all(b > a for a, b in zip(spent, spent[1:]))
+    assert all(b > a for a, b in pairwise(spent))
     assert accountant.rounds == sum(steps)
     assert accountant.spent() == (spent[-1], 1e-5)
 

@@ -127,8 +127,8 @@ def test_device_update_is_the_trained_minus_the_global_model(mnist, spec, initia
         dp=None,
         rng=np.random.default_rng(),
     )
-    assert all(np.array_equal(t - g, u) for t, g, u in zip(trained, initial, got))
-    assert all(u.dtype == g.dtype for u, g in zip(got, initial))
+    assert all(np.array_equal(t - g, u) for t, g, u in zip(trained, initial, got, strict=True))
+    assert all(u.dtype == g.dtype for u, g in zip(got, initial, strict=True))
 
 
 def test_a_dp_release_is_clipped_noised_and_accounted(mnist, spec, initial):
@@ -140,7 +140,7 @@ def test_a_dp_release_is_clipped_noised_and_accounted(mnist, spec, initial):
     dp = DPParams(8.0, 1e-5, 0.5, "update")
     accountant = PrivacyAccountant(dp.delta)
     noisy = device_update(spec, initial, x, y, dp=dp, rng=np.random.default_rng(), accountant=accountant, **kwargs)
-    assert not all(np.array_equal(a, b) for a, b in zip(raw, noisy))
+    assert not all(np.array_equal(a, b) for a, b in zip(raw, noisy, strict=True))
     assert accountant.epsilon() == pytest.approx(8.0, rel=0.05)  # one release at ε = 8
 
 
@@ -166,9 +166,9 @@ def test_aggregate_accepted_is_global_plus_the_weighted_mean():
     samples = [100, 300, 600]
     got = aggregate_accepted(glob, updates, samples)
     for i, g in enumerate(glob):
-        want = g + sum(n * u[i] for u, n in zip(updates, samples)) / sum(samples)
+        want = g + sum(n * u[i] for u, n in zip(updates, samples, strict=True)) / sum(samples)
         np.testing.assert_allclose(got[i], want, rtol=1e-5, atol=1e-6)
         assert got[i].dtype == g.dtype
     unweighted = aggregate_accepted(glob, updates, [0, 300, 600])  # a zero count: plain mean
     np.testing.assert_allclose(unweighted[0], glob[0] + sum(u[0] for u in updates) / 3, rtol=1e-5, atol=1e-6)
-    assert all(np.array_equal(a, b) for a, b in zip(aggregate_accepted(glob, [], []), glob))
+    assert all(np.array_equal(a, b) for a, b in zip(aggregate_accepted(glob, [], []), glob, strict=True))

@@ -85,9 +85,11 @@ def test_emit_takes_any_field_name_but_action(caplog):
 
 
 def test_a_second_oracle_on_the_same_state_refuses_to_start(node, tmp_path):
-    """Two oracles on one checkpoint would race for the nonce and the watermark: the second one
-    stops at once with one line naming the holder; the first is untouched, and once it is gone a
-    new one starts (a SIGKILLed holder's lock goes with its process).
+    """A second oracle on the same checkpoint stops at once; the first is untouched.
+
+    Two oracles on one checkpoint would race for the nonce and the watermark: the second one stops
+    at once with one line naming the holder; the first is untouched, and once it is gone a new one
+    starts (a SIGKILLed holder's lock goes with its process).
     """
     import subprocess
 
