@@ -1,5 +1,8 @@
-"""``fedoracle task cancel`` and ``fedoracle task refund`` against anvil: what they do on-chain, and
-one line (exit 1, the contract's custom error named) when the contract refuses."""
+"""``fedoracle task cancel`` and ``fedoracle task refund`` against anvil.
+
+What they do on-chain, and one line (exit 1, the contract's custom error named) when the contract
+refuses.
+"""
 
 from __future__ import annotations
 
