@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from typing import Any
 
 import click
 
@@ -104,60 +105,24 @@ def run(
     registry: str,
     broker_url: str,
     blob_store: str,
-    count: int,
-    first_index: int,
-    fleet_size: int | None,
     tasks: tuple[int, ...],
-    train_workers: int,
-    malicious: float,
-    unreliable: float,
-    flip_rate: float,
-    emd: float,
-    dataset: str,
-    data_path: str | None,
-    samples_per_device: int | None,
-    epochs: int,
-    batch_size: int,
-    learning_rate: float,
-    optimizer: str,
     no_dp: bool,
-    dp_scaling: str,
-    pre_evaluate: bool,
-    key_seed: str,
     fund_from: str | None,
-    seed: int,
     status_file: str | None,
+    **options: Any,
 ) -> None:
     """Run P devices in this process until interrupted."""
     from devices.client import TrainingConfig
     from devices.fleet import Fleet, FleetConfig, fund
     from fedoracle.blobstore import open_store
+    from fedoracle.defaults import fields_of
+    from fedoracle.errors import ConfigError
 
-    config = FleetConfig(
-        count=count,
-        malicious=malicious,
-        unreliable=unreliable,
-        flip_rate=flip_rate,
-        emd=emd,
-        dataset=dataset,
-        data_path=data_path,
-        samples_per_device=samples_per_device,
-        key_seed=key_seed,
-        first_index=first_index,
-        seed=seed,
-        fleet_size=fleet_size,
-        tasks=list(tasks) or None,
-        train_workers=train_workers,
-        training=TrainingConfig(
-            epochs=epochs,
-            batch_size=batch_size,
-            learning_rate=learning_rate,
-            optimizer=optimizer,
-            dp=not no_dp,
-            dp_scaling=dp_scaling,
-            pre_evaluate=pre_evaluate,
-        ),
-    )
+    training = TrainingConfig(**fields_of(TrainingConfig, options), dp=not no_dp)
+    config = FleetConfig(**fields_of(FleetConfig, options), tasks=list(tasks) or None, training=training)
+    unused = set(options) - set(fields_of(TrainingConfig, options)) - set(fields_of(FleetConfig, options))
+    if unused:  # an option added to the command but to no config: caught by the CLI tests
+        raise ConfigError(f"devices run: options no config takes: {sorted(unused)}")
 
     async def main() -> None:
         fleet = Fleet(config, rpc_url, registry, open_store(blob_store), broker_url, status_file=status_file)

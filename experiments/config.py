@@ -88,8 +88,6 @@ class RunConfig(TaskSettings, FleetSettings, TrainingSettings):
     threshold_margin: float | None = DEFAULTS.threshold_margin
     aggregation: str = DEFAULTS.aggregation
     trim_fraction: float = DEFAULTS.trim_fraction
-    test_examples: int = DEFAULTS.test_examples
-    groups_per_round: int = DEFAULTS.groups_per_round
     seed: int = DEFAULTS.fleet_seed
     task_seed: int = DEFAULTS.task_seed
     attack: str = "label_flip"

@@ -16,8 +16,9 @@ Standard library only: the CLI imports this at start-up.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from types import MappingProxyType
+from typing import Any
 
 DATASETS = ("mnist", "fashion_mnist", "cifar10")
 ARCHITECTURES = ("small_cnn", "alexnet")
@@ -136,6 +137,8 @@ class TaskSettings:
             :attr:`initial_threshold`).
         epsilon, delta: (ε, δ) of one device's release in one round.
         clip: L2 clip norm S of an update.
+        groups_per_round: hidden test groups disclosed per round.
+        test_examples: examples of the hidden test set.
     """
 
     dataset: str = DEFAULTS.dataset
@@ -145,6 +148,8 @@ class TaskSettings:
     epsilon: float = DEFAULTS.epsilon
     delta: float = DEFAULTS.delta
     clip: float = DEFAULTS.clip
+    groups_per_round: int = DEFAULTS.groups_per_round
+    test_examples: int = DEFAULTS.test_examples
 
     @property
     def initial_threshold(self) -> float:
@@ -185,3 +190,18 @@ class TrainingSettings:
     learning_rate: float = DEFAULTS.learning_rate
     optimizer: str = DEFAULTS.optimizer
     dp_scaling: str = DEFAULTS.dp_scaling
+
+    def local_training(self) -> dict[str, Any]:
+        """The keyword arguments of :func:`fedoracle.learning.rounds.device_update`'s local training."""
+        return {
+            "epochs": self.epochs,
+            "batch_size": self.batch_size,
+            "learning_rate": self.learning_rate,
+            "optimizer": self.optimizer,
+        }
+
+
+def fields_of(config: type[Any], options: Mapping[str, Any]) -> dict[str, Any]:
+    """The entries of ``options`` (e.g. a command's parsed flags) that are fields of dataclass ``config``."""
+    names = {f.name for f in fields(config)}
+    return {k: v for k, v in options.items() if k in names}

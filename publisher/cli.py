@@ -76,46 +76,21 @@ def task() -> None:
 )
 @click.option(
     "--max-submissions",
+    "max_submissions_per_round",
     default=DEFAULTS.max_submissions,
     show_default=True,
     type=click.IntRange(min=0),
     help="Close a round at this many submissions (0: only the deadline).",
 )
 def task_publish(
-    rpc_url: str,
-    registry: str,
-    key: str,
-    blob_store: str,
-    oracle: str,
-    vault: str,
-    dataset: str,
-    architecture: str,
-    rounds: int,
-    threshold: float | None,
-    epsilon: float,
-    delta: float,
-    clip: float,
-    reward_eth: float,
-    round_duration: int,
-    max_submissions: int,
+    rpc_url: str, registry: str, key: str, blob_store: str, oracle: str, vault: str, **options: Any
 ) -> None:
     """Publish a task: commit the hidden test set, store the initial model, escrow the reward."""
     from fedoracle.blobstore import open_store
     from fedoracle.chain import Chain, TaskRegistry, load_account
     from publisher.publish import TaskPlan, publish_task
 
-    plan = TaskPlan(
-        dataset=dataset,
-        architecture=architecture,
-        rounds=rounds,
-        threshold=threshold,
-        epsilon=epsilon,
-        delta=delta,
-        clip=clip,
-        reward_eth=reward_eth,
-        round_duration=round_duration,
-        max_submissions_per_round=max_submissions,
-    )
+    plan = TaskPlan(**options)
     reg = TaskRegistry(Chain(rpc_url, load_account(key)), registry)
     published = asyncio.run(publish_task(reg, open_store(blob_store), vault, plan, oracle))
     click.echo(

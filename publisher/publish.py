@@ -37,8 +37,6 @@ class TaskPlan(TaskSettings):
     """
 
     target_accuracy: float = DEFAULTS.target_accuracy
-    groups_per_round: int = DEFAULTS.groups_per_round
-    test_examples: int = DEFAULTS.test_examples
     reward_eth: float = DEFAULTS.reward_eth
     round_duration: int = DEFAULTS.round_duration
     evaluation_window: int = DEFAULTS.evaluation_window
