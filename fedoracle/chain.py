@@ -101,12 +101,24 @@ def dev_account(index: int) -> LocalAccount:
 
 
 def load_account(key: str) -> LocalAccount:
-    """An account from a key source: ``0x<hex private key>``, ``dev:<n>`` or ``file:<path>``."""
+    """An account from a key source: ``0x<hex private key>``, ``dev:<n>``, ``file:<path>`` or ``env:<VAR>``.
+
+    Raises:
+        ConfigError: for a source that names no usable key (the message says which and why, never the key).
+    """
     if key.startswith("dev:"):
+        if not key[4:].isdigit():
+            raise ConfigError(f"--key {key}: dev:<n> takes a dev-chain account number (dev:0, dev:1, ...)")
         return dev_account(int(key[4:]))
     if key.startswith("file:"):
-        key = Path(key[5:]).expanduser().read_text().strip()
+        path = Path(key[5:]).expanduser()
+        try:
+            key = path.read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"--key file:{path}: cannot read the key file ({exc.strerror})") from None
     if key.startswith("env:"):
+        if key[4:] not in os.environ:
+            raise ConfigError(f"--key {key}: the variable {key[4:]} is not set")
         key = os.environ[key[4:]]
     try:
         account: LocalAccount = Account.from_key(key)
