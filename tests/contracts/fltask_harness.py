@@ -276,7 +276,10 @@ _common = dict(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
 )
 STATEFUL_PROFILES = {
-    "default": settings(max_examples=200, stateful_step_count=25, **_common),
+    # derandomize: the suite's run is reproducible, and its check that every function succeeded
+    # at least once cannot fail by chance (a random run once had no successful announceThreshold);
+    # the ci-long profile keeps exploring new sequences.
+    "default": settings(max_examples=200, stateful_step_count=25, derandomize=True, **_common),
     "ci-long": settings(max_examples=2_000, stateful_step_count=50, **_common),
     "quick": settings(max_examples=30, stateful_step_count=20, **_common),
 }
