@@ -118,9 +118,10 @@ def run(
     from fedoracle.defaults import fields_of
     from fedoracle.errors import ConfigError
 
-    training = TrainingConfig(**fields_of(TrainingConfig, options), dp=not no_dp)
-    config = FleetConfig(**fields_of(FleetConfig, options), tasks=list(tasks) or None, training=training)
-    unused = set(options) - set(fields_of(TrainingConfig, options)) - set(fields_of(FleetConfig, options))
+    training_options, fleet_options = fields_of(TrainingConfig, options), fields_of(FleetConfig, options)
+    training = TrainingConfig(**training_options, dp=not no_dp)
+    config = FleetConfig(**fleet_options, tasks=list(tasks) or None, training=training)
+    unused = set(options) - set(training_options) - set(fleet_options)
     if unused:  # an option added to the command but to no config: caught by the CLI tests
         raise ConfigError(f"devices run: options no config takes: {sorted(unused)}")
 

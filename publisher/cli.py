@@ -121,13 +121,15 @@ def task_cancel(rpc_url: str, registry: str, key: str, task_id: int) -> None:
     """Cancel a task (the publisher before its end, anyone past a deadline); settled rounds stay claimable."""
 
     async def go() -> dict[str, Any]:
+        from fedoracle.hashing import normalize_hash
+
         reg = _manage(rpc_url, registry, key)
         receipt = await reg.cancel(task_id)
         return {
             "task_id": task_id,
             "cancelled": True,
             "refundable_wei": await reg.refundable(task_id),
-            "tx": "0x" + bytes(receipt["transactionHash"]).hex(),
+            "tx": normalize_hash(receipt["transactionHash"]),
         }
 
     click.echo(json.dumps(asyncio.run(go())))
@@ -142,9 +144,11 @@ def task_refund(rpc_url: str, registry: str, key: str, task_id: int) -> None:
     """Pay the publisher what a finalized or cancelled task did not allocate (rejected rounds, rounding dust)."""
 
     async def go() -> dict[str, Any]:
+        from fedoracle.hashing import normalize_hash
+
         reg = _manage(rpc_url, registry, key)
         amount = await reg.refundable(task_id)
         receipt = await reg.refund(task_id)
-        return {"task_id": task_id, "refunded_wei": amount, "tx": "0x" + bytes(receipt["transactionHash"]).hex()}
+        return {"task_id": task_id, "refunded_wei": amount, "tx": normalize_hash(receipt["transactionHash"])}
 
     click.echo(json.dumps(asyncio.run(go())))
