@@ -19,7 +19,10 @@ from fedoracle.commitments import (
 from tests.conftest import run
 
 
-@given(n=st.integers(1, 200), seed=st.binary(min_size=32, max_size=32))
+# n up to 96 covers lists below, at and above every power of two the cycle walk steps over
+# (a larger n only makes each example slower); the contract is checked against this in test_views.
+@settings(max_examples=60)
+@given(n=st.integers(1, 96), seed=st.binary(min_size=32, max_size=32))
 def test_shuffle_is_a_permutation(n, seed):
     assert sorted(shuffled_index(i, n, seed) for i in range(n)) == list(range(n))
 
