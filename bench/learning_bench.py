@@ -97,10 +97,9 @@ def bench_dp_clip(data: Dataset, clips: tuple[float, ...] = (0.01, 0.03, 0.1, 0.
         trained = local_train(spec, warm, data.x_train[shard.indices], shard.labels, seed=i)
         updates.append([t - g for t, g in zip(trained, warm, strict=True)])
     rows = []
-    rng = np.random.default_rng(0)
     for mode, num_samples in (("update", None), ("sample_mean", 600)):
         for clip in clips:
-            noisy = [add_noise(u, clip, EPSILON, DELTA, rng, num_samples=num_samples) for u in updates]
+            noisy = [add_noise(u, clip, EPSILON, DELTA, num_samples=num_samples) for u in updates]
             candidates = [evaluator.evaluate(apply_update(warm, u)).accuracy for u in noisy]
             rows.append(
                 {

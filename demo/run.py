@@ -49,6 +49,7 @@ class DemoConfig(TaskSettings, FleetSettings, TrainingSettings):
         out: folder for the run's report.
         timeout: seconds before the demo gives up.
         quiet: no progress display.
+        dp: devices clip and noise their updates (``False``: the non-DP baseline, ``devices run --no-dp``).
     """
 
     count: int = DEFAULTS.devices
@@ -57,6 +58,7 @@ class DemoConfig(TaskSettings, FleetSettings, TrainingSettings):
     out: str = "runs"
     timeout: int = 900
     quiet: bool = False
+    dp: bool = True
 
 
 class Demo:
@@ -179,6 +181,8 @@ class Demo:
                 "--lr",
                 str(cfg.learning_rate),
             ]
+            if not cfg.dp:
+                fleet_args.append("--no-dp")
             self._spawn("devices", fleet_args)
             try:
                 await self._follow(registry, task_id, published.block_number)
@@ -341,10 +345,10 @@ def print_summary(report: dict) -> None:
     console.print(g)
     eps = report["epsilon_spent"]
     if eps["max"] is not None:
-        console.print(
-            f"ε spent per device after {len(report['rounds'])} rounds: up to {eps['max']:.2f} "
-            f"(δ = {report['config']['delta']:g})"
-        )
+        from fedoracle.learning.privacy import describe_epsilon
+
+        rounds, delta = len(report["rounds"]), report["config"]["delta"]
+        console.print("privacy spent, at most: " + describe_epsilon(eps["max"], delta, rounds, DEFAULTS.dp_scaling))
     console.print(f"report: {report['run_dir']}/report.json, accuracy.png, verdicts.png")
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from numpy.typing import NDArray
 
 from devices.client import TrainingConfig
@@ -33,7 +32,7 @@ class LocalTrainer:
         y: their labels, as the device has them (flipped for a malicious device, skewed for an
             unreliable one).
         config: optimiser settings and DP/pre-evaluation switches.
-        seed: seeds the device's training order and noise.
+        seed: seeds the device's training order (its noise comes from the OS's entropy, never a seed).
         validation_share: share of the shard held out for pre-evaluation.
     """
 
@@ -45,7 +44,6 @@ class LocalTrainer:
         self.x_val, self.y_val = x[:n_val], y[:n_val]
         self.config = config
         self.seed = seed
-        self.rng = np.random.default_rng(seed)
         self.rounds = 0
         self._accountant: PrivacyAccountant | None = None
         self.target_delta: float | None = None
@@ -88,7 +86,6 @@ class LocalTrainer:
                 **self.config.local_training(),
                 seed=training_seed(self.seed, self.rounds),
                 dp=dp,
-                rng=self.rng,
                 accountant=self._accountant,
             )
             local_acc = None

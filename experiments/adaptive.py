@@ -64,7 +64,6 @@ def crafted_update(
         **cfg.local_training(),
         seed=training_seed(dev.seed, dev.rounds),
         dp=None,
-        rng=dev.rng,
     )
     norm = float(np.sqrt(sum(float(np.sum(np.square(u, dtype=np.float64))) for u in benign)))
     direction = [-u / max(norm, 1e-12) for u in benign]

@@ -149,15 +149,12 @@ def membership_inference(
             optimizer="adam",
             seed=k,
             dp=None,
-            rng=rng,
         )
         for name, d in kinds.items():
             if d is None:
                 released = update
             else:
-                released = add_noise(
-                    update, clip, epsilon, delta, np.random.default_rng(20_000 + k), num_samples=d or None
-                )
+                released = add_noise(update, clip, epsilon, delta, num_samples=d or None)
             model = candidate(g, released)
             lm, _ = _losses(spec, model, data.x_train[mem], data.y_train[mem])
             ln, _ = _losses(spec, model, data.x_train[non], data.y_train[non])

@@ -59,7 +59,6 @@ class SimDevice:
         x, y: its shard (labels as the device has them).
         y_true: the shard's true labels (an adaptive attacker uses them).
         seed: :func:`fedoracle.learning.partition.device_seed`.
-        rng: its noise source, ``default_rng(seed)``.
         rounds: releases so far.
         accountant: its privacy accountant (created on the first DP release).
         last_scale: an adaptive attacker's last ‖Δ‖ over its benign update's norm.
@@ -71,7 +70,6 @@ class SimDevice:
     y: np.ndarray
     y_true: np.ndarray
     seed: int
-    rng: np.random.Generator
     rounds: int = 0
     accountant: Any = None
     last_scale: float | None = None
@@ -103,7 +101,6 @@ def build_fleet(cfg: RunConfig, data: Any) -> list[SimDevice]:
                 shard.labels,
                 data.y_train[shard.indices],
                 seed,
-                np.random.default_rng(seed),
             )
         )
     return fleet
@@ -185,7 +182,6 @@ def _honest_release(cfg: RunConfig, task: Task, dev: SimDevice, global_weights: 
         **cfg.local_training(),
         seed=training_seed(dev.seed, dev.rounds),
         dp=dp,
-        rng=dev.rng,
         accountant=dev.accountant,
     )
 

@@ -20,11 +20,18 @@ Sensitivity (what the noise protects), chosen with ``num_samples`` in :func:`noi
   empirical-risk-minimiser argument, not on a worst-case bound. Supported for reproduction.
 
 Accounting across rounds composes one Gaussian event per release with dp-accounting.
+
+The noise comes from the operating system's entropy (:func:`noise_generator`), never from a seed:
+a device's training order is seeded and its seed is guessable (the fleet's seed and
+:func:`fedoracle.learning.partition.device_seed` are public), so seeded noise could be
+regenerated and subtracted. Experiments are reproducible in their data, training order and
+models; their noise, like a real device's, is fresh each run.
 """
 
 from __future__ import annotations
 
 import math
+import secrets
 from collections import Counter
 from collections.abc import Callable, Sequence
 from functools import lru_cache
@@ -130,12 +137,20 @@ def noise_std(clip: float, epsilon: float, delta: float, *, num_samples: int | N
     return gaussian_sigma(epsilon, delta) * sensitivity
 
 
+def noise_generator() -> np.random.Generator:
+    """A fresh generator seeded with 256 bits from the operating system (``secrets``): the only noise source.
+
+    No argument can make it repeat: nothing a device, an experiment or a test passes reaches the
+    seed, so no one who knows (or guesses) the run's seeds can regenerate the noise.
+    """
+    return np.random.Generator(np.random.PCG64DXSM(np.random.SeedSequence(secrets.randbits(256))))
+
+
 def add_noise(
     update: Sequence[NDArray[Any]],
     clip: float,
     epsilon: float,
     delta: float,
-    rng: np.random.Generator,
     *,
     num_samples: int | None = None,
 ) -> list[NDArray[Any]]:
@@ -146,7 +161,6 @@ def add_noise(
         clip: the clip bound S.
         epsilon: per-release ε.
         delta: per-release δ.
-        rng: source of the noise.
         num_samples: ``None`` for update-level sensitivity ``S``; the device's sample count D for
             the paper's ÷D scaling (sensitivity ``S/D``). See the module docstring.
 
@@ -154,6 +168,7 @@ def add_noise(
         The privatised update, in the input dtypes.
     """
     std = noise_std(clip, epsilon, delta, num_samples=num_samples)
+    rng = noise_generator()
     return [
         (u.astype(np.float64) + rng.normal(0.0, std, size=u.shape)).astype(u.dtype) for u in clip_update(update, clip)
     ]
@@ -220,3 +235,35 @@ def _composed_epsilon(releases: tuple[tuple[float, int], ...], delta: float, met
     for sigma, count in releases:
         accountant.compose(dp_accounting.GaussianDpEvent(sigma), count)
     return float(accountant.get_epsilon(delta))
+
+
+GUARANTEES = {
+    "update": "one device's whole update added or removed (replacing one device's data: ε of σ/2)",
+    "sample": (
+        "the paper's ÷D scaling: no formal guarantee (it holds only if one record moves the update by at most S/D)"
+    ),
+}
+
+
+def describe_epsilon(epsilon: float, delta: float, rounds: int, scaling: str) -> str:
+    """The one way the system prints a spent ε: the figure with its δ, its unit and its rounds.
+
+    Args:
+        epsilon: ε spent (composed over the releases).
+        delta: the δ it is stated at.
+        rounds: releases (rounds) it covers.
+        scaling: the mechanism's sensitivity, ``"update"`` or ``"sample"`` (see :func:`noise_std`).
+
+    Returns:
+        E.g. ``"ε = 7.90 at δ = 1e-05, per device, one device's whole update added or removed
+        (...), over 3 rounds"``.
+
+    Raises:
+        ValueError: an unknown ``scaling``.
+    """
+    if scaling not in GUARANTEES:
+        raise ValueError(f"unknown DP scaling {scaling!r}; expected one of {', '.join(GUARANTEES)}")
+    return (
+        f"ε = {epsilon:.2f} at δ = {delta:g}, per device, {GUARANTEES[scaling]}, "
+        f"over {rounds} round{'s' if rounds != 1 else ''}"
+    )

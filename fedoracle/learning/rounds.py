@@ -115,7 +115,6 @@ def device_update(
     optimizer: str,
     seed: int,
     dp: DPParams | None,
-    rng: np.random.Generator,
     accountant: Any = None,
 ) -> list[NDArray[Any]]:
     """A device's release for one round: local training, the update, clipping and noise.
@@ -131,7 +130,6 @@ def device_update(
         optimizer: ``"adam"`` or ``"sgd"``.
         seed: the training order's seed (:func:`training_seed`).
         dp: the task's DP parameters, or ``None`` to release the raw update (non-DP baseline).
-        rng: the device's noise source (one per device, drawn from across rounds).
         accountant: a :class:`~fedoracle.learning.privacy.PrivacyAccountant` to record the
             release in (ignored without ``dp``).
 
@@ -156,7 +154,7 @@ def device_update(
     if dp is None:
         return update
     d = len(y) if dp.scaling == "sample" else None
-    update = add_noise(update, dp.clip, dp.epsilon, dp.delta, rng, num_samples=d)
+    update = add_noise(update, dp.clip, dp.epsilon, dp.delta, num_samples=d)  # OS-entropy noise
     if accountant is not None:
         accountant.record(gaussian_sigma(dp.epsilon, dp.delta))
     return update

@@ -49,7 +49,6 @@ def test_fleet_is_the_one_make_trainers_builds(mnist, devices):
     for dev, (_, t) in zip(fleet, trainers, strict=True):
         assert dev.seed == t.seed
         assert np.array_equal(dev.x, t.x) and np.array_equal(dev.y, t.y)
-        assert np.array_equal(dev.rng.normal(size=3), t.rng.normal(size=3))
 
 
 def test_task_is_the_one_the_publisher_builds(tmp_path, mnist):
@@ -86,7 +85,12 @@ def test_detection_counts_rejections_as_positives():
     assert s["all"] == {"max": 0.9, "min": 0.01, "mean": pytest.approx(0.455)} and s["unreliable"] is None
 
 
-def test_simulated_task_gates_label_flippers_and_is_deterministic():
+def test_simulated_task_gates_label_flippers_and_is_deterministic_but_its_noise_is_not():
+    """The gate and the threshold rule on a tiny task; reproducible without DP, fresh noise with it.
+
+    With DP the noise comes from the OS's entropy (never a seed), so two DP runs of the same
+    config differ in their candidates' accuracies while the non-DP run repeats bit for bit.
+    """
     from experiments.simulate import simulate
 
     res = simulate(TINY)
@@ -100,10 +104,13 @@ def test_simulated_task_gates_label_flippers_and_is_deterministic():
     assert res["epsilon_spent"] > 8.0  # two ε = 8 releases
     assert res["rounds"][1]["global_accuracy_bp"] > res["rounds"][0]["global_accuracy_bp"]
     again = simulate(TINY)
-    assert again["rounds"] == res["rounds"]
+    assert again["rounds"] != res["rounds"]  # fresh noise: the same seeds give other candidates
+    assert [v["kind"] for v in again["rounds"][0]["verdicts"]] == kinds  # the same fleet and data
+    plain = replace(TINY, rounds=1, variant="nondp")
+    assert simulate(plain)["rounds"] == simulate(plain)["rounds"]  # without noise: bit for bit
     open_gate = simulate(replace(TINY, variant="undefended"))
     assert all(v["accepted"] for r in open_gate["rounds"] for v in r["verdicts"])
-    assert open_gate["rounds"][0]["verdicts"] == [dict(v, accepted=True) for v in res["rounds"][0]["verdicts"]]
+    assert [v["kind"] for v in open_gate["rounds"][0]["verdicts"]] == kinds
 
 
 def test_grid_writes_json_csv_png_and_resumes(tmp_path):

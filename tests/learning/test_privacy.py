@@ -84,7 +84,7 @@ def test_noise_std_is_sigma_times_sensitivity(num_samples: int | None) -> None:
     clip, epsilon, delta = 2.0, 8.0, 1e-5
     expected = gaussian_sigma(epsilon, delta) * clip / (num_samples or 1)
     assert noise_std(clip, epsilon, delta, num_samples=num_samples) == pytest.approx(expected)
-    noisy = add_noise(update, clip, epsilon, delta, np.random.default_rng(0), num_samples=num_samples)
+    noisy = add_noise(update, clip, epsilon, delta, num_samples=num_samples)
     values = np.concatenate([n.ravel() for n in noisy]).astype(np.float64)
     assert all(n.dtype == np.float32 for n in noisy)
     assert values.std() == pytest.approx(expected, rel=0.01)
@@ -94,7 +94,7 @@ def test_noise_std_is_sigma_times_sensitivity(num_samples: int | None) -> None:
 def test_add_noise_clips_first() -> None:
     """A large update is clipped to S before the noise: the result is the clipped update plus noise."""
     update = [np.full(10_000, 100.0, np.float32)]
-    noisy = add_noise(update, 1.0, 8.0, 1e-5, np.random.default_rng(1))
+    noisy = add_noise(update, 1.0, 8.0, 1e-5)
     residual = (noisy[0] - clip_update(update, 1.0)[0]).astype(np.float64)
     std = noise_std(1.0, 8.0, 1e-5)
     assert residual.std() == pytest.approx(std, rel=0.05)
@@ -143,3 +143,16 @@ def test_bad_privacy_parameters_are_refused() -> None:
     ):
         with pytest.raises(ValueError):
             call()
+
+
+@pytest.mark.parametrize("scaling", ["update", "sample"])
+def test_every_printed_epsilon_names_its_delta_unit_and_rounds(scaling: str) -> None:
+    from fedoracle.learning.privacy import describe_epsilon
+
+    text = describe_epsilon(7.904, 1e-5, 3, scaling)
+    assert text.startswith("ε = 7.90 at δ = 1e-05, per device, ") and text.endswith(", over 3 rounds")
+    assert ("no formal guarantee" in text) == (scaling == "sample")
+    assert "added or removed" in text or scaling == "sample"
+    assert describe_epsilon(1.0, 1e-5, 1, scaling).endswith("over 1 round")
+    with pytest.raises(ValueError, match="unknown DP scaling"):
+        describe_epsilon(1.0, 1e-5, 1, "record")

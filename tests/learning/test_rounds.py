@@ -125,7 +125,6 @@ def test_device_update_is_the_trained_minus_the_global_model(mnist, spec, initia
         optimizer="adam",
         seed=training_seed(11, 1),
         dp=None,
-        rng=np.random.default_rng(),
     )
     assert all(np.array_equal(t - g, u) for t, g, u in zip(trained, initial, got, strict=True))
     assert all(u.dtype == g.dtype for u, g in zip(got, initial, strict=True))
@@ -136,10 +135,10 @@ def test_a_dp_release_is_clipped_noised_and_accounted(mnist, spec, initial):
 
     x, y = mnist.x_train[:200], mnist.y_train[:200]
     kwargs = dict(epochs=1, batch_size=128, learning_rate=2e-3, optimizer="adam", seed=training_seed(3, 1))
-    raw = device_update(spec, initial, x, y, dp=None, rng=np.random.default_rng(), **kwargs)
+    raw = device_update(spec, initial, x, y, dp=None, **kwargs)
     dp = DPParams(8.0, 1e-5, 0.5, "update")
     accountant = PrivacyAccountant(dp.delta)
-    noisy = device_update(spec, initial, x, y, dp=dp, rng=np.random.default_rng(), accountant=accountant, **kwargs)
+    noisy = device_update(spec, initial, x, y, dp=dp, accountant=accountant, **kwargs)
     assert not all(np.array_equal(a, b) for a, b in zip(raw, noisy, strict=True))
     assert accountant.epsilon() == pytest.approx(8.0, rel=0.05)  # one release at ε = 8
 
