@@ -37,6 +37,7 @@ from demo.services import Anvil
 from fedoracle.blobstore import LocalBlobStore
 from fedoracle.chain import Chain, Phase, TaskRegistry, dev_account
 from fedoracle.codec import decode, encode_with_hash
+from fedoracle.units import BP
 from oracle.daemon import Oracle, OracleConfig
 from oracle.pool import InProcessPool
 from oracle.scoring import Scorer
@@ -105,7 +106,7 @@ async def run_size(n: int, mnist, trained: list[np.ndarray], workers: int) -> di
                 )
                 for i, dev in enumerate(devices):
                     digest = bad if i % 5 == 4 else good
-                    await dev.submit(task_id, digest, blobs.uri(digest), dev.chain.address, 100)
+                    await dev.submit(task_id, digest, blobs.uri(digest), dev.chain.address, 100, max_threshold_bp=BP)
                     submitted[(r, dev.chain.address.lower())] = time.time()
                 closed_at[r] = time.time()
             while (await registry.get_state(task_id))["phase"] != Phase.FINALIZED:

@@ -146,9 +146,14 @@ contract FLTaskRegistry is IFLTaskRegistry, ReentrancyGuard {
     // ------------------------------------------------------------------------------------------------
 
     /// @inheritdoc IFLTaskRegistry
-    function submit(uint256 taskId, bytes32 modelHash, string calldata modelURI, address payee, uint32 numSamples)
-        external
-    {
+    function submit(
+        uint256 taskId,
+        bytes32 modelHash,
+        string calldata modelURI,
+        address payee,
+        uint32 numSamples,
+        uint16 maxThresholdBp
+    ) external {
         TaskState storage s = _states[taskId];
         TaskState memory st = s;
         if (st.phase != Phase.Open) {
@@ -159,6 +164,7 @@ contract FLTaskRegistry is IFLTaskRegistry, ReentrancyGuard {
         if (st.allowlistOnly && !_allowed[taskId][msg.sender]) revert FLTaskNotAllowlisted(taskId, msg.sender);
         if (modelHash == bytes32(0)) revert FLTaskInvalidParameter("modelHash");
         if (payee == address(0)) revert FLTaskInvalidParameter("payee");
+        if (st.thresholdBp > maxThresholdBp) revert FLTaskThresholdAboveLimit(st.thresholdBp, maxThresholdBp);
         bytes32 slot = _commitments[taskId][st.round][msg.sender];
         if (slot != bytes32(0)) revert FLTaskDuplicateSubmission(taskId, st.round, msg.sender);
 
@@ -338,6 +344,16 @@ contract FLTaskRegistry is IFLTaskRegistry, ReentrancyGuard {
         address payee = v.payee;
         emit RewardClaimed(taskId, round, device, payee, amount);
         Address.sendValue(payable(payee), amount);
+    }
+
+    /// @inheritdoc IFLTaskRegistry
+    function setPayee(uint256 taskId, uint16 round, address newPayee) external known(taskId) {
+        if (newPayee == address(0)) revert FLTaskInvalidParameter("newPayee");
+        Verdict storage v = _verdicts[taskId][round][msg.sender];
+        if (v.status != Status.Accepted) revert FLTaskNothingToClaim(taskId, round, msg.sender);
+        address previous = v.payee;
+        v.payee = newPayee;
+        emit PayeeChanged(taskId, round, msg.sender, previous, newPayee);
     }
 
     /// @inheritdoc IFLTaskRegistry

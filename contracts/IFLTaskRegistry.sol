@@ -443,6 +443,18 @@ interface IFLTaskRegistry {
     );
 
     /**
+     * @notice A device redirected its unclaimed reward (see {setPayee}).
+     * @param taskId The task.
+     * @param round The round.
+     * @param device The device that submitted.
+     * @param previousPayee The payee it named before.
+     * @param newPayee The payee that {claim} now pays.
+     */
+    event PayeeChanged(
+        uint256 indexed taskId, uint16 indexed round, address indexed device, address previousPayee, address newPayee
+    );
+
+    /**
      * @notice Escrow no settled round allocated was returned to the publisher.
      * @param taskId The task.
      * @param publisher Who was paid.
@@ -518,6 +530,14 @@ interface IFLTaskRegistry {
      * @param proposedBp The threshold proposed.
      */
     error FLTaskThresholdNotRaised(uint16 currentBp, uint16 proposedBp);
+
+    /**
+     * @notice The threshold in force is above the highest one the submitting device accepts
+     * (a threshold raise landed before its submission).
+     * @param currentBp The threshold in force.
+     * @param maxBp The highest threshold the device accepts.
+     */
+    error FLTaskThresholdAboveLimit(uint16 currentBp, uint16 maxBp);
 
     /**
      * @notice The round's test groups are already disclosed.
@@ -673,8 +693,18 @@ interface IFLTaskRegistry {
      * @param modelURI Where the bytes can be fetched (emitted only, never stored).
      * @param payee Who receives this submission's reward.
      * @param numSamples Declared number of local training samples (FedAvg weight; 0 if undeclared).
+     * @param maxThresholdBp The highest threshold the device accepts to be judged against (slippage
+     * protection: usually the threshold it read before training). If a threshold raise lands first,
+     * the call reverts with {FLTaskThresholdAboveLimit} and the device loses only the failed call's gas.
      */
-    function submit(uint256 taskId, bytes32 modelHash, string calldata modelURI, address payee, uint32 numSamples)
+    function submit(
+        uint256 taskId,
+        bytes32 modelHash,
+        string calldata modelURI,
+        address payee,
+        uint32 numSamples,
+        uint16 maxThresholdBp
+    )
         external;
 
     // ------------------------------------------------------------------------------------------------
@@ -773,6 +803,17 @@ interface IFLTaskRegistry {
      * @param device The device that submitted.
      */
     function claim(uint256 taskId, uint16 round, address device) external;
+
+    /**
+     * @notice Redirects a device's unclaimed reward to another payee, e.g. when the payee it named
+     * cannot receive ETH (a contract that reverts on receive would otherwise lock the share for good).
+     * @dev Only the device that made the submission (the `device` of {getVerdict}), only while the
+     * verdict is accepted and unclaimed.
+     * @param taskId The task.
+     * @param round The round.
+     * @param newPayee The new payee (non-zero).
+     */
+    function setPayee(uint256 taskId, uint16 round, address newPayee) external;
 
     /**
      * @notice Returns the escrow no settled round allocated to the publisher, once the task is

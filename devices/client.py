@@ -334,19 +334,35 @@ class Device:
                 return
             data, digest = encode_with_hash(update, spec)
             self.blobs.put(data)
-            if await self._submit(key, digest, num_samples):
+            if await self._submit(key, digest, num_samples, state["thresholdBp"]):
                 self.stats.submitted.append(key)
                 log.info("%s: submitted %s for task %d round %d", self.name, digest[:10], *key)
 
-    async def _submit(self, key: tuple[int, int], digest: str, num_samples: int) -> bool:
-        """Submits, retrying with backoff while the round is still open; ``True`` once on-chain."""
+    async def _submit(self, key: tuple[int, int], digest: str, num_samples: int, threshold_bp: int) -> bool:
+        """Submits, retrying with backoff while the round is still open; ``True`` once on-chain.
+
+        ``threshold_bp`` is the threshold the device trained and pre-evaluated for: the submission
+        names it as the highest it accepts, so a raise that lands first (front-run or not) makes
+        the call revert rather than bind the device to a bar it never saw; it is then not retried.
+        """
         backoff = Backoff(0.5, cap=5.0, jitter=1.0)
         for attempt in range(1, self.submit_retries + 1):
             self.stats.submit_attempts[key] = attempt
             try:
-                await self.registry.submit(key[0], digest, self.blobs.uri(digest), self.payee, num_samples)
+                await self.registry.submit(
+                    key[0], digest, self.blobs.uri(digest), self.payee, num_samples, max_threshold_bp=threshold_bp
+                )
                 return True
             except ChainError as exc:
+                if "FLTaskThresholdAboveLimit" in str(exc):
+                    self.stats.skipped.append((*key, f"threshold raised above {threshold_bp} bp before the submission"))
+                    log.warning(
+                        "%s: task %d round %d: threshold raised above %d bp first; not submitting",
+                        self.name,
+                        *key,
+                        threshold_bp,
+                    )
+                    return False
                 log.warning("%s: submit for task %d round %d failed (attempt %d): %s", self.name, *key, attempt, exc)
                 self.registry.chain.reset_nonce()
                 await asyncio.sleep(backoff.next())

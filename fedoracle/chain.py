@@ -514,13 +514,35 @@ class TaskRegistry:
         return ev.args["taskId"], receipt
 
     async def submit(
-        self, task_id: int, model_hash: str, model_uri: str, payee: str, num_samples: int
+        self, task_id: int, model_hash: str, model_uri: str, payee: str, num_samples: int, *, max_threshold_bp: int
     ) -> dict[str, Any]:
-        """Submits a model-update commitment (``submit_model_update``)."""
+        """Submits a model-update commitment (``submit_model_update``); returns the receipt.
+
+        Args:
+            task_id: the task.
+            model_hash: keccak256 of the update's blob.
+            model_uri: where the blob can be fetched.
+            payee: who receives the reward.
+            num_samples: the declared number of local samples (the FedAvg weight).
+            max_threshold_bp: the highest threshold the device accepts to be judged against,
+                normally the one it read before training: a raise that lands first makes the
+                call revert (``FLTaskThresholdAboveLimit``) instead of binding the device to it.
+
+        Raises:
+            ChainError: the call reverts (the message names the custom error), or the RPC fails.
+        """
         fn = self.contract.functions.submit(
-            task_id, to_bytes32(model_hash), model_uri, to_checksum_address(payee), num_samples
+            task_id, to_bytes32(model_hash), model_uri, to_checksum_address(payee), num_samples, max_threshold_bp
         )
         return await self._tx(fn)
+
+    async def set_payee(self, task_id: int, round_: int, new_payee: str) -> dict[str, Any]:
+        """Redirects this account's unclaimed reward of a round to ``new_payee`` (``setPayee``); returns the receipt.
+
+        Raises:
+            ChainError: the call reverts (e.g. ``FLTaskNothingToClaim``: no accepted, unclaimed verdict).
+        """
+        return await self._tx(self.contract.functions.setPayee(task_id, round_, to_checksum_address(new_payee)))
 
     async def announce_threshold(self, task_id: int, threshold_bp: int) -> dict[str, Any]:
         """Raises the task's accuracy threshold while a round is open (``announceThreshold``); returns the receipt.

@@ -14,6 +14,7 @@ from eth_hash.auto import keccak
 from hypothesis import HealthCheck, settings
 
 from fedoracle.commitments import TestSetCommitment
+from fedoracle.units import BP
 
 # Phase / Status enums of the contract.
 NONE, OPEN, CLOSED, AWAITING_FINALIZE, FINALIZED, CANCELLED = range(6)
@@ -179,13 +180,13 @@ class TaskDriver:
     def round(self) -> int:
         return self.state.round
 
-    def submit(self, device, *, payee=None, model_hash=None, num_samples=100, **tx):
+    def submit(self, device, *, payee=None, model_hash=None, num_samples=100, max_threshold_bp=BP, **tx):
         r = self.round
         payee = payee or device
         model_hash = model_hash or h(f"model-{self.task_id}-{r}-{device.address}")
         threshold = self.state.thresholdBp
         receipt = self.registry.submit(
-            self.task_id, model_hash, model_uri(model_hash), payee, num_samples, sender=device, **tx
+            self.task_id, model_hash, model_uri(model_hash), payee, num_samples, max_threshold_bp, sender=device, **tx
         )
         self.subs.setdefault(r, {})[device.address] = submission(model_hash, payee, threshold, num_samples)
         return receipt

@@ -322,3 +322,48 @@ def test_a_reentrant_publisher_cannot_refund_twice(registry, oracle, testset, st
     registry.refund(task_id, sender=stranger)
     assert payee_contract.balance == reward
     assert registry.balance == 0
+
+
+def test_a_payee_that_can_never_receive_does_not_lock_the_share(
+    task, registry, devices, stranger, payee_contract, reward
+):
+    """The attack: name (or be tricked into naming) a payee that reverts on receive, for good.
+
+    Before ``setPayee``, such a share stayed in the contract forever (claim reverted with the
+    payee's error and nothing could redirect it). Now the device that submitted redirects it; no
+    one else can, and the redirected share is paid exactly once.
+    """
+    t = task
+    t.submit(devices[0], payee=payee_contract)
+    t.submit(devices[1])
+    t.close()
+    t.disclose()
+    t.verdict(devices[0], 9_000)
+    t.verdict(devices[1], 9_000)
+    t.aggregate()
+    payee_contract.configure(REJECT, registry, t.task_id, 1, devices[0], sender=stranger)  # it never accepts ETH
+    with reverts_with(payee_contract.FLTestPayeeRejected):
+        registry.claim(t.task_id, 1, devices[0], sender=stranger)
+    with reverts_with(registry.FLTaskNothingToClaim, device=stranger.address):
+        registry.setPayee(t.task_id, 1, stranger, sender=stranger)  # a stranger cannot take it
+    with reverts_with(registry.FLTaskInvalidParameter, name="newPayee"):
+        registry.setPayee(t.task_id, 1, "0x" + "00" * 20, sender=devices[0])
+    receipt = registry.setPayee(t.task_id, 1, devices[2], sender=devices[0])
+    assert_event(
+        receipt,
+        registry.PayeeChanged,
+        dict(
+            taskId=t.task_id,
+            round=1,
+            device=devices[0].address,
+            previousPayee=payee_contract.address,
+            newPayee=devices[2].address,
+        ),
+    )
+    before = devices[2].balance
+    registry.claim(t.task_id, 1, devices[0], sender=stranger)
+    assert devices[2].balance - before == reward // 3 // 2  # the round's pool (a third) split between two
+    with reverts_with(registry.FLTaskNothingToClaim):
+        registry.setPayee(t.task_id, 1, devices[3], sender=devices[0])  # claimed: nothing left to redirect
+    with reverts_with(registry.FLTaskNothingToClaim):
+        registry.claim(t.task_id, 1, devices[0], sender=stranger)

@@ -285,7 +285,7 @@ class RegistryMachine(RuleBasedStateMachine):
     def _submit(self, t: TaskM | None, task_id: int, device: str, payee: str, samples: int):
         self._avoid_edges()
         mh = h(f"update-{task_id}-{t.round if t else 0}-{device}-{samples}")
-        fn = ("submit", task_id, mh, model_uri(mh), payee, samples)
+        fn = ("submit", task_id, mh, model_uri(mh), payee, samples, MAX_BP)
         if t is None:
             return self.act(fn, device, ("FLTaskUnknown", {"taskId": task_id}))
         if t.phase != OPEN:

@@ -3,6 +3,7 @@
 import pytest
 
 from fedoracle.commitments import submission_commitment as commitment
+from fedoracle.units import BP
 
 from fltask_harness import (
     CLOSED,
@@ -28,7 +29,7 @@ def test_submit_stores_commitment_and_emits(task, registry, devices, payees, num
     device, payee = devices[0], payees[0]
     mh = h("update")
     uri = model_uri(mh)
-    receipt = registry.submit(task.task_id, mh, uri, payee, num_samples, sender=device)
+    receipt = registry.submit(task.task_id, mh, uri, payee, num_samples, BP, sender=device)
 
     assert_event(
         receipt,
@@ -68,7 +69,7 @@ def test_submissions_count_and_a_device_may_submit_again_next_round(task, regist
 
 def test_submit_unknown_task_reverts(registry, devices):
     with reverts_with(registry.FLTaskUnknown, taskId=9):
-        registry.submit(9, h("m"), "u", devices[0], 1, sender=devices[0])
+        registry.submit(9, h("m"), "u", devices[0], 1, BP, sender=devices[0])
 
 
 def test_submit_twice_in_a_round_reverts(task, registry, devices):
@@ -100,7 +101,7 @@ def test_submit_rejects_zero_hash_or_payee(task, registry, devices, field, name)
     mh = kwargs.get("model_hash", h("m"))
     payee = ZERO_ADDRESS if field == "payee" else devices[0]
     with reverts_with(registry.FLTaskInvalidParameter, name=name):
-        registry.submit(task.task_id, mh, "u", payee, 1, sender=devices[0])
+        registry.submit(task.task_id, mh, "u", payee, 1, BP, sender=devices[0])
 
 
 def test_reaching_the_cap_closes_the_round(publish, registry, devices):

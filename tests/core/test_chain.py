@@ -9,6 +9,7 @@ import pytest
 from fedoracle.chain import Chain, ChainError, Phase, TaskParams, TaskRegistry, dev_account, load_account
 from fedoracle.commitments import TestSetCommitment
 from fedoracle.errors import ConfigError
+from fedoracle.units import BP
 from tests.conftest import run
 
 ORACLE = 1
@@ -53,9 +54,9 @@ def test_publish_emits_and_stores(registry, anvil):
 def test_custom_errors_are_decoded(registry, anvil):
     task_id, _ = run(registry.publish(params(), 10**17))
     device = as_(registry, anvil, 7)
-    run(device.submit(task_id, "0x" + "33" * 32, "file:///m", dev_account(7).address, 10))
+    run(device.submit(task_id, "0x" + "33" * 32, "file:///m", dev_account(7).address, 10, max_threshold_bp=BP))
     with pytest.raises(ChainError, match=r"FLTaskDuplicateSubmission\(taskId=\d+, round=1, device=0x"):
-        run(device.submit(task_id, "0x" + "33" * 32, "file:///m", dev_account(7).address, 10))
+        run(device.submit(task_id, "0x" + "33" * 32, "file:///m", dev_account(7).address, 10, max_threshold_bp=BP))
     with pytest.raises(ChainError, match=r"FLTaskUnauthorized"):
         run(device.aggregate(task_id, "0x" + "44" * 32, "u", 1))
     with pytest.raises(ChainError, match=r"FLTaskNoReward"):
@@ -72,7 +73,7 @@ def test_concurrent_transactions_share_one_nonce_sequence(registry, anvil):
         devices = [as_(registry, anvil, i) for i in range(8, 14)]
         await asyncio.gather(
             *(
-                d.submit(task_id, "0x" + f"{i:02x}" * 32, "u", d.chain.address, 1)
+                d.submit(task_id, "0x" + f"{i:02x}" * 32, "u", d.chain.address, 1, max_threshold_bp=BP)
                 for i, d in enumerate(devices, start=1)
             )
         )
@@ -104,9 +105,11 @@ def test_a_nonce_taken_by_another_client_is_recovered(registry, anvil):
     stale = as_(registry, anvil, 15)
     other = as_(registry, anvil, 15)
     task_id, _ = run(registry.publish(params(), 10**15))
-    run(stale.submit(task_id, "0x" + "51" * 32, "u", stale.chain.address, 1))  # caches nonce n+1
+    run(stale.submit(task_id, "0x" + "51" * 32, "u", stale.chain.address, 1, max_threshold_bp=BP))  # caches nonce n+1
     second, _ = run(registry.publish(params(), 10**15))
-    run(other.submit(second, "0x" + "52" * 32, "u", other.chain.address, 1))  # takes nonce n+1
+    run(other.submit(second, "0x" + "52" * 32, "u", other.chain.address, 1, max_threshold_bp=BP))  # takes nonce n+1
     third, _ = run(registry.publish(params(), 10**15))
-    receipt = run(stale.submit(third, "0x" + "53" * 32, "u", stale.chain.address, 1))  # n+1 is gone
+    receipt = run(
+        stale.submit(third, "0x" + "53" * 32, "u", stale.chain.address, 1, max_threshold_bp=BP)
+    )  # n+1 is gone
     assert receipt["status"] == 1

@@ -7,6 +7,7 @@ import json
 
 from fedoracle import mqtt
 from fedoracle.chain import Chain, dev_account
+from fedoracle.units import BP
 from relay.relay import Relay
 from tests.conftest import run
 from tests.core.test_chain import params
@@ -21,7 +22,9 @@ def test_lifecycle_events_become_retained_messages(registry, anvil, broker):
         relay_task = asyncio.create_task(relay.run(ready))
         await ready.wait()
         device = registry.with_chain(Chain(anvil.rpc_url, dev_account(9)))
-        await device.submit(task_id, "0x" + "ab" * 32, "u", dev_account(9).address, 5)  # hits the cap: closes
+        await device.submit(
+            task_id, "0x" + "ab" * 32, "u", dev_account(9).address, 5, max_threshold_bp=BP
+        )  # hits the cap: closes
         while relay.published < 4:
             await asyncio.sleep(0.05)
         # A subscriber that connects now still sees the retained state.

@@ -25,6 +25,7 @@ from fedoracle.chain import Chain, ChainEvent, Phase, TaskParams, TaskRegistry, 
 from fedoracle.codec import FORMAT, ModelSpec, encode_with_hash, header_metadata
 from fedoracle.hashing import content_hash
 from fedoracle.hidden import HiddenTestSet
+from fedoracle.units import BP
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -185,7 +186,7 @@ async def submit(
     """Submits ``model_hash`` from dev account ``account_index`` (its own payee)."""
     device = TaskRegistry(Chain(rpc_url, dev_account(account_index)), registry_address)
     uri = f"file://{blobs.root}/{model_hash[2:4]}/{model_hash}"
-    return await device.submit(task_id, model_hash, uri, device.chain.address, num_samples)
+    return await device.submit(task_id, model_hash, uri, device.chain.address, num_samples, max_threshold_bp=BP)
 
 
 async def task_events(registry: TaskRegistry, task_id: int, from_block: int = 0) -> list[ChainEvent]:
