@@ -22,6 +22,19 @@ settings.register_profile("fedoracle", deadline=None, suppress_health_check=[Hea
 settings.load_profile("fedoracle")
 
 
+LONG = os.environ.get("FEDORACLE_LONG") == "1"
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``slow`` run only in the long profile (``./run test-long``), not in CI's ``./run test``."""
+    if LONG:
+        return
+    skip = pytest.mark.skip(reason="long profile only: ./run test-long (FEDORACLE_LONG=1)")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
 def run(coro):
     """Runs a coroutine to completion on a fresh event loop (tests stay plain functions)."""
     return asyncio.run(coro)

@@ -54,6 +54,7 @@ def test_default_training_lowers_the_loss(mnist) -> None:
     assert evaluator.evaluate(trained).loss < evaluator.evaluate(w0).loss - 0.1
 
 
+@pytest.mark.slow  # 26 s: a quality goal, not a rule; the long profile runs it
 def test_ten_honest_devices_reach_95_percent_on_mnist(mnist) -> None:
     """10 honest devices, 3 rounds of FedAvg, small CNN: the global model reaches 95% on MNIST.
 

@@ -105,6 +105,7 @@ def cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "fedoracle.cli", "-v", *args]
 
 
+@pytest.mark.slow  # 28 s of network namespaces; one host's round is in tests/e2e
 def test_a_round_across_three_hosts(hosts, tmp_path, request):
     srv_ip = {0: "10.231.0.1", 1: "10.231.1.1", 2: "10.231.2.1"}
     mq = Path(tempfile.mkdtemp(prefix="fedoracle-netns-mqtt-"))  # mosquitto runs as its own user:
