@@ -35,7 +35,7 @@ from fedoracle.blobstore import BlobStore
 from fedoracle.chain import Chain, Phase, TaskRegistry
 from fedoracle.codec import ModelSpec, decode, encode_with_hash, spec_from_blob
 from fedoracle.defaults import TrainingSettings
-from fedoracle.errors import ChainError
+from fedoracle.errors import ChainError, PrivacyBudgetExhausted
 from fedoracle.retry import Backoff
 from fedoracle.units import floor_bp
 
@@ -319,13 +319,18 @@ class Device:
             log.info("%s: training for task %d round %d from %s", self.name, *key, msg.global_model_hash[:10])
             self.stats.training.append(key)
             loop = asyncio.get_running_loop()
-            update, num_samples, local_acc = await loop.run_in_executor(
-                self.executor,
-                self.train,
-                spec,
-                global_weights,
-                {**task, "thresholdBp": state["thresholdBp"], "taskId": msg.task_id, "round": msg.round},
-            )
+            try:
+                update, num_samples, local_acc = await loop.run_in_executor(
+                    self.executor,
+                    self.train,
+                    spec,
+                    global_weights,
+                    {**task, "thresholdBp": state["thresholdBp"], "taskId": msg.task_id, "round": msg.round},
+                )
+            except PrivacyBudgetExhausted as exc:
+                self.stats.skipped.append((*key, f"privacy budget spent: {exc}"))
+                log.warning("%s: task %d round %d: not training: %s", self.name, *key, exc)
+                return
             if local_acc is not None and floor_bp(local_acc) < state["thresholdBp"]:
                 # The paper's gas-saving step: a device that cannot pass the announced threshold
                 # on its own validation data does not submit.

@@ -23,7 +23,7 @@ from typing import Any
 DATASETS = ("mnist", "fashion_mnist", "cifar10")
 ARCHITECTURES = ("small_cnn", "alexnet")
 OPTIMIZERS = ("adam", "sgd")
-DP_SCALINGS = ("sample", "update")
+DP_SCALINGS = ("record", "sample", "update")
 AGGREGATIONS = ("fedavg", "median", "trimmed_mean")
 
 # Round-1 accuracy threshold per data set: what an honest round-1 update of small_cnn clears with

@@ -16,6 +16,7 @@ Every exception class of the project is defined here, so the whole tree reads in
     │   ├── TransactionRejected
     │   │   └── NonceTaken
     │   └── TransactionNotMined
+    ├── PrivacyBudgetExhausted
     ├── EvaluationFailed
     ├── ServiceError
     │   └── ToolMissing
@@ -121,6 +122,10 @@ class NonceTaken(TransactionRejected):
 
 class TransactionNotMined(ChainError):
     """A sent transaction got no receipt in time (dropped, or stuck behind a nonce gap)."""
+
+
+class PrivacyBudgetExhausted(FedoracleError):
+    """Training once more would spend more than the task's declared privacy budget: the device does not train."""
 
 
 class EvaluationFailed(FedoracleError):

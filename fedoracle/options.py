@@ -286,7 +286,10 @@ def dp_scaling_option(f: F) -> F:
         env="DP_SCALING",
         default=DEFAULTS.dp_scaling,
         type=click.Choice(DP_SCALINGS),
-        help="Noise sensitivity: 'sample' = S/D (the paper's ÷D), 'update' = S (whole update; much more noise).",
+        help=(
+            "Privacy mechanism: 'record' = record-level DP-SGD (the task's ε, δ is the whole budget; needs "
+            "--optimizer sgd), 'sample' = the paper's ÷D (no formal guarantee), 'update' = whole-update noise S."
+        ),
     )(f)
 
 

@@ -198,18 +198,31 @@ class PrivacyAccountant:
             raise ValueError(f"δ must be in (0, 1), got {delta}")
         self.delta = delta
         self.method = method
-        self._releases: Counter[float] = Counter()
+        self._releases: Counter[tuple[float, float]] = Counter()  # (σ, q) -> steps; q = 1: no subsampling
+        self._steps = 0
 
     @property
     def rounds(self) -> int:
-        """Number of releases recorded."""
+        """Number of releases recorded (for DP-SGD: steps)."""
         return sum(self._releases.values())
+
+    @property
+    def steps(self) -> int:
+        """DP-SGD steps recorded (:meth:`record_sampled`)."""
+        return self._steps
 
     def record(self, noise_multiplier: float, count: int = 1) -> None:
         """Records ``count`` releases with noise multiplier σ (e.g. ``gaussian_sigma(ε, δ)``)."""
         if not noise_multiplier > 0 or count < 1:
             raise ValueError(f"need σ > 0 and count ≥ 1, got σ={noise_multiplier}, count={count}")
-        self._releases[float(noise_multiplier)] += count
+        self._releases[(float(noise_multiplier), 1.0)] += count
+
+    def record_sampled(self, noise_multiplier: float, sampling_rate: float, steps: int) -> None:
+        """Records ``steps`` DP-SGD steps: Poisson-subsampled Gaussian mechanisms (rate q, multiplier σ)."""
+        if not noise_multiplier > 0 or steps < 1 or not 0 < sampling_rate <= 1:
+            raise ValueError(f"need σ > 0, 0 < q ≤ 1 and steps ≥ 1, got σ={noise_multiplier}, q={sampling_rate}")
+        self._releases[(float(noise_multiplier), float(sampling_rate))] += steps
+        self._steps += steps
 
     def epsilon(self) -> float:
         """ε spent so far at the accountant's δ (0 before any release)."""
@@ -223,7 +236,7 @@ class PrivacyAccountant:
 
 
 @lru_cache(maxsize=4096)
-def _composed_epsilon(releases: tuple[tuple[float, int], ...], delta: float, method: str) -> float:
+def _composed_epsilon(releases: tuple[tuple[tuple[float, float], int], ...], delta: float, method: str) -> float:
     import dp_accounting
 
     if method == "pld":
@@ -232,12 +245,50 @@ def _composed_epsilon(releases: tuple[tuple[float, int], ...], delta: float, met
         )
     else:
         accountant = dp_accounting.rdp.RdpAccountant()
-    for sigma, count in releases:
-        accountant.compose(dp_accounting.GaussianDpEvent(sigma), count)
+    for (sigma, q), count in releases:
+        event: Any = dp_accounting.GaussianDpEvent(sigma)
+        if q < 1:
+            event = dp_accounting.PoissonSampledDpEvent(q, event)
+        accountant.compose(event, count)
     return float(accountant.get_epsilon(delta))
 
 
+def dpsgd_epsilon(
+    noise_multiplier: float, sampling_rate: float, steps: int, delta: float, *, method: str = "pld"
+) -> float:
+    """ε of ``steps`` DP-SGD steps (Poisson rate q, noise multiplier σ) at δ, one record added or removed."""
+    return _composed_epsilon((((float(noise_multiplier), float(sampling_rate)), steps),), delta, method)
+
+
+def solve_noise_multiplier(epsilon: float, delta: float, sampling_rate: float, steps: int) -> float:
+    """The smallest σ (to 0.1%) whose ``steps`` DP-SGD steps at rate q spend at most ε at δ (PLD).
+
+    Solved once, before training, for the task's whole schedule (every step of every round), so
+    that a device that takes part in every round ends with exactly its declared budget.
+
+    Raises:
+        ValueError: non-positive ε, δ outside (0, 1), or a schedule no σ ≤ 1000 fits.
+    """
+    if not epsilon > 0 or not 0 < delta < 1:
+        raise ValueError(f"need ε > 0 and 0 < δ < 1, got ε={epsilon}, δ={delta}")
+    lo, hi = 0.3, 1.0
+    if dpsgd_epsilon(lo, sampling_rate, steps, delta) <= epsilon:
+        return lo  # the least noise this solver offers (DP-SGD does not train well below it anyway)
+    while dpsgd_epsilon(hi, sampling_rate, steps, delta) > epsilon:
+        lo, hi = hi, hi * 2
+        if hi > 1000:
+            raise ValueError(f"no noise multiplier up to 1000 fits ε={epsilon} over {steps} steps at q={sampling_rate}")
+    while hi / lo > 1.001:
+        mid = math.sqrt(lo * hi)
+        if dpsgd_epsilon(mid, sampling_rate, steps, delta) > epsilon:
+            lo = mid
+        else:
+            hi = mid
+    return hi
+
+
 GUARANTEES = {
+    "record": "one record (training example) of the device added or removed",
     "update": "one device's whole update added or removed (replacing one device's data: ε of σ/2)",
     "sample": (
         "the paper's ÷D scaling: no formal guarantee (it holds only if one record moves the update by at most S/D)"

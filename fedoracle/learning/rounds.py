@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -57,22 +58,26 @@ class DPParams:
     """A task's local-DP parameters as a device applies them.
 
     Attributes:
-        epsilon: per-release ε.
-        delta: per-release δ.
-        clip: L2 clip bound S.
-        scaling: ``"sample"`` (the paper's sensitivity S/D, D = the device's sample count) or
-            ``"update"`` (sensitivity S); see :mod:`fedoracle.learning.privacy`.
+        epsilon: per-release ε (``"sample"``, ``"update"``), or the device's total budget over the
+            whole task (``"record"``).
+        delta: per-release δ, or the total budget's δ (``"record"``).
+        clip: L2 clip bound S (per example for ``"record"``).
+        scaling: ``"record"`` (record-level DP-SGD, :mod:`fedoracle.learning.dpsgd`), ``"sample"``
+            (the paper's sensitivity S/D, D = the device's sample count) or ``"update"``
+            (sensitivity S); see :mod:`fedoracle.learning.privacy`.
+        rounds: the task's rounds (``"record"`` solves its noise for all of them).
     """
 
     epsilon: float
     delta: float
     clip: float
     scaling: str = "sample"
+    rounds: int = 1
 
     @classmethod
     def from_task(cls, task: dict[str, Any], scaling: str = "sample") -> DPParams:
         """The parameters a device reads from the registry's ``getTask`` view (fixed-point units)."""
-        return cls(*decode_dp(task), scaling)
+        return cls(*decode_dp(task), scaling, int(task.get("maxRounds", 1)))
 
     def quantized(self) -> DPParams:
         """The values after the round trip through the contract.
@@ -80,7 +85,7 @@ class DPParams:
         That is ε in 1e-3, δ in 1e-18 and S in 1e-6, as ``fedoracle.chain.TaskParams`` encodes them
         and :meth:`from_task` decodes them.
         """
-        return DPParams(*quantize_dp(self.epsilon, self.delta, self.clip), self.scaling)
+        return DPParams(*quantize_dp(self.epsilon, self.delta, self.clip), self.scaling, self.rounds)
 
 
 @dataclass(frozen=True)
@@ -139,6 +144,19 @@ def device_update(
     from fedoracle.learning.privacy import add_noise, gaussian_sigma
     from fedoracle.learning.training import local_train
 
+    if dp is not None and dp.scaling == "record":
+        return _record_level_update(
+            spec,
+            global_weights,
+            x,
+            y,
+            epochs=epochs,
+            batch_size=batch_size,
+            learning_rate=learning_rate,
+            optimizer=optimizer,
+            dp=dp,
+            accountant=accountant,
+        )
     trained = local_train(
         spec,
         global_weights,
@@ -158,6 +176,71 @@ def device_update(
     if accountant is not None:
         accountant.record(gaussian_sigma(dp.epsilon, dp.delta))
     return update
+
+
+DPSGD_MOMENTUM = 0.9  # SGD momentum of record-level DP-SGD (the optimizer its noise calibration assumes)
+
+
+def dpsgd_schedule(dp: DPParams, num_samples: int, batch_size: int, epochs: int) -> tuple[float, int, float]:
+    """``(q, steps per round, σ)`` of record-level DP-SGD for a device of ``num_samples`` examples.
+
+    The Poisson rate is ``q = batch_size / D`` (the expected batch is ``batch_size``); σ is solved
+    once for every step of all ``dp.rounds`` rounds, so the task's whole budget (ε, δ) is spent by
+    a device that takes part in every round, and never more.
+    """
+    from fedoracle.learning.dpsgd import steps_per_epoch
+
+    q = min(1.0, batch_size / num_samples)
+    per_round = epochs * steps_per_epoch(q)
+    return q, per_round, _solved_sigma(dp.epsilon, dp.delta, q, per_round * dp.rounds)
+
+
+@lru_cache(maxsize=256)
+def _solved_sigma(epsilon: float, delta: float, q: float, steps: int) -> float:
+    from fedoracle.learning.privacy import solve_noise_multiplier
+
+    return solve_noise_multiplier(epsilon, delta, q, steps)
+
+
+def _record_level_update(
+    spec: Any,
+    global_weights: Sequence[NDArray[Any]],
+    x: NDArray[Any],
+    y: NDArray[Any],
+    *,
+    epochs: int,
+    batch_size: int,
+    learning_rate: float,
+    optimizer: str,
+    dp: DPParams,
+    accountant: Any,
+) -> list[NDArray[Any]]:
+    from fedoracle.errors import PrivacyBudgetExhausted
+    from fedoracle.learning.dpsgd import dp_sgd_train
+
+    if optimizer != "sgd":
+        raise ValueError(f"record-level DP-SGD trains with SGD + momentum, not {optimizer!r} (use --optimizer sgd)")
+    q, per_round, sigma = dpsgd_schedule(dp, len(y), batch_size, epochs)
+    if accountant is not None and accountant.steps + per_round > per_round * dp.rounds:
+        raise PrivacyBudgetExhausted(
+            f"another round would spend more than the task's budget ε = {dp.epsilon:g} at δ = {dp.delta:g} "
+            f"(all {dp.rounds} rounds already spent)"
+        )
+    trained, steps = dp_sgd_train(
+        spec,
+        global_weights,
+        x,
+        y,
+        epochs=epochs,
+        sampling_rate=q,
+        learning_rate=learning_rate,
+        momentum=DPSGD_MOMENTUM,
+        clip=dp.clip,
+        noise_multiplier=sigma,
+    )
+    if accountant is not None:
+        accountant.record_sampled(sigma, q, steps)
+    return [np.asarray(t - g, dtype=g.dtype) for t, g in zip(trained, global_weights, strict=True)]
 
 
 def accuracy_bp(evaluator: Any, weights: Sequence[NDArray[Any]]) -> int:

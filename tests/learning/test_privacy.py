@@ -145,7 +145,7 @@ def test_bad_privacy_parameters_are_refused() -> None:
             call()
 
 
-@pytest.mark.parametrize("scaling", ["update", "sample"])
+@pytest.mark.parametrize("scaling", ["record", "update", "sample"])
 def test_every_printed_epsilon_names_its_delta_unit_and_rounds(scaling: str) -> None:
     from fedoracle.learning.privacy import describe_epsilon
 
@@ -153,6 +153,7 @@ def test_every_printed_epsilon_names_its_delta_unit_and_rounds(scaling: str) -> 
     assert text.startswith("ε = 7.90 at δ = 1e-05, per device, ") and text.endswith(", over 3 rounds")
     assert ("no formal guarantee" in text) == (scaling == "sample")
     assert "added or removed" in text or scaling == "sample"
+    assert ("one record (training example)" in text) == (scaling == "record")
     assert describe_epsilon(1.0, 1e-5, 1, scaling).endswith("over 1 round")
     with pytest.raises(ValueError, match="unknown DP scaling"):
-        describe_epsilon(1.0, 1e-5, 1, "record")
+        describe_epsilon(1.0, 1e-5, 1, "device")
