@@ -180,6 +180,10 @@ class Demo:
                 str(cfg.batch_size),
                 "--lr",
                 str(cfg.learning_rate),
+                "--optimizer",
+                cfg.optimizer,
+                "--dp-scaling",
+                cfg.dp_scaling,
             ]
             if not cfg.dp:
                 fleet_args.append("--no-dp")
@@ -348,7 +352,10 @@ def print_summary(report: dict) -> None:
         from fedoracle.learning.privacy import describe_epsilon
 
         rounds, delta = len(report["rounds"]), report["config"]["delta"]
-        console.print("privacy spent, at most: " + describe_epsilon(eps["max"], delta, rounds, DEFAULTS.dp_scaling))
+        console.print(
+            "privacy spent, at most: "
+            + describe_epsilon(eps["max"], delta, rounds, report["config"].get("dp_scaling", DEFAULTS.dp_scaling))
+        )
     console.print(f"report: {report['run_dir']}/report.json, accuracy.png, verdicts.png")
 
 

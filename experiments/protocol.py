@@ -7,8 +7,7 @@ groups served each round (the publisher's vault), then replays the same config o
 with those groups and compares verdict by verdict.
 
 The demo exposes only part of a :class:`~experiments.config.RunConfig`: its fleet and
-task seeds are 0, devices use DP with the ÷D sensitivity or no DP (variant ``nondp``), the
-oracle always gates and aggregates with FedAvg, and the hidden test set has the publisher's
+task seeds are 0, the oracle always gates and aggregates with FedAvg, and the hidden test set has the publisher's
 default size. Configs outside that raise ``ValueError`` rather than silently comparing different
 things. The two paths agree bit for bit only without DP: the privacy noise comes from the OS's
 entropy, in the protocol and on the fast path alike, so with DP they agree in distribution only.
@@ -29,11 +28,9 @@ DEMO_FIXED = {
     "seed": 0,
     "task_seed": 0,
     "aggregation": "fedavg",
-    "dp_scaling": "sample",
     "attack": "label_flip",
     "test_examples": 4_000,
     "groups_per_round": 2,
-    "optimizer": "adam",
 }
 
 
@@ -68,6 +65,8 @@ def demo_config(cfg: RunConfig, out: str | Path, timeout: int = 900) -> Any:
         epochs=cfg.epochs,
         batch_size=cfg.batch_size,
         learning_rate=cfg.learning_rate,
+        optimizer=cfg.optimizer,
+        dp_scaling=cfg.dp_scaling,
         threshold_margin=cfg.threshold_margin if cfg.threshold_margin is not None else 1.0,
         out=str(out),
         timeout=timeout,

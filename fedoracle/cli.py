@@ -78,13 +78,20 @@ def main(verbose: int) -> None:
 @main.command()
 @rpc_option
 @registry_option
-@click.argument("task_id", type=int)
+@click.argument("task_id", type=click.IntRange(min=1))
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
-def status(rpc_url: str, registry: str, task_id: int, as_json: bool) -> None:
-    """Show a task's phase, rounds, submissions, verdicts and balances."""
+@click.option(
+    "--from-block",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="First block to read events from (the task's publish block makes it fast on a long chain).",
+)
+def status(rpc_url: str, registry: str, task_id: int, as_json: bool, from_block: int) -> None:
+    """Show a task's phase, deadline, rounds, submissions, verdicts, privacy budget and balances."""
     from fedoracle.status import render_status, task_status
 
-    report = asyncio.run(task_status(rpc_url, registry, task_id))
+    report = asyncio.run(task_status(rpc_url, registry, task_id, from_block))
     if as_json:
         click.echo(json.dumps(report, indent=1, default=str))
     else:

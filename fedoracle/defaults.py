@@ -46,7 +46,9 @@ class ProtocolDefaults:
         epsilon: ε of one device's release in one round (local DP).
         delta: δ of one device's release in one round.
         clip: L2 clip norm S of an update (about an honest round-1 update of small_cnn, measured).
-        dp_scaling: noise sensitivity, ``"sample"`` (the paper's S/D) or ``"update"`` (S).
+        dp_scaling: the privacy mechanism: ``"sample"`` (the paper's S/D: no formal guarantee; still
+            the default, see issue 17), ``"update"`` (whole-update noise S) or ``"record"``
+            (record-level DP-SGD, the task's ε as each device's whole budget; needs ``sgd``).
         reward_eth: the task's escrowed reward in ETH.
         round_duration: seconds a round takes submissions.
         evaluation_window: seconds the oracle has to evaluate a closed round.

@@ -4,18 +4,23 @@ from __future__ import annotations
 
 from typing import Any
 
-from fedoracle.chain import Chain, Status, TaskRegistry
-from fedoracle.errors import Reason
+from fedoracle.chain import Chain, Phase, Status, TaskRegistry
+from fedoracle.errors import ConfigError, Reason
+from fedoracle.units import decode_dp
 
 
 async def task_status(rpc_url: str, registry_address: str, task_id: int, from_block: int = 0) -> dict[str, Any]:
     """Collects everything ``fedoracle status`` shows, from views and events."""
     chain = Chain(rpc_url)
     registry = TaskRegistry(chain, registry_address)
-    cfg = await registry.get_task(task_id)
     state = await registry.get_state(task_id)
+    if state["phase"] == Phase.NONE:
+        count = await registry.task_count()
+        raise ConfigError(f"no task {task_id} on registry {registry_address} (it has tasks 1 to {count})")
+    cfg = await registry.get_task(task_id)
     head = await chain.block_number()
-    events = [e for e in await registry.get_events(from_block, head) if e.args.get("taskId") == task_id]
+    found = await registry.get_events(from_block, head) if from_block <= head else []
+    events = [e for e in found if e.args.get("taskId") == task_id]
     submissions: dict[tuple[int, str], dict[str, Any]] = {}
     for ev in events:
         if ev.name == "ModelSubmitted":
@@ -52,6 +57,7 @@ async def task_status(rpc_url: str, registry_address: str, task_id: int, from_bl
         "by_reason": by_reason,
     }
     now = (await chain.w3.eth.get_block("latest"))["timestamp"]
+    epsilon, delta, clip = decode_dp(cfg)
     return {
         "task_id": task_id,
         "phase": state["phase"].name.lower(),
@@ -59,6 +65,8 @@ async def task_status(rpc_url: str, registry_address: str, task_id: int, from_bl
         "threshold_bp": state["thresholdBp"],
         "deadline": state["deadline"],
         "deadline_in_s": state["deadline"] - now,
+        "deadline_of": DEADLINE_OF.get(state["phase"]),
+        "privacy": {"epsilon": epsilon, "delta": delta, "clip": clip, "rounds": cfg["maxRounds"]},
         "summary": summary,
         "publisher": cfg["publisher"],
         "oracle": cfg["oracle"],
@@ -84,6 +92,13 @@ def _verdict_word(verdict: dict[str, Any]) -> str:
     return "accepted" if verdict["accepted"] else "rejected"
 
 
+DEADLINE_OF = {
+    Phase.OPEN: "submissions close",
+    Phase.CLOSED: "the evaluation window ends (then anyone may cancel)",
+    Phase.AWAITING_FINALIZE: "finalize is due (then anyone may cancel)",
+}
+
+
 def render_status(report: dict[str, Any]) -> None:
     """Prints a status report as rich tables."""
     from rich.console import Console
@@ -95,9 +110,14 @@ def render_status(report: dict[str, Any]) -> None:
         f"threshold {report['threshold_bp'] / 100:.2f}%"
     )
     left = report["deadline_in_s"]
+    if report["deadline_of"]:
+        when = f"in {left} s" if left >= 0 else f"{-left} s ago"
+        console.print(f"{report['deadline_of']}: {when}")
+    console.print(f"oracle {report['oracle']} (balance {_eth(report['oracle_balance_wei'])})")
+    p = report["privacy"]
     console.print(
-        f"deadline {'in ' + str(left) + ' s' if left >= 0 else str(-left) + ' s ago'}  "
-        f"oracle {report['oracle']} (balance {_eth(report['oracle_balance_wei'])})"
+        f"privacy budget per device: ε = {p['epsilon']:g} at δ = {p['delta']:g} over the task's {p['rounds']} rounds "
+        f"(clip {p['clip']:g})"
     )
     console.print(
         f"reward {_eth(report['reward_wei'])}  allocated {_eth(report['allocated_wei'])}  "
@@ -126,7 +146,7 @@ def render_status(report: dict[str, Any]) -> None:
         v = s["verdict"] or {}
         subs.add_row(
             str(s["round"]),
-            s["device"][:12],
+            s["device"],
             _verdict_word(v),
             f"{v['accuracy_bp'] / 100:.2f}%" if v else "-",
             v.get("reason", "-"),

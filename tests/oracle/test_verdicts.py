@@ -210,6 +210,15 @@ def test_status_shows_phase_verdicts_and_balances(served, node, reg):
     table = CliRunner().invoke(main, args, env={"COLUMNS": "200"})
     assert table.exit_code == 0 and "finalized" in table.output and "NON_FINITE" in table.output
     assert "accepted 3, rejected 10, awaiting a verdict 0" in table.output
+    assert "privacy budget per device: ε = 8 at δ = 1e-05" in table.output
+    assert accepted[0]["device"] in table.output  # whole addresses, not truncated
+    assert report["deadline_of"] is None and report["privacy"]["rounds"] == 1  # a finalized task has no deadline
+    # A task that does not exist: one line and exit 1 (not a table of zeros).
+    missing = CliRunner().invoke(main, ["status", "999", "--rpc-url", node.rpc_url, "--registry", reg.address])
+    assert missing.exit_code == 1 and "no task 999 on registry" in missing.output
+    assert "Traceback" not in missing.output and len(missing.output.strip().splitlines()) == 1
+    late = CliRunner().invoke(main, [*args, "--json", "--from-block", str(10**9)])  # past the head: no events
+    assert late.exit_code == 0 and json.loads(late.output)["summary"]["submissions"] == 0
 
 
 def test_oracle_log_shows_scores_and_transactions(served, reg):
