@@ -30,7 +30,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 SUBMIT_GAS_LIMIT = 60_000
-BP = 10_000  # basis points in 1.0 (fedoracle.units.BP): a submit that accepts any threshold
 KB, MB = 1024, 1024 * 1024
 
 
@@ -90,6 +89,7 @@ def run(out: Path) -> int:
     from ape import accounts, chain, networks, project
 
     from fedoracle.commitments import TestSetCommitment
+    from fedoracle.units import BP  # as submit's maxThresholdBp: accepts any threshold
 
     gas: dict[str, list[tuple[int, str]]] = defaultdict(list)
 

@@ -168,7 +168,7 @@ def device_update(
         optimizer=optimizer,
         seed=seed,
     )
-    update = [np.asarray(t - g, dtype=g.dtype) for t, g in zip(trained, global_weights, strict=True)]
+    update = _difference(trained, global_weights)
     if dp is None:
         return update
     d = len(y) if dp.scaling == "sample" else None
@@ -176,6 +176,11 @@ def device_update(
     if accountant is not None:
         accountant.record(gaussian_sigma(dp.epsilon, dp.delta))
     return update
+
+
+def _difference(trained: Sequence[NDArray[Any]], global_weights: Sequence[NDArray[Any]]) -> list[NDArray[Any]]:
+    """The update Δ = trained − global, tensor by tensor, in the global model's dtypes."""
+    return [np.asarray(t - g, dtype=g.dtype) for t, g in zip(trained, global_weights, strict=True)]
 
 
 DPSGD_MOMENTUM = 0.9  # SGD momentum of record-level DP-SGD (the optimizer its noise calibration assumes)
@@ -240,7 +245,7 @@ def _record_level_update(
     )
     if accountant is not None:
         accountant.record_sampled(sigma, q, steps)
-    return [np.asarray(t - g, dtype=g.dtype) for t, g in zip(trained, global_weights, strict=True)]
+    return _difference(trained, global_weights)
 
 
 def accuracy_bp(evaluator: Any, weights: Sequence[NDArray[Any]]) -> int:

@@ -285,16 +285,21 @@ def payee_contract(project, deployer):
     return deployer.deploy(project.FLTestPayee)
 
 
-@pytest.mark.parametrize("mode", [REJECT, REENTER_CLAIM, REENTER_REFUND])
-def test_a_hostile_payee_only_blocks_itself(task, registry, devices, stranger, payee_contract, mode, reward):
-    t = task
-    t.submit(devices[0], payee=payee_contract)
+def _settle_two_accepted(t, devices, payee):
+    """Round 1 settled with two accepted submissions, the first naming ``payee``."""
+    t.submit(devices[0], payee=payee)
     t.submit(devices[1])
     t.close()
     t.disclose()
     t.verdict(devices[0], 9_000)
     t.verdict(devices[1], 9_000)
     t.aggregate()
+
+
+@pytest.mark.parametrize("mode", [REJECT, REENTER_CLAIM, REENTER_REFUND])
+def test_a_hostile_payee_only_blocks_itself(task, registry, devices, stranger, payee_contract, mode, reward):
+    t = task
+    _settle_two_accepted(t, devices, payee_contract)
     payee_contract.configure(mode, registry, t.task_id, 1, devices[0], sender=stranger)
     error = payee_contract.FLTestPayeeRejected if mode == REJECT else registry.ReentrancyGuardReentrantCall
     with reverts_with(error):
@@ -334,13 +339,7 @@ def test_a_payee_that_can_never_receive_does_not_lock_the_share(
     one else can, and the redirected share is paid exactly once.
     """
     t = task
-    t.submit(devices[0], payee=payee_contract)
-    t.submit(devices[1])
-    t.close()
-    t.disclose()
-    t.verdict(devices[0], 9_000)
-    t.verdict(devices[1], 9_000)
-    t.aggregate()
+    _settle_two_accepted(t, devices, payee_contract)
     payee_contract.configure(REJECT, registry, t.task_id, 1, devices[0], sender=stranger)  # it never accepts ETH
     with reverts_with(payee_contract.FLTestPayeeRejected):
         registry.claim(t.task_id, 1, devices[0], sender=stranger)

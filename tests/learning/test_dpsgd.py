@@ -20,20 +20,6 @@ from fedoracle.learning.rounds import DPParams, device_update, dpsgd_schedule
 DELTA = 1e-5
 
 
-@pytest.fixture(scope="module")
-def spec(mnist):
-    from fedoracle.learning.models import model_spec
-
-    return model_spec("small_cnn", mnist.input_shape, mnist.num_classes)
-
-
-@pytest.fixture(scope="module")
-def initial(spec):
-    from fedoracle.learning.models import initial_weights
-
-    return initial_weights(spec, 0)
-
-
 @pytest.mark.parametrize("epsilon", [2.0, 8.0])
 def test_the_solved_noise_spends_the_declared_budget_over_the_whole_schedule(epsilon):
     q, steps = 64 / 2000, 3 * 2 * 32  # the task's 3 rounds x 2 epochs x ceil(1/q) steps

@@ -23,20 +23,6 @@ EPSILON, DELTA, CLIP = 8.0, 1e-5, 1.0
 SEED = 0  # the fleet's default seed: what an attacker guesses first
 
 
-@pytest.fixture(scope="module")
-def spec(mnist):
-    from fedoracle.learning.models import model_spec
-
-    return model_spec("small_cnn", mnist.input_shape, mnist.num_classes)
-
-
-@pytest.fixture(scope="module")
-def initial(spec):
-    from fedoracle.learning.models import initial_weights
-
-    return initial_weights(spec, 0)
-
-
 def _task() -> dict[str, int]:
     milli, e18, micro = encode_dp(EPSILON, DELTA, CLIP)
     return {"epsilonMilli": milli, "deltaE18": e18, "clipMicro": micro}

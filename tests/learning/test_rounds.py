@@ -95,20 +95,6 @@ def test_training_seeds_differ_by_device_and_round():
     assert len(seeds) == 500
 
 
-@pytest.fixture(scope="module")
-def spec(mnist):
-    from fedoracle.learning.models import model_spec
-
-    return model_spec("small_cnn", mnist.input_shape, mnist.num_classes)
-
-
-@pytest.fixture(scope="module")
-def initial(spec):
-    from fedoracle.learning.models import initial_weights
-
-    return initial_weights(spec, 0)
-
-
 def test_device_update_is_the_trained_minus_the_global_model(mnist, spec, initial):
     from fedoracle.learning.training import local_train
 
