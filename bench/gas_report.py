@@ -80,6 +80,7 @@ def params(oracle: str, ts, **kw) -> tuple:
         roundDuration=3_600,
         evaluationWindow=1_800,
         allowlistOnly=False,
+        maxSamplesPerDevice=4_000,
     )
     p.update(kw)
     return tuple(p.values())
@@ -114,6 +115,7 @@ def run(out: Path) -> int:
         task = registry.taskCount()
         record("setAllowlist", registry.setAllowlist(task, [devices[0].address], True, sender=publisher), "1 device")
         record("announceThreshold", registry.announceThreshold(task, 6_500, sender=oracle), "by the oracle")
+        record("setSealKey", registry.setSealKey(task, keccak(b"seal-key-1"), sender=oracle), "round 1, by the oracle")
 
         _, small = model_blob(10 * KB)
         _, large = model_blob(10 * MB)
@@ -142,7 +144,8 @@ def run(out: Path) -> int:
                 r = registry.postVerdict(task, d, subs[rnd][d.address], acc_bp, 0, keccak(b"evaluator"), sender=oracle)
                 record("postVerdict", r, "accepted" if acc_bp == 9_000 else "rejected (below threshold)")
             mh = keccak(f"global-{rnd}".encode())
-            r = registry.aggregate(task, mh, http_uri(mh), 7_000 + rnd, sender=oracle)
+            secret, next_key = keccak(f"seal-secret-{rnd}".encode()), keccak(f"seal-key-{rnd + 1}".encode())
+            r = registry.aggregate(task, mh, http_uri(mh), 7_000 + rnd, secret, next_key, sender=oracle)
             record("aggregate", r, "last round -> awaiting finalize" if rnd == ts.max_rounds else "opens next round")
 
         one_round(1, devices[:3], first_free=2)
@@ -216,6 +219,7 @@ def run(out: Path) -> int:
         "publish",
         "setAllowlist",
         "announceThreshold",
+        "setSealKey",
         "submit",
         "submit (reaches the cap: also closes)",
         "closeSubmissions",

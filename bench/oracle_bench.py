@@ -36,7 +36,8 @@ import numpy as np
 from demo.services import Anvil
 from fedoracle.blobstore import LocalBlobStore
 from fedoracle.chain import Chain, Phase, TaskRegistry, dev_account
-from fedoracle.codec import decode, encode_with_hash
+from fedoracle.codec import decode, encode
+from fedoracle.seal import SealContext, seal
 from fedoracle.units import BP
 from oracle.daemon import Oracle, OracleConfig
 from oracle.pool import InProcessPool
@@ -91,6 +92,7 @@ async def run_size(n: int, mnist, trained: list[np.ndarray], workers: int) -> di
             TaskRegistry(Chain(node.rpc_url, dev_account(FIRST_DEVICE + i)), registry.address) for i in range(PER_ROUND)
         ]
         rng = np.random.default_rng(0)
+        chain_id = await registry.chain.chain_id()
         submitted: dict[tuple[int, str], float] = {}
         closed_at: dict[int, float] = {}
         t0 = time.time()
@@ -100,12 +102,18 @@ async def run_size(n: int, mnist, trained: list[np.ndarray], workers: int) -> di
                     await asyncio.sleep(0.05)
                 g_hash = (await registry.get_task(task_id))["globalModelHash"]
                 global_w = decode(blobs.get(g_hash), spec)
-                good = blobs.put(encode_with_hash([w - g for w, g in zip(trained, global_w, strict=True)], spec)[0])
-                bad = blobs.put(
-                    encode_with_hash([rng.normal(0, 50, g.shape).astype(g.dtype) for g in global_w], spec)[0]
-                )
+                delta = [w - g for w, g in zip(trained, global_w, strict=True)]
+                while not int(key := (await registry.get_round(task_id, r))["sealKey"], 16):
+                    await asyncio.sleep(0.05)  # the oracle keys round 1 on sight, later rounds in aggregate
                 for i, dev in enumerate(devices):
-                    digest = bad if i % 5 == 4 else good
+                    if i % 5 == 4:  # useless values: evaluated and rejected
+                        update = [rng.normal(0, 50, g.shape).astype(g.dtype) for g in global_w]
+                    else:  # a distinct update of each device (the copy rule pays copies once)
+                        update = [
+                            (d + rng.normal(0, 0.5 * np.sqrt(np.mean(d**2)), d.shape)).astype(d.dtype) for d in delta
+                        ]
+                    ctx = SealContext(chain_id, registry.address, task_id, r, dev.chain.address)
+                    digest = blobs.put(seal(encode(update, spec), key, ctx))
                     await dev.submit(task_id, digest, blobs.uri(digest), dev.chain.address, 100, max_threshold_bp=BP)
                     submitted[(r, dev.chain.address.lower())] = time.time()
                 closed_at[r] = time.time()

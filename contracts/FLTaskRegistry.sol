@@ -38,7 +38,7 @@ contract FLTaskRegistry is IFLTaskRegistry, ReentrancyGuard {
     /// @inheritdoc IFLTaskRegistry
     uint8 public constant REASON_BELOW_THRESHOLD = 1;
     /// @inheritdoc IFLTaskRegistry
-    uint8 public constant REASON_MAX = 8;
+    uint8 public constant REASON_MAX = 10;
     /// @inheritdoc IFLTaskRegistry
     uint16 public constant MAX_BP = 10_000;
     /// @inheritdoc IFLTaskRegistry
@@ -106,6 +106,7 @@ contract FLTaskRegistry is IFLTaskRegistry, ReentrancyGuard {
         s.thresholdBp = p.thresholdBp;
         s.allowlistOnly = p.allowlistOnly;
         s.maxSubmissions = p.maxSubmissionsPerRound;
+        s.maxSamples = p.maxSamplesPerDevice;
         emit TaskPublished(
             taskId,
             msg.sender,
@@ -117,7 +118,7 @@ contract FLTaskRegistry is IFLTaskRegistry, ReentrancyGuard {
             p.thresholdBp,
             p.maxRounds
         );
-        _openRound(taskId, 1, p.initialModelHash, p.initialModelURI);
+        _openRound(taskId, 1, p.initialModelHash, p.initialModelURI, bytes32(0));
     }
 
     /// @inheritdoc IFLTaskRegistry
@@ -164,6 +165,7 @@ contract FLTaskRegistry is IFLTaskRegistry, ReentrancyGuard {
         if (st.allowlistOnly && !_allowed[taskId][msg.sender]) revert FLTaskNotAllowlisted(taskId, msg.sender);
         if (modelHash == bytes32(0)) revert FLTaskInvalidParameter("modelHash");
         if (payee == address(0)) revert FLTaskInvalidParameter("payee");
+        if (numSamples == 0 || numSamples > st.maxSamples) revert FLTaskInvalidParameter("numSamples");
         if (st.thresholdBp > maxThresholdBp) revert FLTaskThresholdAboveLimit(st.thresholdBp, maxThresholdBp);
         bytes32 slot = _commitments[taskId][st.round][msg.sender];
         if (slot != bytes32(0)) revert FLTaskDuplicateSubmission(taskId, st.round, msg.sender);
@@ -188,6 +190,18 @@ contract FLTaskRegistry is IFLTaskRegistry, ReentrancyGuard {
             revert FLTaskDeadlineNotReached(taskId, s.deadline);
         }
         _close(taskId, s);
+    }
+
+    /// @inheritdoc IFLTaskRegistry
+    function setSealKey(uint256 taskId, bytes32 sealKey) external known(taskId) onlyOracle(taskId) {
+        TaskState storage s = _states[taskId];
+        if (s.phase != Phase.Open) revert FLTaskWrongPhase(taskId, s.phase, Phase.Open);
+        if (sealKey == bytes32(0)) revert FLTaskInvalidParameter("sealKey");
+        uint16 round = s.round;
+        RoundRecord storage rec = _rounds[taskId][round];
+        if (rec.sealKey != bytes32(0)) revert FLTaskSealKeyAlreadySet(taskId, round);
+        rec.sealKey = sealKey;
+        emit SealKeySet(taskId, round, sealKey);
     }
 
     /// @inheritdoc IFLTaskRegistry
@@ -262,34 +276,26 @@ contract FLTaskRegistry is IFLTaskRegistry, ReentrancyGuard {
     // ------------------------------------------------------------------------------------------------
 
     /// @inheritdoc IFLTaskRegistry
-    function aggregate(uint256 taskId, bytes32 modelHash, string calldata modelURI, uint16 globalAccuracyBp)
-        external
-        known(taskId)
-        onlyOracle(taskId)
-    {
-        TaskState storage s = _states[taskId];
-        if (s.phase != Phase.Closed) revert FLTaskWrongPhase(taskId, s.phase, Phase.Closed);
-        uint16 round = s.round;
-        RoundRecord storage rec = _rounds[taskId][round];
-        if (!rec.disclosed) revert FLTaskNotDisclosed(taskId, round);
-        if (s.verdicts != s.submissions) revert FLTaskVerdictsPending(s.verdicts, s.submissions);
-        if (modelHash == bytes32(0)) revert FLTaskInvalidParameter("modelHash");
-        if (globalAccuracyBp > MAX_BP) revert FLTaskInvalidParameter("globalAccuracyBp");
+    function aggregate(
+        uint256 taskId,
+        bytes32 modelHash,
+        string calldata modelURI,
+        uint16 globalAccuracyBp,
+        bytes32 sealSecret,
+        bytes32 nextSealKey
+    ) external known(taskId) onlyOracle(taskId) {
+        if (sealSecret == bytes32(0)) revert FLTaskInvalidParameter("sealSecret");
+        uint16 round = _settleAggregate(taskId, modelHash, modelURI, globalAccuracyBp);
+        emit SealKeyDisclosed(taskId, round, sealSecret);
+
         TaskConfig storage c = _configs[taskId];
-        if (s.accepted == 0 && modelHash != c.globalModelHash) revert FLTaskInvalidParameter("modelHash");
-
-        uint128 perAccepted = _settle(taskId, s, rec);
-        rec.globalModelHash = modelHash;
-        rec.globalAccuracyBp = globalAccuracyBp;
-        c.globalModelHash = modelHash;
-        emit GlobalModelUpdated(taskId, round, modelHash, modelURI, s.accepted, globalAccuracyBp, perAccepted);
-
         bool converged = c.targetAccuracyBp != 0 && globalAccuracyBp >= c.targetAccuracyBp;
         if (converged || round >= c.maxRounds) {
+            TaskState storage s = _states[taskId];
             s.phase = Phase.AwaitingFinalize;
-            s.deadline = uint64(block.timestamp) + c.evaluationWindow;
+            s.deadline = uint40(block.timestamp) + c.evaluationWindow;
         } else {
-            _openRound(taskId, round + 1, modelHash, modelURI);
+            _openRound(taskId, round + 1, modelHash, modelURI, nextSealKey);
         }
     }
 
@@ -323,7 +329,9 @@ contract FLTaskRegistry is IFLTaskRegistry, ReentrancyGuard {
         } else if (phase == Phase.Closed) {
             if (!late) revert FLTaskDeadlineNotReached(taskId, s.deadline);
             RoundRecord storage rec = _rounds[taskId][s.round];
-            _settle(taskId, s, rec);
+            // The stall rule: submissions still without a verdict count in the division (and their
+            // shares stay refundable), so selective verdicts cannot concentrate the pool.
+            _settle(taskId, s, rec, s.submissions - s.verdicts);
         } else if (phase == Phase.AwaitingFinalize) {
             if (!late) revert FLTaskDeadlineNotReached(taskId, s.deadline);
         } else {
@@ -501,27 +509,35 @@ contract FLTaskRegistry is IFLTaskRegistry, ReentrancyGuard {
         }
         if (p.roundDuration == 0) revert FLTaskInvalidParameter("roundDuration");
         if (p.evaluationWindow == 0) revert FLTaskInvalidParameter("evaluationWindow");
+        if (p.maxSamplesPerDevice == 0) revert FLTaskInvalidParameter("maxSamplesPerDevice");
     }
 
-    function _openRound(uint256 taskId, uint16 round, bytes32 modelHash, string memory modelURI) private {
+    /// @dev Opens `round` from the global model `modelHash`; a non-zero `sealKey` keys it at once.
+    function _openRound(uint256 taskId, uint16 round, bytes32 modelHash, string memory modelURI, bytes32 sealKey)
+        private
+    {
         TaskState storage s = _states[taskId];
-        uint64 deadline = uint64(block.timestamp) + _configs[taskId].roundDuration;
+        uint40 deadline = uint40(block.timestamp) + _configs[taskId].roundDuration;
         s.phase = Phase.Open;
         s.round = round;
         s.submissions = 0;
         s.verdicts = 0;
         s.accepted = 0;
         s.deadline = deadline;
-        emit RoundOpened(taskId, round, modelHash, modelURI, deadline);
+        emit RoundOpened(taskId, round, modelHash, modelURI, uint64(deadline));
+        if (sealKey != bytes32(0)) {
+            _rounds[taskId][round].sealKey = sealKey;
+            emit SealKeySet(taskId, round, sealKey);
+        }
     }
 
     function _close(uint256 taskId, TaskState storage s) private {
-        uint64 deadline = uint64(block.timestamp) + _configs[taskId].evaluationWindow;
+        uint40 deadline = uint40(block.timestamp) + _configs[taskId].evaluationWindow;
         s.phase = Phase.Closed;
         s.deadline = deadline;
         RoundRecord storage rec = _rounds[taskId][s.round];
         rec.submissions = s.submissions;
-        emit SubmissionsClosed(taskId, s.round, s.submissions, deadline);
+        emit SubmissionsClosed(taskId, s.round, s.submissions, uint64(deadline));
     }
 
     /// @dev Reverts unless `g` is the leaf the seed assigns to `slot` and its proof holds.
@@ -535,15 +551,41 @@ contract FLTaskRegistry is IFLTaskRegistry, ReentrancyGuard {
         if (!MerkleProof.verifyCalldata(g.proof, root, leaf)) revert FLTaskInvalidGroupProof(g.index);
     }
 
+    /// @dev {aggregate}'s checks and bookkeeping: settles the closed round, records its global model.
+    function _settleAggregate(uint256 taskId, bytes32 modelHash, string calldata modelURI, uint16 globalAccuracyBp)
+        private
+        returns (uint16 round)
+    {
+        TaskState storage s = _states[taskId];
+        if (s.phase != Phase.Closed) revert FLTaskWrongPhase(taskId, s.phase, Phase.Closed);
+        round = s.round;
+        RoundRecord storage rec = _rounds[taskId][round];
+        if (!rec.disclosed) revert FLTaskNotDisclosed(taskId, round);
+        if (s.verdicts != s.submissions) revert FLTaskVerdictsPending(s.verdicts, s.submissions);
+        if (modelHash == bytes32(0)) revert FLTaskInvalidParameter("modelHash");
+        if (globalAccuracyBp > MAX_BP) revert FLTaskInvalidParameter("globalAccuracyBp");
+        TaskConfig storage c = _configs[taskId];
+        if (s.accepted == 0 && modelHash != c.globalModelHash) revert FLTaskInvalidParameter("modelHash");
+
+        uint128 perAccepted = _settle(taskId, s, rec, 0);
+        rec.globalModelHash = modelHash;
+        rec.globalAccuracyBp = globalAccuracyBp;
+        c.globalModelHash = modelHash;
+        emit GlobalModelUpdated(taskId, round, modelHash, modelURI, s.accepted, globalAccuracyBp, perAccepted);
+    }
+
     /// @dev Fixes the round's reward per accepted submission and allocates it from the escrow.
-    function _settle(uint256 taskId, TaskState storage s, RoundRecord storage rec) private returns (uint128) {
+    function _settle(uint256 taskId, TaskState storage s, RoundRecord storage rec, uint32 pending)
+        private
+        returns (uint128)
+    {
         TaskConfig storage c = _configs[taskId];
         uint32 accepted = s.accepted;
         uint16 maxRounds = c.maxRounds;
         uint256 pool = c.reward / maxRounds;
         // The last round also takes the rounding remainder, so the pools add up to the reward.
         if (s.round == maxRounds) pool += c.reward % maxRounds;
-        uint128 perAccepted = accepted == 0 ? 0 : uint128(pool / accepted);
+        uint128 perAccepted = accepted == 0 ? 0 : uint128(pool / (uint256(accepted) + pending));
         rec.accepted = accepted;
         rec.rewardPerAccepted = perAccepted;
         rec.settled = true;

@@ -14,6 +14,14 @@ pragma solidity ^0.8.24;
  *                                                                          └─► AwaitingFinalize ─► Finalized
  *   any phase past its deadline ─► Cancelled (settled rounds stay claimable, the rest is refundable)
  *
+ * Sealed submissions: a submission's bytes are encrypted to the round's seal key, an X25519 public
+ * key the oracle sets for round 1 with {setSealKey} and for each next round in {aggregate}, with
+ * (chain id, registry, task, round, submitting device) as the AEAD's associated data. Only the
+ * oracle can read a submission before its round is settled, and a copied hash or blob opens only
+ * for the device that sealed it. {aggregate} discloses the round's secret key (`SealKeyDisclosed`),
+ * after which anyone can open every submission of the round and re-check its verdict
+ * (docs/protocol.md, "Sealed submissions").
+ *
  * Units: accuracies and thresholds in basis points (0..MAX_BP); epsilon in 1e-3; delta in 1e-18;
  * clip norm S in 1e-6; times in seconds (block timestamps); money in wei.
  *
@@ -38,6 +46,8 @@ pragma solidity ^0.8.24;
  *   6    | NON_FINITE      | the weights hold NaN or infinite values
  *   7    | TOO_LARGE       | the blob exceeds the size limit of the task's model spec
  *   8    | DUPLICATE       | the same model bytes as an earlier submission of the round (a free rider)
+ *   9    | SEAL_INVALID    | the bytes do not open with the round's seal key for this device (a copy)
+ *   10   | NEAR_DUPLICATE  | the update is a near-copy of an earlier one of the round (cosine bound)
  */
 interface IFLTaskRegistry {
     // ------------------------------------------------------------------------------------------------
@@ -95,6 +105,8 @@ interface IFLTaskRegistry {
      * @param evaluationWindow Seconds for disclosure, verdicts and aggregation after a round closes
      * (and for finalizing after the last aggregation).
      * @param allowlistOnly Whether only allowlisted devices may submit.
+     * @param maxSamplesPerDevice The most local samples a submission may declare (>= 1): bounds the
+     * FedAvg weight an unproven `numSamples` can claim.
      */
     // Only ever in calldata, where every field takes a full word whatever the order.
     // solhint-disable-next-line gas-struct-packing
@@ -117,6 +129,7 @@ interface IFLTaskRegistry {
         uint32 roundDuration;
         uint32 evaluationWindow;
         bool allowlistOnly;
+        uint32 maxSamplesPerDevice;
     }
 
     /**
@@ -181,6 +194,7 @@ interface IFLTaskRegistry {
      * @param accepted Accepted verdicts in the current round.
      * @param maxSubmissions Submissions that close a round when reached (0: unlimited).
      * @param deadline End of the current phase (a block timestamp).
+     * @param maxSamples The most local samples a submission may declare (`maxSamplesPerDevice`).
      */
     struct TaskState {
         Phase phase;
@@ -191,7 +205,8 @@ interface IFLTaskRegistry {
         uint32 verdicts;
         uint32 accepted;
         uint32 maxSubmissions;
-        uint64 deadline;
+        uint40 deadline;
+        uint32 maxSamples;
     }
 
     /**
@@ -203,6 +218,8 @@ interface IFLTaskRegistry {
      * @param globalAccuracyBp The produced global model's accuracy.
      * @param disclosed Whether the round's test groups are disclosed.
      * @param settled Whether the round's reward pool is settled (claims open).
+     * @param sealKey The X25519 public key submissions of the round are sealed to (zero until the
+     * oracle sets it).
      */
     struct RoundRecord {
         bytes32 globalModelHash;
@@ -212,6 +229,7 @@ interface IFLTaskRegistry {
         uint16 globalAccuracyBp;
         bool disclosed;
         bool settled;
+        bytes32 sealKey;
     }
 
     /**
@@ -230,10 +248,11 @@ interface IFLTaskRegistry {
 
     /**
      * @notice A submission as the device made it: what its commitment binds (see {submissionCommitment}).
-     * @param modelHash keccak256 of the candidate model's canonical bytes.
+     * @param modelHash keccak256 of the sealed blob (the update's canonical bytes, encrypted to the
+     * round's seal key for this device).
      * @param payee Who receives the submission's reward.
      * @param thresholdBp The threshold in force when it was submitted (the one it is judged against).
-     * @param numSamples Declared number of local training samples (FedAvg weight; 0 if undeclared).
+     * @param numSamples Declared number of local training samples (FedAvg weight; 1 to the task's maxSamples).
      */
     struct Submission {
         bytes32 modelHash;
@@ -297,6 +316,23 @@ interface IFLTaskRegistry {
     event RoundOpened(
         uint256 indexed taskId, uint16 indexed round, bytes32 globalModelHash, string globalModelURI, uint64 deadline
     );
+
+    /**
+     * @notice The round's seal key was set: devices may seal their submissions to it.
+     * @param taskId The task.
+     * @param round The round whose submissions are sealed to `sealKey`.
+     * @param sealKey The oracle's X25519 public key for the round.
+     */
+    event SealKeySet(uint256 indexed taskId, uint16 indexed round, bytes32 sealKey);
+
+    /**
+     * @notice The round's secret seal key was disclosed at settlement: anyone may now open the
+     * round's submissions and re-check their verdicts.
+     * @param taskId The task.
+     * @param round The round settled.
+     * @param sealSecret The X25519 secret key whose public key is the round's `sealKey`.
+     */
+    event SealKeyDisclosed(uint256 indexed taskId, uint16 indexed round, bytes32 sealSecret);
 
     /**
      * @notice The accuracy threshold for new submissions was raised.
@@ -646,6 +682,13 @@ interface IFLTaskRegistry {
      */
     error FLTaskCannotCancel(uint256 taskId, Phase phase);
 
+    /**
+     * @notice The open round already has its seal key (it is set once per round).
+     * @param taskId The task.
+     * @param round The round.
+     */
+    error FLTaskSealKeyAlreadySet(uint256 taskId, uint16 round);
+
     // ------------------------------------------------------------------------------------------------
     // Publisher: init() — Steps 1-3 of the paper
     // ------------------------------------------------------------------------------------------------
@@ -687,12 +730,13 @@ interface IFLTaskRegistry {
      * `submit_model_update`). The weights stay off-chain under their content hash; gas does not
      * depend on the model's size. One submission per device per round.
      * @dev Stores {submissionCommitment} of the submission with the threshold in force; reaching
-     * `maxSubmissionsPerRound` closes the round.
+     * `maxSubmissionsPerRound` closes the round. A `numSamples` of 0 or above the task's
+     * `maxSamples` reverts with {FLTaskInvalidParameter}("numSamples").
      * @param taskId The task.
-     * @param modelHash keccak256 of the candidate model's canonical bytes.
-     * @param modelURI Where the bytes can be fetched (emitted only, never stored).
+     * @param modelHash keccak256 of the sealed blob (see "Sealed submissions" above).
+     * @param modelURI Where the sealed bytes can be fetched (emitted only, never stored).
      * @param payee Who receives this submission's reward.
-     * @param numSamples Declared number of local training samples (FedAvg weight; 0 if undeclared).
+     * @param numSamples Declared number of local training samples (FedAvg weight; 1 to the task's maxSamples).
      * @param maxThresholdBp The highest threshold the device accepts to be judged against (slippage
      * protection: usually the threshold it read before training). If a threshold raise lands first,
      * the call reverts with {FLTaskThresholdAboveLimit} and the device loses only the failed call's gas.
@@ -717,6 +761,15 @@ interface IFLTaskRegistry {
      * @param taskId The task.
      */
     function closeSubmissions(uint256 taskId) external;
+
+    /**
+     * @notice Sets the open round's seal key, the X25519 public key devices encrypt submissions to.
+     * @dev Oracle only, once per round, while the round is open (round 1 after publish; later rounds
+     * get theirs in {aggregate}). Emits {SealKeySet}.
+     * @param taskId The task.
+     * @param sealKey The oracle's X25519 public key for the round (non-zero).
+     */
+    function setSealKey(uint256 taskId, bytes32 sealKey) external;
 
     /**
      * @notice Discloses the test-data groups of the closed round (the paper's
@@ -762,13 +815,25 @@ interface IFLTaskRegistry {
      * its global accuracy (the paper's `aggregate_model_update` and `evaluate_model`), settles the
      * round's reward pool, and opens the next round unless the task converged or ran its rounds.
      * @dev Oracle only. Requires every submission of the round to have a verdict. With no accepted
-     * update the global model is unchanged and `modelHash` must equal it.
+     * update the global model is unchanged and `modelHash` must equal it. Discloses the round's
+     * secret seal key (`SealKeyDisclosed`: the contract cannot check it against `sealKey`, anyone
+     * can off-chain) and sets the next round's seal key (`SealKeySet`) when a next round opens.
      * @param taskId The task.
      * @param modelHash keccak256 of the new global model's canonical bytes.
      * @param modelURI Where those bytes can be fetched.
      * @param globalAccuracyBp The new global model's accuracy on the round's test groups.
+     * @param sealSecret The round's X25519 secret seal key (non-zero).
+     * @param nextSealKey The next round's X25519 public seal key (ignored when no round opens; zero
+     * leaves it to {setSealKey}).
      */
-    function aggregate(uint256 taskId, bytes32 modelHash, string calldata modelURI, uint16 globalAccuracyBp)
+    function aggregate(
+        uint256 taskId,
+        bytes32 modelHash,
+        string calldata modelURI,
+        uint16 globalAccuracyBp,
+        bytes32 sealSecret,
+        bytes32 nextSealKey
+    )
         external;
 
     /**
@@ -789,8 +854,10 @@ interface IFLTaskRegistry {
 
     /**
      * @notice Cancels a task whose oracle or publisher missed a deadline, or (publisher only) a task
-     * nobody has submitted to yet. A closed round with verdicts is settled with the accepted
-     * submissions it has; everything not allocated becomes refundable to the publisher.
+     * nobody has submitted to yet. A closed round is settled as if every submission still without
+     * a verdict had been accepted and refunded: each accepted submission gets pool / (accepted +
+     * pending), so an oracle that judges only the devices it favours and then stalls cannot hand
+     * them the whole pool. Everything not allocated becomes refundable to the publisher.
      * @param taskId The task.
      */
     function cancel(uint256 taskId) external;

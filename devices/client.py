@@ -5,7 +5,10 @@ contract, that the task is open in that round, that the global model hash matche
 has not submitted yet (so a retained replay or a reconnect never causes a second submission).
 Then it fetches the global model (verifying its hash), trains on its shard (``get_global_model``,
 ``local_model_training``), clips and noises the update (``add_noise``), optionally pre-evaluates
-against the announced threshold to save gas, stores the blob and submits (``submit_model_update``).
+against the announced threshold to save gas, seals the update to the round's oracle key for its own
+address (:mod:`fedoracle.seal`: nobody else can read it before the round is settled, and a copy
+submitted by another address does not open), stores the sealed blob and submits its hash
+(``submit_model_update``).
 When a round it was accepted in is settled, it claims its reward to its payee.
 
 Robustness: a message is marked handled only once the chain has confirmed it (so a forged round
@@ -33,10 +36,12 @@ from numpy.typing import NDArray
 from fedoracle import mqtt
 from fedoracle.blobstore import BlobStore
 from fedoracle.chain import Chain, Phase, TaskRegistry
-from fedoracle.codec import ModelSpec, decode, encode_with_hash, spec_from_blob
+from fedoracle.codec import ModelSpec, decode, encode, spec_from_blob
 from fedoracle.defaults import TrainingSettings
 from fedoracle.errors import ChainError, PrivacyBudgetExhausted
+from fedoracle.hashing import content_hash
 from fedoracle.retry import Backoff
+from fedoracle.seal import SealContext, seal
 from fedoracle.units import floor_bp
 
 log = logging.getLogger(__name__)
@@ -337,11 +342,35 @@ class Device:
                 self.stats.skipped.append((*key, f"pre-evaluation {local_acc:.4f} below threshold"))
                 log.info("%s: pre-evaluation %.4f below the threshold; not submitting", self.name, local_acc)
                 return
-            data, digest = encode_with_hash(update, spec)
-            self.blobs.put(data)
-            if await self._submit(key, digest, num_samples, state["thresholdBp"]):
+            seal_key = await self._seal_key(key)
+            if seal_key is None:
+                self.stats.skipped.append((*key, "the round closed before its seal key was set"))
+                log.warning("%s: task %d round %d closed before the oracle set its seal key", self.name, *key)
+                return
+            context = SealContext(msg.chain_id, self.registry.address, msg.task_id, msg.round, self.address)
+            sealed = seal(encode(update, spec), seal_key, context)
+            digest = content_hash(sealed)
+            self.blobs.put(sealed)
+            # The contract takes 1..maxSamples: a device with more data than the task's cap declares the cap.
+            declared = max(1, min(num_samples, state["maxSamples"]))
+            if await self._submit(key, digest, declared, state["thresholdBp"]):
                 self.stats.submitted.append(key)
                 log.info("%s: submitted %s for task %d round %d", self.name, digest[:10], *key)
+
+    async def _seal_key(self, key: tuple[int, int], poll: float = 0.5) -> str | None:
+        """The round's seal key, waiting while the round is open and the oracle has not set it yet.
+
+        Returns:
+            The key (``0x``-hex), or ``None`` once the round is no longer open.
+        """
+        while True:
+            sealed_to = (await self.registry.get_round(*key))["sealKey"]
+            if int(sealed_to, 16):
+                return str(sealed_to)
+            state = await self.registry.get_state(key[0])
+            if state["phase"] != Phase.OPEN or state["round"] != key[1]:
+                return None
+            await asyncio.sleep(poll)
 
     async def _submit(self, key: tuple[int, int], digest: str, num_samples: int, threshold_bp: int) -> bool:
         """Submits, retrying with backoff while the round is still open; ``True`` once on-chain.

@@ -376,6 +376,7 @@ class TaskParams:
     round_duration: int = DEFAULTS.round_duration
     evaluation_window: int = DEFAULTS.evaluation_window
     allowlist_only: bool = False
+    max_samples_per_device: int = DEFAULTS.max_samples_per_device
 
     def as_tuple(self) -> tuple[Any, ...]:
         """The ABI tuple ``publish`` takes (``FLTaskRegistry.TaskParams``, fields in its order).
@@ -400,6 +401,7 @@ class TaskParams:
             self.round_duration,
             self.evaluation_window,
             self.allowlist_only,
+            self.max_samples_per_device,
         )
 
 
@@ -598,10 +600,46 @@ class TaskRegistry:
         )
         return await self._tx(fn)
 
-    async def aggregate(self, task_id: int, model_hash: str, model_uri: str, accuracy_bp: int) -> dict[str, Any]:
-        """Commits the new global model (``aggregate_model_update`` + ``evaluate_model``)."""
-        fn = self.contract.functions.aggregate(task_id, to_bytes32(model_hash), model_uri, accuracy_bp)
+    async def aggregate(
+        self,
+        task_id: int,
+        model_hash: str,
+        model_uri: str,
+        accuracy_bp: int,
+        *,
+        seal_secret: bytes,
+        next_seal_key: bytes | None,
+    ) -> dict[str, Any]:
+        """Commits the new global model (``aggregate_model_update`` + ``evaluate_model``).
+
+        Args:
+            task_id: the task.
+            model_hash: the new global model's hash.
+            model_uri: where its bytes are.
+            accuracy_bp: its accuracy on the round's test groups.
+            seal_secret: the round's secret seal key, disclosed by the call (:mod:`fedoracle.seal`).
+            next_seal_key: the next round's public seal key (``None``: no next round, or set later).
+
+        Raises:
+            ChainError: the call reverts (the message names the custom error), or the RPC fails.
+        """
+        fn = self.contract.functions.aggregate(
+            task_id,
+            to_bytes32(model_hash),
+            model_uri,
+            accuracy_bp,
+            bytes(seal_secret),
+            bytes(next_seal_key) if next_seal_key is not None else bytes(32),
+        )
         return await self._tx(fn)
+
+    async def set_seal_key(self, task_id: int, seal_key: bytes) -> dict[str, Any]:
+        """Sets the open round's public seal key (``setSealKey``: the oracle, once per round).
+
+        Raises:
+            ChainError: the call reverts (e.g. ``FLTaskSealKeyAlreadySet``), or the RPC fails.
+        """
+        return await self._tx(self.contract.functions.setSealKey(task_id, bytes(seal_key)))
 
     async def finalize(self, task_id: int, accuracy_bp: int, report_hash: str, report_uri: str) -> dict[str, Any]:
         """Finalizes the task with its report (``finalize_contract`` + ``post_evaluation``)."""

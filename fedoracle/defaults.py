@@ -53,6 +53,9 @@ class ProtocolDefaults:
         round_duration: seconds a round takes submissions.
         evaluation_window: seconds the oracle has to evaluate a closed round.
         max_submissions: submissions that close a round early (0: only the deadline closes it).
+        max_samples_per_device: the most local samples a submission may declare (the contract
+            refuses more): bounds the FedAvg weight of an unproven ``numSamples`` (twice the
+            demo's largest shard).
         groups_per_round: hidden test groups disclosed per round.
         test_examples: examples of the hidden test set.
         task_seed: the publisher's seed (initial model, test-set sample).
@@ -88,6 +91,7 @@ class ProtocolDefaults:
     round_duration: int = 600
     evaluation_window: int = 600
     max_submissions: int = 0
+    max_samples_per_device: int = 4_000
     groups_per_round: int = 2
     test_examples: int = 4_000
     task_seed: int = 0

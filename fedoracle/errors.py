@@ -7,7 +7,8 @@ Every exception class of the project is defined here, so the whole tree reads in
     │   └── StateLocked
     ├── ModelRejected                 (carries a Reason)
     │   ├── BlobNotFound
-    │   └── BlobHashMismatch
+    │   ├── BlobHashMismatch
+    │   └── SealInvalid
     ├── BlobStoreUnavailable
     ├── BlobUploadRefused
     ├── ChainError
@@ -50,6 +51,8 @@ class Reason(IntEnum):
     NON_FINITE = 6
     TOO_LARGE = 7
     DUPLICATE = 8  # the same model bytes as an earlier submission of the round (a free rider)
+    SEAL_INVALID = 9  # does not open with the round's seal key for this device (a copied hash or blob)
+    NEAR_DUPLICATE = 10  # a near-copy of an earlier update of the round (cosine above the bound)
 
 
 class FedoracleError(Exception):
@@ -71,6 +74,13 @@ class ModelRejected(FedoracleError):
         super().__init__(f"{reason.name}: {detail}")
         self.reason = reason
         self.detail = detail
+
+
+class SealInvalid(ModelRejected):
+    """A sealed blob that does not open with the round's key for this device (a copy, or not sealed)."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(Reason.SEAL_INVALID, detail)
 
 
 class BlobNotFound(ModelRejected):

@@ -7,12 +7,16 @@ the paper's workflow:
 =====================  ==========================================================================
 phase on-chain         step
 =====================  ==========================================================================
-Open                   score submissions as they arrive (eagerly, off-chain); close submissions
-                       when the round's deadline has passed
+Open                   set the round's seal key if it has none (round 1: ``setSealKey``); score
+                       submissions as they arrive (eagerly, off-chain, opening each sealed blob
+                       with the round's key for its submitter); close submissions when the
+                       round's deadline has passed
 Closed                 disclose the round's test groups (``disclosure_test_data``); post one
-                       verdict per submission that has none (``evaluate_local_model``); when all
+                       verdict per submission that has none (``evaluate_local_model``), copies
+                       and near-copies paid as one (:mod:`fedoracle.learning.copies`); when all
                        are in, aggregate the accepted updates, store and evaluate the new global
-                       model and commit it (``aggregate_model_update`` + ``evaluate_model``)
+                       model and commit it (``aggregate_model_update`` + ``evaluate_model``),
+                       disclosing the round's seal secret and keying the next round
 AwaitingFinalize       post the final report (``finalize_contract`` + ``post_evaluation``)
 =====================  ==========================================================================
 
@@ -49,14 +53,16 @@ from numpy.typing import NDArray
 
 from fedoracle.blobstore import BlobStore
 from fedoracle.chain import Chain, Phase, Status, Submission, TaskRegistry
-from fedoracle.codec import decode, encode_with_hash
+from fedoracle.codec import encode_with_hash
 from fedoracle.commitments import submission_commitment
 from fedoracle.defaults import DEFAULTS
-from fedoracle.errors import ChainError, ModelRejected, Reason
+from fedoracle.errors import ChainError, ConfigError, ModelRejected, Reason
 from fedoracle.follow import Batch, LogFollower
 from fedoracle.hidden import HiddenTestSet
+from fedoracle.learning.copies import find_copies
 from fedoracle.learning.rounds import aggregate_accepted, is_accepted, next_threshold, verdict_reason
 from fedoracle.retry import Backoff, retry_async
+from fedoracle.seal import open_update, round_keypair
 from oracle.faults import crash_point
 from oracle.logs import emit
 from oracle.pool import EvaluationPool
@@ -68,6 +74,7 @@ log = logging.getLogger(__name__)
 #: Reverts that mean the chain already holds what the transaction was for (or moved past it).
 ALREADY_DONE = re.compile(
     r"FLTaskVerdictAlreadyPosted|FLTaskAlreadyDisclosed|FLTaskWrongPhase|FLTaskThresholdNotRaised"
+    r"|FLTaskSealKeyAlreadySet"
 )
 
 
@@ -135,6 +142,7 @@ class Oracle:
         self._rewind_to: int | None = None
         self._caught_up = False
         self._last_rescan: dict[int, float] = {}
+        self._chain_id: int | None = None
         chain.on_signed = self._on_signed
         chain.on_sent = self._on_sent
         self.stopped = asyncio.Event()
@@ -143,6 +151,20 @@ class Oracle:
     def address(self) -> str:
         """The oracle's account address (checksummed)."""
         return self.registry.chain.address
+
+    @property
+    def chain_id(self) -> int:
+        """The chain's id (read on the first reconciliation)."""
+        if self._chain_id is None:
+            raise ConfigError("the oracle reads the chain id on its first reconciliation")
+        return self._chain_id
+
+    def seal_keys(self, task_id: int, round_: int) -> tuple[bytes, bytes]:
+        """The round's seal key pair ``(secret, public)``, derived from the oracle's signing key."""
+        account = self.registry.chain.account
+        if account is None:
+            raise ConfigError("the oracle needs its signing account to derive its seal keys")
+        return round_keypair(bytes(account.key), self.chain_id, self.registry.address, task_id, round_)
 
     # --- event intake ------------------------------------------------------------------------
 
@@ -170,6 +192,11 @@ class Oracle:
                     vault=self.config.vault,
                 )
             self._unserved[task_id] = root
+            # Key an open round all the same: devices can seal and submit while the test set is
+            # still being handed over, and are scored once it arrives.
+            state = await self.registry.get_state(task_id)
+            if state["phase"] == Phase.OPEN:
+                await self._key_round(task_id, state["round"])
             return
         self._unserved.pop(task_id, None)
         if (await self.registry.get_state(task_id))["phase"] in (Phase.FINALIZED, Phase.CANCELLED):
@@ -427,6 +454,7 @@ class Oracle:
     async def reconcile(self, task_id: int) -> None:
         """Takes every step the task's on-chain state calls for now."""
         view = self.tasks[task_id]
+        await self._read_chain_id()
         state = await self.registry.get_state(task_id)
         phase, round_ = state["phase"], state["round"]
         if phase in (Phase.FINALIZED, Phase.CANCELLED):
@@ -434,6 +462,7 @@ class Oracle:
             del self.tasks[task_id]
             return
         if phase == Phase.OPEN:
+            await self._key_round(task_id, round_)
             await self._follow_threshold(task_id, round_, state["thresholdBp"])
             await self._prefetch(view, round_)
             if time.time() > state["deadline"]:
@@ -443,6 +472,24 @@ class Oracle:
             await self._settle_round(view, round_, state)
         elif phase == Phase.AWAITING_FINALIZE:
             await self._finalize(view, round_)
+
+    async def _read_chain_id(self) -> None:
+        if self._chain_id is None:
+            self._chain_id = await self.registry.chain.chain_id()
+
+    async def _key_round(self, task_id: int, round_: int) -> None:
+        """Sets the open round's seal key when it has none (round 1; later rounds get theirs in aggregate)."""
+        await self._read_chain_id()
+        _, public = self.seal_keys(task_id, round_)
+        on_chain = (await self.registry.get_round(task_id, round_))["sealKey"]
+        if int(on_chain, 16) == 0:
+            await self._send(
+                task_id, round_, "seal_key", "0x" + public.hex(), self.registry.set_seal_key(task_id, public)
+            )
+        elif on_chain.lower() != "0x" + public.hex():
+            # Only this oracle can set it: a different key means a different signing key than the
+            # one that set it (devices sealed to a key we cannot open).
+            emit(log, "seal_key_mismatch", logging.ERROR, task=task_id, round=round_, on_chain=on_chain)
 
     async def _follow_threshold(self, task_id: int, round_: int, current_bp: int) -> None:
         """The dynamic threshold: at most ``margin`` below the last global model's accuracy.
@@ -465,7 +512,18 @@ class Oracle:
             )
 
     def _job(self, view: TaskView, round_: int, global_hash: str, sub: Submission | None) -> ScoreJob:
-        return ScoreJob(view.task_id, round_, view.spec_hash, global_hash, view.test_root, sub)
+        secret, _ = self.seal_keys(view.task_id, round_)
+        return ScoreJob(
+            view.task_id,
+            round_,
+            view.spec_hash,
+            global_hash,
+            view.test_root,
+            sub,
+            chain_id=self.chain_id,
+            registry=self.registry.address,
+            seal_secret="0x" + secret.hex(),
+        )
 
     def _start_scoring(self, view: TaskView, round_: int, global_hash: str, sub: Submission) -> asyncio.Future[Score]:
         key = (sub.task_id, sub.round, sub.device.lower(), sub.model_hash)
@@ -520,9 +578,7 @@ class Oracle:
 
     async def _prefetch(self, view: TaskView, round_: int) -> None:
         """Starts scoring new submissions of the open round in the background."""
-        subs = [
-            s for s in _originals(self.checkpoint.submissions(view.task_id, round_)) if self.checkpoint.score(s) is None
-        ]
+        subs = [s for s in self.checkpoint.submissions(view.task_id, round_) if self.checkpoint.score(s) is None]
         if not subs:
             return
         global_hash = (await self.registry.get_task(view.task_id))["globalModelHash"]
@@ -575,13 +631,11 @@ class Oracle:
                 self._request_rescan(task_id, None, f"{len(subs)} of {state['submissions']} submissions mirrored")
             return  # otherwise some ModelSubmitted logs are not confirmed/read yet
         global_hash = (await self.registry.get_task(task_id))["globalModelHash"]
-        for sub in _originals(subs):  # copies are not evaluated: they get DUPLICATE below
+        for sub in subs:
             if self.checkpoint.score(sub) is None:
                 self._start_scoring(view, round_, global_hash, sub)
         ev_hash = evaluator_hash(view.spec_hash)
-        first_with: dict[str, Submission] = {}
-        for sub in subs:  # the first submission of a model keeps it; later copies are free riders
-            first_with.setdefault(sub.model_hash, sub)
+        copies: dict[str, Score] | None = None  # the copy rule, once every submission is scored
         for sub in subs:  # evaluations run concurrently; verdicts go out in submission order
             verdict = await self.registry.get_verdict(task_id, round_, sub.device)
             if verdict["status"] != Status.NONE:
@@ -594,11 +648,10 @@ class Oracle:
                     "no such submission on-chain" if int(on_chain, 16) == 0 else "on-chain commitment differs",
                 )
                 return
-            original = first_with[sub.model_hash]
-            if original is not sub:
-                score = Score(0, int(Reason.DUPLICATE), f"same model as {original.device}'s earlier submission")
-            else:
-                score = await self._score(view, round_, global_hash, sub)
+            if copies is None:
+                scores = [await self._score(view, round_, global_hash, s) for s in subs]
+                copies = await asyncio.to_thread(self._copy_rule, view, round_, global_hash, subs, scores)
+            score = copies.get(sub.device.lower()) or await self._score(view, round_, global_hash, sub)
             accepted = is_accepted(score.reason, score.accuracy_bp, sub.threshold_bp)
             reason = verdict_reason(score.reason, score.accuracy_bp, sub.threshold_bp)
             await self._send(
@@ -615,6 +668,41 @@ class Oracle:
         state = await self.registry.get_state(task_id)
         if state["verdicts"] == state["submissions"]:
             await self._aggregate(view, round_, global_hash, subs)
+
+    def _copy_rule(
+        self, view: TaskView, round_: int, global_hash: str, subs: list[Submission], scores: list[Score]
+    ) -> dict[str, Score]:
+        """The copy rule over the round's evaluated submissions: device -> its DUPLICATE / NEAR_DUPLICATE score.
+
+        Deterministic in the chain's order of submissions and their cached scores, so a restart
+        posts the same verdicts.
+        """
+        if not any(score.reason == int(Reason.OK) for score in scores):
+            return {}  # nothing was evaluated (e.g. the task's spec is unusable): no copies to find
+        ctx = self._scorer.context(self._job(view, round_, global_hash, None))
+        secret, _ = self.seal_keys(view.task_id, round_)
+        hashes: list[str | None] = []
+        updates: list[list[NDArray[Any]] | None] = []
+        for sub, score in zip(subs, scores, strict=True):
+            if score.reason != int(Reason.OK):
+                hashes.append(None)
+                updates.append(None)
+                continue
+            digest, update = open_update(self.blobs, sub, ctx.spec, secret, self.chain_id, self.registry.address)
+            hashes.append(digest)
+            updates.append(update)
+        out: dict[str, Score] = {}
+        for sub, copy in zip(subs, find_copies(hashes, updates), strict=True):
+            if copy is not None:
+                what = (
+                    "the same update as"
+                    if copy.reason == Reason.DUPLICATE
+                    else f"a near-copy (cosine {copy.cosine:.4f}) of"
+                )
+                out[sub.device.lower()] = Score(
+                    0, int(copy.reason), f"{what} {subs[copy.of].device}'s earlier submission"
+                )
+        return out
 
     async def _aggregate(self, view: TaskView, round_: int, global_hash: str, subs: list[Submission]) -> None:
         task_id = view.task_id
@@ -644,7 +732,7 @@ class Oracle:
                 round_,
                 "aggregate",
                 global_hash,
-                self.registry.aggregate(task_id, global_hash, "", 0),
+                self.registry.aggregate(task_id, global_hash, "", 0, **self._seal_rollover(view, round_)),
                 accepted=0,
                 accuracy_bp=0,
             )
@@ -667,7 +755,9 @@ class Oracle:
             round_,
             "aggregate",
             new_hash,
-            self.registry.aggregate(task_id, new_hash, self.blobs.uri(new_hash), accuracy),
+            self.registry.aggregate(
+                task_id, new_hash, self.blobs.uri(new_hash), accuracy, **self._seal_rollover(view, round_)
+            ),
             accepted=len(accepted),
             accuracy_bp=accuracy,
         )
@@ -675,14 +765,19 @@ class Oracle:
         if state["phase"] == Phase.OPEN:  # announce the next round's threshold before devices train
             await self._follow_threshold(task_id, state["round"], state["thresholdBp"])
 
+    def _seal_rollover(self, view: TaskView, round_: int) -> dict[str, Any]:
+        """``aggregate``'s seal arguments: this round's secret (disclosed), the next round's public key."""
+        nxt = self.seal_keys(view.task_id, round_ + 1)[1] if round_ < view.max_rounds else None
+        return {"seal_secret": self.seal_keys(view.task_id, round_)[0], "next_seal_key": nxt}
+
     def _aggregate_weights(
         self, ctx: RoundContext, accepted: list[Submission]
     ) -> tuple[list[NDArray[Any]], str, bytes]:
         if not accepted:
             return ctx.global_weights, ctx.global_hash, b""
+        secret, _ = self.seal_keys(ctx.task_id, ctx.round)
         updates = [
-            decode(self.blobs.get(s.model_hash, max_bytes=ctx.spec.max_bytes), ctx.spec, expected_hash=s.model_hash)
-            for s in accepted
+            open_update(self.blobs, s, ctx.spec, secret, self.chain_id, self.registry.address)[1] for s in accepted
         ]
         new = aggregate_accepted(
             ctx.global_weights,
@@ -730,19 +825,3 @@ class Oracle:
             self.registry.finalize(task_id, final, digest, self.blobs.uri(digest)),
             accuracy_bp=final,
         )
-
-
-def _originals(subs: list[Submission]) -> list[Submission]:
-    """The submissions (in chain order) that are the first of the round to send their model.
-
-    A later submission of the same bytes copies a model that was public once it was submitted: a
-    free rider, whose verdict is ``DUPLICATE`` without an evaluation. (A perturbed copy is not
-    caught this way; see docs/protocol.md.)
-    """
-    seen: set[str] = set()
-    out = []
-    for sub in subs:
-        if sub.model_hash not in seen:
-            seen.add(sub.model_hash)
-            out.append(sub)
-    return out

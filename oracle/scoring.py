@@ -1,7 +1,8 @@
 """Scoring one submission with the FL core's TFF evaluator.
 
-Scoring fetches the blob, checks its hash, decodes it against the task's spec, and evaluates
-``global + update`` on the round's hidden test groups.
+Scoring fetches the sealed blob, checks its hash, opens it with the round's seal key for the
+submitting device (:func:`fedoracle.seal.open_update`), decodes it against the task's spec, and
+evaluates ``global + update`` on the round's hidden test groups.
 
 Everything a rejection can be is caught here and turned into a :class:`~oracle.store.Score` with
 its on-chain reason code; the daemon never sees an exception from bad input. A
@@ -28,6 +29,7 @@ from fedoracle.codec import ModelSpec, decode, spec_from_blob
 from fedoracle.errors import ModelRejected, Reason
 from fedoracle.hashing import content_hash
 from fedoracle.learning.rounds import score_candidate
+from fedoracle.seal import open_update
 from oracle.store import Score
 
 log = logging.getLogger(__name__)
@@ -101,6 +103,9 @@ class ScoreJob:
     global_hash: str
     test_root: str
     submission: Submission | None  # None: the job only asks for the round's context
+    chain_id: int = 0
+    registry: str = ""
+    seal_secret: str = ""  # the round's secret seal key (0x-hex): the queue to workers must be private
 
 
 class Scorer:
@@ -146,8 +151,7 @@ class Scorer:
             raise ValueError("a score job needs a submission")
         try:
             ctx = self.context(job)
-            data = self.blobs.get(sub.model_hash, max_bytes=ctx.spec.max_bytes)
-            update = decode(data, ctx.spec, expected_hash=sub.model_hash)
+            _, update = open_update(self.blobs, sub, ctx.spec, job.seal_secret, job.chain_id, job.registry)
             verdict = score_candidate(ctx.evaluator, ctx.global_weights, update, sub.threshold_bp)
             detail = "global + update overflows" if verdict.reason == Reason.NON_FINITE else ""
             return Score(verdict.accuracy_bp, int(verdict.reason), detail, time.perf_counter() - t0)

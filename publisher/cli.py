@@ -82,6 +82,14 @@ def task() -> None:
     type=click.IntRange(min=0),
     help="Close a round at this many submissions (0: only the deadline).",
 )
+@click.option(
+    "--max-samples",
+    "max_samples_per_device",
+    default=DEFAULTS.max_samples_per_device,
+    show_default=True,
+    type=click.IntRange(min=1, max=2**32 - 1),
+    help="The most local samples (the FedAvg weight) a submission may declare; the contract refuses more.",
+)
 def task_publish(
     rpc_url: str, registry: str, key: str, blob_store: str, oracle: str, vault: str, **options: Any
 ) -> None:

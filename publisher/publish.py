@@ -41,6 +41,7 @@ class TaskPlan(TaskSettings):
     round_duration: int = DEFAULTS.round_duration
     evaluation_window: int = DEFAULTS.evaluation_window
     max_submissions_per_round: int = DEFAULTS.max_submissions
+    max_samples_per_device: int = DEFAULTS.max_samples_per_device
     seed: int = DEFAULTS.task_seed
 
     def validate(self) -> None:
@@ -137,6 +138,7 @@ async def publish_task(
         clip=plan.clip,
         round_duration=plan.round_duration,
         evaluation_window=plan.evaluation_window,
+        max_samples_per_device=plan.max_samples_per_device,
     )
     task_id, receipt = await registry.publish(params, int(plan.reward_eth * 10**18))
     return PublishedTask(task_id, spec.spec_hash, model_hash, hidden, receipt["blockNumber"])

@@ -19,13 +19,24 @@ from fedoracle.units import BP
 # Phase / Status enums of the contract.
 NONE, OPEN, CLOSED, AWAITING_FINALIZE, FINALIZED, CANCELLED = range(6)
 S_NONE, S_ACCEPTED, S_REJECTED, S_CLAIMED = range(4)
-REASON_OK, REASON_BELOW_THRESHOLD, REASON_MAX = 0, 1, 8
+REASON_OK, REASON_BELOW_THRESHOLD, REASON_MAX = 0, 1, 10
 
 ROUND_DURATION = 3_600
 EVALUATION_WINDOW = 1_800
 ZERO32 = b"\x00" * 32
 ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
 EVALUATOR = keccak(b"fedoracle-evaluator-v1")
+MAX_SAMPLES = 10_000
+
+
+def seal_secret(task_id: int, round_: int) -> bytes:
+    """A stand-in X25519 secret for a round (the contract never checks it against the key)."""
+    return h(f"seal-secret-{task_id}-{round_}")
+
+
+def seal_key(task_id: int, round_: int) -> bytes:
+    """The public seal key the tests' oracle gives a round (a label: the contract stores it as is)."""
+    return h(f"seal-key-{task_id}-{round_}")
 
 
 def h(label: str | bytes) -> bytes:
@@ -67,6 +78,7 @@ class Params:
     roundDuration: int = ROUND_DURATION
     evaluationWindow: int = EVALUATION_WINDOW
     allowlistOnly: bool = False
+    maxSamplesPerDevice: int = MAX_SAMPLES
 
     def as_tuple(self) -> tuple:
         return tuple(getattr(self, f.name) for f in fields(self))
@@ -208,7 +220,7 @@ class TaskDriver:
             self.task_id, device, sub, accuracy_bp, reason, EVALUATOR, sender=sender or self.oracle
         )
 
-    def aggregate(self, accuracy_bp: int = 7_000, model_hash=None, sender=None):
+    def aggregate(self, accuracy_bp: int = 7_000, model_hash=None, sender=None, *, secret=None, next_key=None):
         r = self.round
         if model_hash is None:
             model_hash = (
@@ -217,7 +229,18 @@ class TaskDriver:
                 else bytes(self.registry.getTask(self.task_id).globalModelHash)
             )
         return self.registry.aggregate(
-            self.task_id, model_hash, model_uri(model_hash), accuracy_bp, sender=sender or self.oracle
+            self.task_id,
+            model_hash,
+            model_uri(model_hash),
+            accuracy_bp,
+            seal_secret(self.task_id, r) if secret is None else secret,
+            seal_key(self.task_id, r + 1) if next_key is None else next_key,
+            sender=sender or self.oracle,
+        )
+
+    def set_seal_key(self, key=None, sender=None):
+        return self.registry.setSealKey(
+            self.task_id, seal_key(self.task_id, self.round) if key is None else key, sender=sender or self.oracle
         )
 
     def finalize(self, accuracy_bp: int = 7_500, sender=None):

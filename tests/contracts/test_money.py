@@ -203,7 +203,15 @@ def test_an_open_round_cannot_be_cancelled(task, registry, chain, publisher, ora
         registry.cancel(task.task_id, sender=sender)
 
 
-def test_cancel_a_closed_round_after_its_window(task, registry, chain, devices, payees, stranger, publisher, reward):
+def test_an_oracle_that_judges_its_favourite_and_stalls_cannot_hand_it_the_pool(
+    task, registry, chain, devices, payees, stranger, publisher, reward
+):
+    """The stall rule, attacked by the oracle itself.
+
+    It posts a verdict only for the device it favours and one it rejects, then stops; cancel
+    divides by accepted + pending, so the favourite gets the share it would have had if the
+    pending device had passed, and the rest goes back to the publisher.
+    """
     t = task
     t.run_round(accepted=devices[:1])  # round 1 settled: reward/3 to devices[0]
     for d in devices[:3]:
@@ -220,11 +228,12 @@ def test_cancel_a_closed_round_after_its_window(task, registry, chain, devices, 
     assert_event(receipt, registry.TaskCancelled, dict(taskId=t.task_id, round=2, phase=CLOSED, by=stranger.address))
     rec = registry.getRound(t.task_id, 2)
     pool = reward // 3
-    assert (rec.settled, rec.accepted, rec.rewardPerAccepted) == (True, 1, pool)
+    share = pool // 2  # 1 accepted + 1 pending
+    assert (rec.settled, rec.accepted, rec.rewardPerAccepted) == (True, 1, share)
     assert registry.claimable(t.task_id, 1, devices[0]) == pool
-    assert registry.claimable(t.task_id, 2, devices[0]) == pool
+    assert registry.claimable(t.task_id, 2, devices[0]) == share  # not the whole pool
     assert registry.claimable(t.task_id, 2, devices[2]) == 0
-    assert registry.refundable(t.task_id) == reward - 2 * pool
+    assert registry.refundable(t.task_id) == reward - pool - share
     registry.claim(t.task_id, 1, devices[0], sender=stranger)
     registry.claim(t.task_id, 2, devices[0], sender=stranger)
     registry.refund(t.task_id, sender=stranger)

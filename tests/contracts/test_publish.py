@@ -105,6 +105,7 @@ def test_publish_without_reward_reverts(registry, publisher, params):
         ("maxRounds", 4, "numGroups"),  # 4 rounds x 2 groups need 8 > 6
         ("roundDuration", 0, "roundDuration"),
         ("evaluationWindow", 0, "evaluationWindow"),
+        ("maxSamplesPerDevice", 0, "maxSamplesPerDevice"),
     ],
 )
 def test_publish_rejects_invalid_parameter(registry, publisher, params, reward, field, value, name):
@@ -124,6 +125,6 @@ def test_views_of_unknown_task_are_empty(registry):
 def test_constants(registry):
     assert registry.REASON_OK() == 0
     assert registry.REASON_BELOW_THRESHOLD() == 1
-    assert registry.REASON_MAX() == 8
+    assert registry.REASON_MAX() == 10
     assert registry.MAX_BP() == 10_000
     assert registry.SHUFFLE_ROUNDS() == 90

@@ -309,7 +309,7 @@ def test_second_verdict_reverts(disclosed, registry, devices):
     [
         (10_001, 0),
         (65_535, 2),
-        (5_000, 9),
+        (5_000, 11),
         (5_000, 255),
         (6_000, REASON_BELOW_THRESHOLD),
         (9_000, REASON_BELOW_THRESHOLD),
@@ -441,7 +441,7 @@ def test_aggregate_invalid_parameter_reverts(judged, registry, model_hash, accur
 
 def test_aggregate_unknown_task_reverts(registry, oracle):
     with reverts_with(registry.FLTaskUnknown, taskId=6):
-        registry.aggregate(6, h("m"), "u", 1, sender=oracle)
+        registry.aggregate(6, h("m"), "u", 1, h("s"), h("k"), sender=oracle)
 
 
 # ---------------------------------------------------------------------------------------------- finalize

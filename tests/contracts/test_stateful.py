@@ -48,6 +48,7 @@ from fltask_harness import (
     CLOSED,
     EVALUATOR,
     FINALIZED,
+    MAX_SAMPLES,
     OPEN,
     REASON_MAX,
     Params,
@@ -55,6 +56,8 @@ from fltask_harness import (
     make_testset,
     model_uri,
     provider,
+    seal_key,
+    seal_secret,
     stateful_settings,
 )
 from rawchain import Abi, Reverted, backend_for
@@ -207,7 +210,8 @@ class RegistryMachine(RuleBasedStateMachine):
 
     def check_task(self, t: TaskM, money: bool = False):
         (s,) = self.view("getState", t.task_id)
-        phase, rnd, thr, _allow, subs, verdicts, accepted, _max, deadline = s
+        phase, rnd, thr, _allow, subs, verdicts, accepted, _max, deadline, max_samples = s
+        assert max_samples == MAX_SAMPLES
         assert (phase, rnd, thr, subs, verdicts, accepted) == (
             t.phase,
             t.round,
@@ -224,9 +228,10 @@ class RegistryMachine(RuleBasedStateMachine):
 
     # -------------------------------------------------------------------------------------- model steps
 
-    def _settle(self, t: TaskM):
+    def _settle(self, t: TaskM, pending: int = 0):
         rm = t.rnd()
-        per = t.pool(t.round) // t.accepted if t.accepted else 0
+        # the stall rule: submissions still without a verdict count in the division (cancel)
+        per = t.pool(t.round) // (t.accepted + pending) if t.accepted else 0
         rm.settled, rm.per_accepted = True, per
         t.allocated += per * t.accepted
         return per
@@ -293,6 +298,8 @@ class RegistryMachine(RuleBasedStateMachine):
         if self.late(t):
             return self.act(fn, device, ("FLTaskDeadlinePassed", {"deadline": t.deadline}))
         rm = t.rnd()
+        if samples == 0 or samples > MAX_SAMPLES:
+            return self.act(fn, device, ("FLTaskInvalidParameter", {"name": "numSamples"}))
         if device in rm.subs:
             return self.act(fn, device, ("FLTaskDuplicateSubmission", {"round": t.round, "device": device}))
         events = self.act(fn, device, None)
@@ -302,7 +309,7 @@ class RegistryMachine(RuleBasedStateMachine):
             self._close(t, events)
         self.check_task(t)
 
-    @rule(sel=SEL, dev=st.integers(0, 3), pay=st.integers(0, 2), samples=st.integers(0, 3))
+    @rule(sel=SEL, dev=st.integers(0, 3), pay=st.integers(0, 2), samples=st.sampled_from([0, 1, 2, 3, MAX_SAMPLES + 1]))
     def submit(self, sel, dev, pay, samples):
         t, task_id = self.pick(sel)
         self._submit(t, task_id, self.acc["devices"][dev], self.acc["payees"][pay], samples)
@@ -443,7 +450,15 @@ class RegistryMachine(RuleBasedStateMachine):
     def _aggregate(self, t: TaskM | None, task_id: int, sender: str, acc: int, keep: bool):
         self._avoid_edges()
         mh = (t.global_hash if keep else h(f"global-{task_id}-{t.round}-{acc}")) if t else h("g")
-        fn = ("aggregate", task_id, mh, model_uri(mh), acc)
+        fn = (
+            "aggregate",
+            task_id,
+            mh,
+            model_uri(mh),
+            acc,
+            seal_secret(task_id, t.round if t else 0),
+            seal_key(task_id, (t.round if t else 0) + 1),
+        )
         if t is None:
             return self.act(fn, sender, ("FLTaskUnknown", {"taskId": task_id}))
         if sender != t.oracle:
@@ -463,6 +478,8 @@ class RegistryMachine(RuleBasedStateMachine):
         per = self._settle(t)
         ev = events["GlobalModelUpdated"]
         assert [(e["round"], e["acceptedCount"], e["rewardPerAccepted"]) for e in ev] == [(t.round, t.accepted, per)]
+        disclosed = [(e["round"], bytes(e["sealSecret"])) for e in events["SealKeyDisclosed"]]
+        assert disclosed == [(t.round, seal_secret(task_id, t.round))]
         t.global_hash = mh
         if (t.target and acc >= t.target) or t.round >= t.max_rounds:
             t.phase, t.deadline = AWAITING_FINALIZE, self._new_deadline(EVALUATION_WINDOW)
@@ -471,6 +488,8 @@ class RegistryMachine(RuleBasedStateMachine):
             t.phase, t.round, t.deadline = OPEN, t.round + 1, self._new_deadline(ROUND_DURATION)
             t.submissions = t.verdicts = t.accepted = 0
             assert [(e["round"], e["deadline"]) for e in events["RoundOpened"]] == [(t.round, t.deadline)]
+            keyed = [(e["round"], bytes(e["sealKey"])) for e in events["SealKeySet"]]
+            assert keyed == [(t.round, seal_key(task_id, t.round))]
         self.check_task(t, money=True)
 
     @rule(sel=SEL, who=LEGIT, acc=st.sampled_from([5_000, 7_000, 9_500, 10_001]), keep=st.booleans())
@@ -517,7 +536,7 @@ class RegistryMachine(RuleBasedStateMachine):
         ev = events["TaskCancelled"]
         assert [(e["round"], e["phase"], e["by"]) for e in ev] == [(t.round, t.phase, sender.lower())]
         if t.phase == CLOSED:
-            self._settle(t)
+            self._settle(t, pending=t.submissions - t.verdicts)
         t.phase = CANCELLED
         self.check_task(t, money=True)
 

@@ -8,6 +8,7 @@ from fedoracle.units import BP
 from fltask_harness import (
     CLOSED,
     EVALUATION_WINDOW,
+    MAX_SAMPLES,
     OPEN,
     REASON_BELOW_THRESHOLD,
     S_ACCEPTED,
@@ -24,7 +25,7 @@ from fltask_harness import (
 # ---------------------------------------------------------------------------------------------- submit
 
 
-@pytest.mark.parametrize("num_samples", [0, 1, 2**32 - 1])
+@pytest.mark.parametrize("num_samples", [1, MAX_SAMPLES])
 def test_submit_stores_commitment_and_emits(task, registry, devices, payees, num_samples):
     device, payee = devices[0], payees[0]
     mh = h("update")
@@ -50,6 +51,19 @@ def test_submit_stores_commitment_and_emits(task, registry, devices, payees, num
     assert bytes(registry.submissionCommitment(mh, payee, 6_000, num_samples)) == expected
     assert registry.getState(task.task_id).submissions == 1
     assert bytes(registry.getCommitment(task.task_id, 1, devices[1])) == ZERO32
+
+
+@pytest.mark.parametrize("declared", [0, MAX_SAMPLES + 1, 2**32 - 1])
+def test_a_declared_sample_count_outside_the_tasks_bound_is_refused(task, registry, devices, declared):
+    """An unbounded numSamples would hijack FedAvg: the contract refuses it.
+
+    The attacker declares 2^32 - 1 samples to carry all of FedAvg's weight, or 0 to switch the
+    weighting off for everyone: both revert, and nothing is recorded.
+    """
+    with reverts_with(registry.FLTaskInvalidParameter, name="numSamples"):
+        registry.submit(task.task_id, h("greedy"), "u", devices[0], declared, BP, sender=devices[0])
+    assert registry.getState(task.task_id).submissions == 0
+    assert bytes(registry.getCommitment(task.task_id, 1, devices[0])) == ZERO32
 
 
 def test_submissions_count_and_a_device_may_submit_again_next_round(task, registry, devices):

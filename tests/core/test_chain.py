@@ -58,7 +58,13 @@ def test_custom_errors_are_decoded(registry, anvil):
     with pytest.raises(ChainError, match=r"FLTaskDuplicateSubmission\(taskId=\d+, round=1, device=0x"):
         run(device.submit(task_id, "0x" + "33" * 32, "file:///m", dev_account(7).address, 10, max_threshold_bp=BP))
     with pytest.raises(ChainError, match=r"FLTaskUnauthorized"):
-        run(device.aggregate(task_id, "0x" + "44" * 32, "u", 1))
+        run(device.aggregate(task_id, "0x" + "44" * 32, "u", 1, seal_secret=b"\x01" * 32, next_seal_key=None))
+    with pytest.raises(ChainError, match=r"FLTaskInvalidParameter\(name=numSamples\)"):
+        run(
+            device.submit(
+                task_id, "0x" + "35" * 32, "file:///m", dev_account(7).address, 2**32 - 1, max_threshold_bp=BP
+            )
+        )
     with pytest.raises(ChainError, match=r"FLTaskNoReward"):
         run(registry.publish(params(), 0))
 

@@ -160,6 +160,10 @@ async def task_harness(
         d.tasks = {published.task_id}
     relay_obj = Relay(anvil.rpc_url, registry.address, broker_url, from_block=published.block_number)
     orc = None
+    if not oracle:  # no oracle to key round 1: key it from its account, as it would (devices seal to it)
+        from tests.oracle.kit import key_round_as_oracle
+
+        await key_round_as_oracle(registry, dev_account(ORACLE).address, published.task_id)
     if oracle:
         orc = Oracle(
             Chain(anvil.rpc_url, dev_account(ORACLE)),

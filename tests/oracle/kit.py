@@ -64,8 +64,13 @@ async def publish(
     round_duration: int = 3600,
     reward_wei: int = 10**17,
     seed: int = 0,
+    key_round: bool = True,
 ) -> Published:
-    """Publishes a task on ``models.spec`` (or on raw ``spec_bytes``, e.g. a non-canonical spec)."""
+    """Publishes a task on ``models.spec`` (or on raw ``spec_bytes``, e.g. a non-canonical spec).
+
+    With ``key_round`` round 1 is keyed at once from the oracle's account (see
+    :func:`key_round_as_oracle`), so devices can seal before the oracle starts.
+    """
     from fedoracle.learning.data import encode_group, hidden_test_groups
 
     spec_hash = blobs.put(spec_bytes if spec_bytes is not None else models.spec.canonical_json())
@@ -94,7 +99,25 @@ async def publish(
         evaluation_window=3600,
     )
     task_id, receipt = await registry.publish(params, reward_wei)
+    if key_round:
+        await key_round_as_oracle(registry, oracle, task_id)
     return Published(task_id, receipt["blockNumber"], hidden, spec_hash)
+
+
+async def key_round_as_oracle(registry: TaskRegistry, oracle: str, task_id: int) -> None:
+    """Sets round 1's seal key from the oracle's dev account, exactly as the oracle would.
+
+    For tests whose devices submit before the oracle runs: the key is the one the oracle derives
+    (:func:`fedoracle.seal.round_keypair`), so the oracle finds it set and opens every submission.
+    """
+    from fedoracle.seal import round_keypair
+
+    index = next(i for i in range(20) if dev_account(i).address.lower() == oracle.lower())
+    me = TaskRegistry(Chain(registry.chain.rpc_url, dev_account(index)), registry.address)
+    chain_id = await me.chain.chain_id()
+    _, public = round_keypair(bytes(dev_account(index).key), chain_id, registry.address, task_id, 1)
+    await me.set_seal_key(task_id, public)
+    await me.chain.close()
 
 
 # --- blobs ---------------------------------------------------------------------------------------
@@ -122,22 +145,28 @@ def make_blob(
 ) -> str:
     """Stores a blob of ``kind`` and returns the content hash to submit.
 
-    Kinds: good, noise, nan, wrong_shape, wrong_dtype, wrong_spec, garbage, oversized,
-    hash_mismatch, missing.
+    Kinds: good, unsealed (the same, for a submission that skips sealing), nudged (one weight
+    moved), noise, nan, wrong_shape, wrong_dtype, wrong_spec, garbage, oversized, hash_mismatch,
+    missing.
 
-    Every call makes different bytes (a tiny seeded perturbation; the oracle rejects a model that
-    an earlier submission of the round already sent as ``DUPLICATE``); pass ``variant`` to get
-    the same bytes again (0: the trained update itself).
+    Every call makes a different update: seeded noise of half the update's RMS per tensor, so that
+    two of them are as far apart as honest devices' updates (cosine about 0.8) and the copy rule
+    (:mod:`fedoracle.learning.copies`) takes neither for a copy of the other; pass ``variant`` to
+    get the same bytes again (0: the trained update itself).
     """
     spec = models.spec
     delta = [w - g for w, g in zip(models.trained[which], global_weights, strict=True)]
     variant = next(_variants) if variant is None else variant
-    if variant:  # a distinct model of the same quality: a tiny, seeded perturbation
+    if variant:  # a distinct update of about the same quality: seeded noise at half the RMS
         jitter = np.random.default_rng(variant)
-        delta = [(d + jitter.normal(0, 1e-6, d.shape)).astype(d.dtype) for d in delta]
+        delta = [(d + jitter.normal(0, 0.5 * float(np.sqrt(np.mean(d**2))), d.shape)).astype(d.dtype) for d in delta]
     rng = np.random.default_rng([variant, len(kind)])
-    if kind == "good":
+    if kind in ("good", "unsealed"):
         return blobs.put(encode_with_hash(delta, spec)[0])
+    if kind == "nudged":  # the update with one weight moved: a near-copy
+        moved = [d.copy() for d in delta]
+        moved[0].flat[0] += 1e-3
+        return blobs.put(encode_with_hash(moved, spec)[0])
     if kind == "noise":  # right shape, useless values: evaluated and found below the threshold
         return blobs.put(
             encode_with_hash([rng.normal(0, 50, g.shape).astype(g.dtype) for g in global_weights], spec)[0]
@@ -174,6 +203,19 @@ def good_weights(models: Models, which: int = 0) -> list[np.ndarray]:
     return models.trained[which]
 
 
+async def seal_key_of(registry: TaskRegistry, task_id: int, round_: int, timeout: float = 60.0) -> str:
+    """The round's seal key, waiting (up to ``timeout`` s) for the oracle to set it."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        key = (await registry.get_round(task_id, round_))["sealKey"]
+        if int(key, 16):
+            return str(key)
+        if loop.time() > deadline:
+            raise TimeoutError(f"task {task_id} round {round_} has no seal key after {timeout:.0f} s (no oracle?)")
+        await asyncio.sleep(0.1)
+
+
 async def submit(
     rpc_url: str,
     registry_address: str,
@@ -182,11 +224,44 @@ async def submit(
     model_hash: str,
     blobs: LocalBlobStore,
     num_samples: int = 100,
+    *,
+    sealed: bool = True,
 ) -> dict:
-    """Submits ``model_hash`` from dev account ``account_index`` (its own payee)."""
+    """Submits the blob stored under ``model_hash`` from dev account ``account_index`` (its own payee).
+
+    As a device does, the blob is sealed first to the open round's key for this account
+    (:mod:`fedoracle.seal`; waiting for the oracle to set it) and the sealed blob's hash is
+    submitted. A hash with no blob (``missing``) is submitted as it is; a blob whose bytes do not
+    hash to its name (``hash_mismatch``) is sealed and stored under a wrong name again.
+    ``sealed=False`` submits the stored bytes unsealed, as a device that skips sealing would.
+    """
+    from fedoracle.errors import BlobHashMismatch, BlobNotFound
+    from fedoracle.seal import SealContext, seal
+
     device = TaskRegistry(Chain(rpc_url, dev_account(account_index)), registry_address)
-    uri = f"file://{blobs.root}/{model_hash[2:4]}/{model_hash}"
-    return await device.submit(task_id, model_hash, uri, device.chain.address, num_samples, max_threshold_bp=BP)
+    digest = model_hash
+    if sealed:
+        try:
+            plaintext, mismatch = blobs.get(model_hash), False
+        except BlobNotFound:
+            plaintext, mismatch = None, False
+        except BlobHashMismatch:
+            plaintext, mismatch = blobs.path(model_hash).read_bytes(), True
+        if plaintext is not None:
+            round_ = (await device.get_state(task_id))["round"]
+            key = await seal_key_of(device, task_id, round_)
+            chain_id = await device.chain.chain_id()
+            ctx = SealContext(chain_id, registry_address, task_id, round_, device.chain.address)
+            box = seal(plaintext, key, ctx)
+            if mismatch:  # the store serves the sealed bytes under a name they do not hash to
+                digest = content_hash(box + b"\0")
+                path = blobs.path(digest)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(box)
+            else:
+                digest = blobs.put(box)
+    uri = f"file://{blobs.root}/{digest[2:4]}/{digest}"
+    return await device.submit(task_id, digest, uri, device.chain.address, num_samples, max_threshold_bp=BP)
 
 
 async def task_events(registry: TaskRegistry, task_id: int, from_block: int = 0) -> list[ChainEvent]:

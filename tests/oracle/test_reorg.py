@@ -69,8 +69,11 @@ def test_a_reorged_submission_never_gets_a_verdict_and_its_replacement_does(
             await until(scored_x)
             await rpc(h.registry, "evm_revert", snap)
             # The new branch: X submits another model (bad this time), Y submits, Z never does.
-            nan = make_blob("nan", h.blobs, models, models.initial)
-            await submit(h.rpc_url, h.registry.address, X, t.task_id, nan, h.blobs)
+            receipt = await submit(
+                h.rpc_url, h.registry.address, X, t.task_id, make_blob("nan", h.blobs, models, models.initial), h.blobs
+            )
+            (replacement,) = [e for e in h.registry.events_of(receipt) if e.name == "ModelSubmitted"]
+            nan = "0x" + bytes(replacement.args["modelHash"]).hex()  # the sealed blob's hash, as on-chain
             await submit(h.rpc_url, h.registry.address, Y, t.task_id, good, h.blobs)
             await wait_phase(h.registry, t.task_id, Phase.FINALIZED, 300, alive=h.alive)
             return (

@@ -16,6 +16,7 @@ import pytest
 from fedoracle.blobstore import LocalBlobStore
 from fedoracle.chain import Chain, Phase, Status, dev_account
 from fedoracle.errors import Reason
+from fedoracle.hashing import normalize_hash
 from oracle.daemon import Oracle, OracleConfig
 from oracle.pool import InProcessPool
 from oracle.scoring import Scorer
@@ -37,6 +38,9 @@ CASES = [
     ("missing", Reason.MISSING_BLOB),
     ("garbage", Reason.UNDECODABLE),
     ("copy", Reason.DUPLICATE),  # device 0's model bytes again: a free rider gets nothing
+    ("nudged", Reason.NEAR_DUPLICATE),  # device 0's update with one weight moved: a Sybil's copy
+    ("copied_hash", Reason.SEAL_INVALID),  # device 0's sealed hash and blob, submitted by another
+    ("unsealed", Reason.SEAL_INVALID),  # a good update that skips sealing
     ("good", Reason.OK),
     ("good", Reason.OK),
 ]
@@ -87,18 +91,30 @@ def served(node, reg, models, mnist, tmp_path_factory):
         )
         daemon = asyncio.create_task(oracle.run())
         try:
+            first_sealed = ""
             for i, (kind, _) in enumerate(CASES):
+                sealed = kind not in ("copied_hash", "unsealed")
                 if kind == "copy" or i == 0:  # device 0's model, and then exactly the same bytes again
                     digest = make_blob("good", blobs, models, models.initial, which=0, variant=0)
+                elif kind in ("nudged", "unsealed"):
+                    digest = make_blob(kind, blobs, models, models.initial, which=0, variant=0)
+                elif kind == "copied_hash":  # the front-runner's copy: exactly what device 0 put on-chain
+                    digest = first_sealed
                 else:
                     digest = make_blob(kind, blobs, models, models.initial, which=i % 2)
-                await submit(node.rpc_url, reg.address, FIRST_DEVICE + i, a.task_id, digest, blobs)
+                receipt = await submit(
+                    node.rpc_url, reg.address, FIRST_DEVICE + i, a.task_id, digest, blobs, sealed=sealed
+                )
+                if i == 0:
+                    (ev,) = [e for e in reg.events_of(receipt) if e.name == "ModelSubmitted"]
+                    first_sealed = normalize_hash(ev.args["modelHash"])
             good = make_blob("good", blobs, models, models.initial)
             for i in range(2):  # two different models, both refused for the task's broken spec
                 other = make_blob("good", blobs, models, models.initial, which=i)
                 await submit(node.rpc_url, reg.address, FIRST_DEVICE + i, b.task_id, other, blobs)
             await submit(node.rpc_url, reg.address, FIRST_DEVICE, c.task_id, good, blobs)
-            await submit(node.rpc_url, reg.address, FIRST_DEVICE, d.task_id, good, blobs)
+            # D names another oracle, which never runs: nobody keys its round, the blob goes unsealed
+            await submit(node.rpc_url, reg.address, FIRST_DEVICE, d.task_id, good, blobs, sealed=False)
 
             def alive() -> bool:
                 return not daemon.done()
@@ -209,7 +225,7 @@ def test_status_shows_phase_verdicts_and_balances(served, node, reg):
     assert report["registry_balance_wei"] > 0 and report["oracle_balance_wei"] > 0
     table = CliRunner().invoke(main, args, env={"COLUMNS": "200"})
     assert table.exit_code == 0 and "finalized" in table.output and "NON_FINITE" in table.output
-    assert "accepted 3, rejected 10, awaiting a verdict 0" in table.output
+    assert f"accepted 3, rejected {len(CASES) - 3}, awaiting a verdict 0" in table.output
     assert "privacy budget per device: ε = 8 at δ = 1e-05" in table.output
     assert accepted[0]["device"] in table.output  # whole addresses, not truncated
     assert report["deadline_of"] is None and report["privacy"]["rounds"] == 1  # a finalized task has no deadline
@@ -240,8 +256,10 @@ def test_oracle_log_shows_scores_and_transactions(served, reg):
     ]
     assert report["by_status"] == {"mined": len(CASES) + 3}
     # A score's reason is the evaluation's; "below threshold" is the contract's verdict on an OK score,
-    # and a copy of an earlier submission's model is never evaluated (its verdict says DUPLICATE).
-    want = sorted(("OK" if r == Reason.BELOW_THRESHOLD else r.name) for _, r in CASES if r != Reason.DUPLICATE)
+    # and a copy is evaluated like any other submission (the copy rule then makes its verdict DUPLICATE
+    # or NEAR_DUPLICATE, once every submission of the round is scored).
+    copies = (Reason.BELOW_THRESHOLD, Reason.DUPLICATE, Reason.NEAR_DUPLICATE)
+    want = sorted(("OK" if r in copies else r.name) for _, r in CASES)
     assert sorted(s["reason"] for s in report["scores"]) == want
     table = CliRunner().invoke(main, args, env={"COLUMNS": "200"})
     assert table.exit_code == 0 and "verdict" in table.output and "mined" in table.output
