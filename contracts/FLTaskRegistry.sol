@@ -535,8 +535,8 @@ contract FLTaskRegistry is IFLTaskRegistry, ReentrancyGuard {
         uint40 deadline = uint40(block.timestamp) + _configs[taskId].evaluationWindow;
         s.phase = Phase.Closed;
         s.deadline = deadline;
-        RoundRecord storage rec = _rounds[taskId][s.round];
-        rec.submissions = s.submissions;
+        // The round record is written at settlement (by the oracle's aggregate or a cancel), not
+        // here: the device whose submission reaches the cap pays no new storage slot.
         emit SubmissionsClosed(taskId, s.round, s.submissions, uint64(deadline));
     }
 
@@ -586,6 +586,7 @@ contract FLTaskRegistry is IFLTaskRegistry, ReentrancyGuard {
         // The last round also takes the rounding remainder, so the pools add up to the reward.
         if (s.round == maxRounds) pool += c.reward % maxRounds;
         uint128 perAccepted = accepted == 0 ? 0 : uint128(pool / (uint256(accepted) + pending));
+        rec.submissions = s.submissions;
         rec.accepted = accepted;
         rec.rewardPerAccepted = perAccepted;
         rec.settled = true;

@@ -213,7 +213,7 @@ interface IFLTaskRegistry {
      * @notice What is recorded about a round once it is closed, disclosed and settled (see {getRound}).
      * @param globalModelHash The global model the round produced (zero until aggregated).
      * @param rewardPerAccepted Wei per accepted submission, fixed at settlement.
-     * @param submissions Submissions the round took.
+     * @param submissions Submissions the round took (set at settlement, with `accepted`).
      * @param accepted Submissions accepted (set at settlement).
      * @param globalAccuracyBp The produced global model's accuracy.
      * @param disclosed Whether the round's test groups are disclosed.

@@ -45,6 +45,9 @@ async def task_status(rpc_url: str, registry_address: str, task_id: int, from_bl
         sub["claimed"] = v["status"] == Status.CLAIMED
         sub["claimable_wei"] = await registry.claimable(task_id, sub["round"], sub["device"])
     rounds = [dict(round=r, **(await registry.get_round(task_id, r))) for r in range(1, state["round"] + 1)]
+    for rec in rounds:
+        if not rec["settled"]:  # the contract records a round's count at settlement; until then the chain's events
+            rec["submissions"] = sum(1 for (r, _) in submissions if r == rec["round"])
     by_reason: dict[str, int] = {}
     for sub in submissions.values():
         if sub["verdict"] is not None:

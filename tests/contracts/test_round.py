@@ -42,8 +42,8 @@ def test_oracle_closes_any_time(task, registry, devices):
         dict(taskId=task.task_id, round=1, submissions=2, evaluationDeadline=window_end),
     )
     s = registry.getState(task.task_id)
-    assert (s.phase, s.deadline) == (CLOSED, window_end)
-    assert registry.getRound(task.task_id, 1).submissions == 2
+    assert (s.phase, s.deadline, s.submissions) == (CLOSED, window_end, 2)
+    assert registry.getRound(task.task_id, 1).submissions == 0  # recorded at settlement
 
 
 def test_a_round_without_submissions_can_close(task, registry):

@@ -69,6 +69,7 @@ EDGE_MARGIN = 30  # never act within this many seconds of a deadline (eth_call v
 MAX_TASKS = 3
 SEL = st.integers(0, 7)  # see RegistryMachine.pick
 LEGIT = st.sampled_from([0, 0, 0, 1, 2])  # sender index: mostly the role allowed to act
+SAMPLES = st.sampled_from([1, 2, 3, 1, 2, 3, 0, MAX_SAMPLES + 1])  # declared samples: 1 in 4 out of bounds
 OUTCOMES: Counter = Counter()  # (function, "ok" | error name) -> count, over the whole run
 
 
@@ -82,6 +83,7 @@ class RoundM:
     per_accepted: int = 0
     subs: dict = field(default_factory=dict)  # device -> (modelHash, payee, thresholdBp, numSamples)
     status: dict = field(default_factory=dict)  # device -> "A" | "R" | "C"
+    payees: dict = field(default_factory=dict)  # device -> payee named later by setPayee
 
 
 @dataclass
@@ -234,6 +236,7 @@ class RegistryMachine(RuleBasedStateMachine):
         per = t.pool(t.round) // (t.accepted + pending) if t.accepted else 0
         rm.settled, rm.per_accepted = True, per
         t.allocated += per * t.accepted
+        assert self.view("getRound", t.task_id, t.round)[0][2] == t.submissions
         return per
 
     def _close(self, t: TaskM, events: dict):
@@ -242,7 +245,7 @@ class RegistryMachine(RuleBasedStateMachine):
         assert [(e["round"], e["submissions"], e["evaluationDeadline"]) for e in events["SubmissionsClosed"]] == [
             (t.round, t.submissions, t.deadline)
         ]
-        assert self.view("getRound", t.task_id, t.round)[0][2] == t.submissions
+        assert self.view("getRound", t.task_id, t.round)[0][2] == 0  # recorded at settlement
 
     # -------------------------------------------------------------------------------------- rules
 
@@ -309,7 +312,7 @@ class RegistryMachine(RuleBasedStateMachine):
             self._close(t, events)
         self.check_task(t)
 
-    @rule(sel=SEL, dev=st.integers(0, 3), pay=st.integers(0, 2), samples=st.sampled_from([0, 1, 2, 3, MAX_SAMPLES + 1]))
+    @rule(sel=SEL, dev=st.integers(0, 3), pay=st.integers(0, 2), samples=SAMPLES)
     def submit(self, sel, dev, pay, samples):
         t, task_id = self.pick(sel)
         self._submit(t, task_id, self.acc["devices"][dev], self.acc["payees"][pay], samples)
@@ -557,7 +560,7 @@ class RegistryMachine(RuleBasedStateMachine):
         if rm.status.get(device) != "A" or rm.per_accepted == 0:
             return self.act(fn, sender, ("FLTaskNothingToClaim", {"round": r, "device": device}))
         events = self.act(fn, sender, None)
-        payee, amount = rm.subs[device][1], rm.per_accepted
+        payee, amount = rm.payees.get(device, rm.subs[device][1]), rm.per_accepted
         ev = events["RewardClaimed"]
         assert [(e["device"], e["payee"], e["amount"]) for e in ev] == [(device.lower(), payee.lower(), amount)]
         rm.status[device] = "C"
@@ -573,6 +576,32 @@ class RegistryMachine(RuleBasedStateMachine):
         device = self.acc["devices"][dev]
         sender = [self.acc["stranger"], device, self.acc["publishers"][0]][who]
         self._claim(t, task_id, r, device, sender)
+
+    @rule(sel=SEL, r=st.integers(0, 3), dev=st.integers(0, 3), pay=st.integers(0, 3), miss=st.booleans())
+    def set_payee(self, sel, r, dev, pay, miss):
+        """A device redirects its share; a stranger's, a zero or an unaccepted redirect reverts."""
+        self._avoid_edges()
+        t, task_id = self.pick(sel)
+        device = self.acc["devices"][dev]
+        if not miss and t is not None:  # aim at an accepted, unclaimed share (else rare by chance)
+            open_ = [(rr, d) for rr, rm in t.rounds.items() for d, st_ in rm.status.items() if st_ == "A"]
+            if open_:
+                r, device = open_[(r * 4 + dev) % len(open_)]
+        new = "0x" + "00" * 20 if pay == 3 else self.acc["payees"][pay]
+        fn = ("setPayee", task_id, r, new)
+        if t is None:
+            return self.act(fn, device, ("FLTaskUnknown", {"taskId": task_id}))
+        if pay == 3:
+            return self.act(fn, device, ("FLTaskInvalidParameter", {"name": "newPayee"}))
+        rm = t.rounds.get(r, RoundM())
+        if rm.status.get(device) != "A":
+            return self.act(fn, device, ("FLTaskNothingToClaim", {"round": r, "device": device}))
+        events = self.act(fn, device, None)
+        previous = rm.payees.get(device, rm.subs[device][1])
+        ev = [(e["device"], e["previousPayee"], e["newPayee"]) for e in events["PayeeChanged"]]
+        assert ev == [(device.lower(), previous.lower(), new.lower())]
+        rm.payees[device] = new
+        self.check_task(t)
 
     def _refund(self, t: TaskM | None, task_id: int, sender: str):
         self._avoid_edges()
@@ -744,5 +773,6 @@ def test_registry_state_machine(project, networks, accounts, provider_name):
             "claim",
             "refund",
             "announceThreshold",
+            "setPayee",
         ):
             assert OUTCOMES[(fn, "ok")] > 0, f"no successful {fn} in the whole run"

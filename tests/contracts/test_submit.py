@@ -131,7 +131,8 @@ def test_reaching_the_cap_closes_the_round(publish, registry, devices):
         registry.SubmissionsClosed,
         dict(taskId=t.task_id, round=1, submissions=2, evaluationDeadline=receipt.timestamp + EVALUATION_WINDOW),
     )
-    assert registry.getRound(t.task_id, 1).submissions == 2
+    assert registry.getState(t.task_id).submissions == 2
+    assert registry.getRound(t.task_id, 1).submissions == 0  # the closer pays no new slot: written at settlement
     with reverts_with(registry.FLTaskWrongPhase, taskId=t.task_id, current=CLOSED, expected=OPEN):
         t.submit(devices[2])
 
