@@ -21,7 +21,7 @@ from types import MappingProxyType
 from typing import Any
 
 DATASETS = ("mnist", "fashion_mnist", "cifar10")
-ARCHITECTURES = ("small_cnn", "alexnet")
+ARCHITECTURES = ("small_cnn", "small_cnn_tanh", "small_cnn_gn", "alexnet")
 OPTIMIZERS = ("adam", "sgd")
 DP_SCALINGS = ("record", "sample", "update")
 AGGREGATIONS = ("fedavg", "median", "trimmed_mean")
