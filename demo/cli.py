@@ -18,6 +18,7 @@ from fedoracle.options import (
     data_path_option,
     dataset_option,
     delta_option,
+    dp_scaling_option,
     emd_option,
     epochs_option,
     epsilon_option,
@@ -25,6 +26,7 @@ from fedoracle.options import (
     learning_rate_option,
     malicious_option,
     model_option,
+    optimizer_option,
     rounds_option,
     samples_per_device_option,
     threshold_margin_option,
@@ -59,6 +61,8 @@ from fedoracle.options import (
 @epochs_option
 @batch_size_option
 @learning_rate_option
+@optimizer_option
+@dp_scaling_option
 @click.option("--out", default="runs", show_default=True, help="Folder for the run's report and plots.")
 @click.option(
     "--timeout", default=900, show_default=True, type=click.IntRange(min=1), help="Give up after this many seconds."
@@ -67,4 +71,6 @@ def demo(**options: Any) -> None:
     """Run a whole secure-FL task on one machine: anvil, broker, oracle, device fleet, report."""
     from demo.run import DemoConfig, run_demo
 
-    sys.exit(run_demo(DemoConfig(**options)))
+    config = DemoConfig(**options)
+    config.check_privacy_mode(config.dp)
+    sys.exit(run_demo(config))

@@ -195,7 +195,7 @@ class Demo:
                 if refund:
                     await registry.refund(task_id)
                 self.events = await registry.get_events(0, await publisher.block_number())
-                return await self._report(registry, task_id, plan, claimed, published)
+                return await self._report(registry, task_id, plan, claimed, published, data, blobs)
             finally:
                 relay_task.cancel()
                 await asyncio.gather(relay_task, return_exceptions=True)
@@ -279,8 +279,11 @@ class Demo:
                 return claimed
             await asyncio.sleep(0.3)
 
-    async def _report(self, registry: TaskRegistry, task_id: int, plan, claimed: int, published) -> dict:
+    async def _report(self, registry: TaskRegistry, task_id: int, plan, claimed: int, published, data, blobs) -> dict:
+        from demo.audit import audit_demo
         from demo.report import build_report, gas_by_function, write_report
+        from fedoracle.codec import decode
+        from fedoracle.learning.models import model_spec
 
         fleet_file = self.dir / "fleet.json"
         fleet = json.loads(fleet_file.read_text()) if fleet_file.exists() else {}
@@ -288,6 +291,12 @@ class Demo:
         gas = await gas_by_function(registry, txs)
         state = await registry.get_state(task_id)
         cfg = await registry.get_task(task_id)
+        spec = model_spec(plan.architecture, data.input_shape, data.num_classes)
+        initial = decode(blobs.get(published.initial_model_hash, max_bytes=spec.max_bytes), spec)
+        chain_id = await registry.chain.chain_id()
+        audit = audit_demo(
+            self.config, data, spec, initial, self.events, task_id, blobs, fleet, chain_id, registry.address
+        )
         report = build_report(
             task_id,
             self.events,
@@ -303,6 +312,7 @@ class Demo:
                 "reward_wei": cfg["reward"],
                 "refunded_wei": cfg["refunded"],
                 "run_dir": str(self.dir),
+                "privacy_audit": audit,
             },
         )
         write_report(report, self.dir)
@@ -356,6 +366,13 @@ def print_summary(report: dict) -> None:
             "privacy spent, at most: "
             + describe_epsilon(eps["max"], delta, rounds, report["config"].get("dp_scaling", DEFAULTS.dp_scaling))
         )
+    audit = report.get("privacy_audit") or {}
+    if "advantage_mean" in audit:
+        from fedoracle.learning.audit import describe_audit
+
+        console.print(describe_audit(audit))
+    elif audit:
+        console.print(f"privacy audit skipped: {audit.get('skipped')}")
     console.print(f"report: {report['run_dir']}/report.json, accuracy.png, verdicts.png")
 
 

@@ -120,6 +120,7 @@ def run(
 
     training_options, fleet_options = fields_of(TrainingConfig, options), fields_of(FleetConfig, options)
     training = TrainingConfig(**training_options, dp=not no_dp)
+    training.check_privacy_mode(training.dp)
     config = FleetConfig(**fleet_options, tasks=list(tasks) or None, training=training)
     unused = set(options) - set(training_options) - set(fleet_options)
     if unused:  # an option added to the command but to no config: caught by the CLI tests

@@ -3,11 +3,9 @@
 The adaptive attacker against the gate and robust aggregation; membership inference on a device's
 released update with and without local DP.
 
-Membership inference is the loss-threshold attack of Yeom et al. (CSF 2018): whoever sees a
-device's update Δ (the oracle, or anyone once the blob is public) forms ``global + Δ`` and guesses
-"member" for an example whose loss is below a threshold. The attack's advantage is
-``max_t (TPR(t) − FPR(t))`` over the device's own training examples (members) and as many
-examples it never saw (non-members); 0 means the release tells nothing, 1 everything.
+Membership inference is the loss-threshold attack of :mod:`fedoracle.learning.audit` (the one
+implementation, also in the demo's report), reported beside its chance level and the bound the
+spent ε implies.
 """
 
 from __future__ import annotations
@@ -19,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from experiments.config import RunConfig
+from fedoracle.defaults import DEFAULTS, PAPER_DP
 
 
 def attack_grid(
@@ -74,63 +73,47 @@ def run_attacks(cases: list[tuple[str, RunConfig]], log: Any = print) -> dict[st
     return {"cases": rows}
 
 
-def advantage(member_loss: np.ndarray, nonmember_loss: np.ndarray) -> tuple[float, float]:
-    """The loss-threshold attack's advantage ``max_t TPR − FPR`` and its AUC.
-
-    Args:
-        member_loss: per-example loss on the device's training examples.
-        nonmember_loss: per-example loss on examples it never saw.
-    """
-    members, others = np.sort(member_loss), np.sort(nonmember_loss)
-    thresholds = np.unique(np.concatenate([members, others]))  # guess "member" when loss <= t (ties together)
-    tpr = np.concatenate([[0.0], np.searchsorted(members, thresholds, side="right") / len(members)])
-    fpr = np.concatenate([[0.0], np.searchsorted(others, thresholds, side="right") / len(others)])
-    auc = float(np.sum((fpr[1:] - fpr[:-1]) * (tpr[1:] + tpr[:-1]) / 2))
-    return float(np.max(tpr - fpr)), auc
-
-
-def _losses(spec: Any, weights: list[np.ndarray], x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
-    import tensorflow as tf
-
-    from fedoracle.learning.models import build_spec_model
-
-    model = build_spec_model(spec)
-    model.set_weights(weights)
-    logits = model.predict(x, batch_size=1000, verbose=0)
-    loss = tf.keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True).numpy()
-    return loss, float(np.mean(np.argmax(logits, axis=1) == y))
-
-
 def membership_inference(
     *,
     dataset: str = "mnist",
     members: int = 200,
     epochs: int = 20,
     runs: int = 3,
-    epsilon: float = 8.0,
-    delta: float = 1e-5,
+    epsilon: float = DEFAULTS.epsilon,
+    delta: float = DEFAULTS.delta,
     clip: float = 5.0,
-    learning_rate: float = 2e-3,
+    record_epsilons: tuple[float, ...] = (2.0,),
     log: Any = print,
 ) -> dict[str, Any]:
-    """The loss-threshold attack on one device's round-1 release, non-DP against ε = 8.
+    """The loss-threshold attack (:mod:`fedoracle.learning.audit`) on one device's round-1 release, per privacy mode.
 
-    Each run draws a device shard of ``members`` training examples and as many non-members, trains
-    from the task's initial model (``device_update`` with the fleet's settings but ``epochs`` local
-    epochs, to give the attack the overfitting it feeds on) and releases Δ without noise, with
-    the paper's ÷D sensitivity (std σ·S/D) and with whole-update sensitivity (std σ·S).
+    Each run draws a device shard of ``members`` training examples and as many non-members, and
+    releases from the task's initial model after ``epochs`` local epochs (to give the attack the
+    overfitting it feeds on): without noise, with the paper's ÷D sensitivity (std σ·S/D), with
+    whole-update sensitivity (std σ·S) (the last three from one Adam run at the paper's settings,
+    clip ``clip``), and with record-level DP-SGD (the default mode, its own SGD run at the
+    defaults' clip, lr and batch) at the same ε as the device's whole budget, and at each of
+    ``record_epsilons``.
 
     Returns:
-        Per release kind: the advantage, AUC and the released model's test accuracy per run, and their means.
+        Per release kind: advantage, AUC and the released model's test accuracy per run and their
+        means, the chance level of the mean advantage and the bound the mode's ε implies.
     """
     from experiments.simulate import dataset as load
+    from fedoracle.learning.audit import attack_release, chance_advantage, losses, privacy_bounds
     from fedoracle.learning.models import initial_weights, model_spec
     from fedoracle.learning.privacy import add_noise, noise_std
-    from fedoracle.learning.rounds import candidate, device_update
+    from fedoracle.learning.rounds import DPParams, candidate, device_update
 
     data = load(dataset)
-    spec = model_spec("small_cnn", data.input_shape, data.num_classes)
-    kinds = {"non-DP": None, "ε=8, ÷D (paper)": members, "ε=8, whole update": 0}
+    spec = model_spec(DEFAULTS.architecture, data.input_shape, data.num_classes)
+    kinds: dict[str, DPParams | None] = {
+        "non-DP": None,
+        f"ε={epsilon:g}, ÷D (paper)": DPParams(epsilon, delta, clip, "sample"),
+        f"ε={epsilon:g}, whole update": DPParams(epsilon, delta, clip, "update"),
+    }
+    for e in sorted({epsilon, *record_epsilons}, reverse=True):
+        kinds[f"ε={e:g}, record-level DP-SGD (default)"] = DPParams(e, delta, DEFAULTS.clip, "record", 1)
     out: dict[str, Any] = {k: {"advantage": [], "auc": [], "test_accuracy": []} for k in kinds}
     t0 = time.perf_counter()
     for k in range(runs):
@@ -138,35 +121,39 @@ def membership_inference(
         idx = rng.permutation(len(data.y_train))
         mem, non = idx[:members], idx[members : 2 * members]
         g = initial_weights(spec, k)
-        update = device_update(
-            spec,
-            g,
-            data.x_train[mem],
-            data.y_train[mem],
-            epochs=epochs,
-            batch_size=128,
-            learning_rate=learning_rate,
-            optimizer="adam",
-            seed=k,
-            dp=None,
-        )
-        for name, d in kinds.items():
-            if d is None:
+        common = {"spec": spec, "global_weights": g, "x": data.x_train[mem], "y": data.y_train[mem], "epochs": epochs}
+        paper = {"batch_size": 128, "learning_rate": 2e-3, "optimizer": "adam", "seed": k}
+        update = device_update(**common, **paper, dp=None)
+        for name, dp in kinds.items():
+            if dp is None:
                 released = update
+            elif dp.scaling == "record":
+                training = {"batch_size": DEFAULTS.batch_size, "learning_rate": DEFAULTS.learning_rate}
+                released = device_update(**common, **training, optimizer="sgd", seed=k, dp=dp)
             else:
-                released = add_noise(update, clip, epsilon, delta, num_samples=d or None)
-            model = candidate(g, released)
-            lm, _ = _losses(spec, model, data.x_train[mem], data.y_train[mem])
-            ln, _ = _losses(spec, model, data.x_train[non], data.y_train[non])
-            _, acc = _losses(spec, model, data.x_test[:2000], data.y_test[:2000])
-            adv, auc = advantage(lm, ln)
-            out[name]["advantage"].append(adv)
-            out[name]["auc"].append(auc)
+                d = members if dp.scaling == "sample" else None
+                released = add_noise(update, dp.clip, epsilon, delta, num_samples=d)
+            attack = attack_release(
+                spec, g, released, (data.x_train[mem], data.y_train[mem]), (data.x_train[non], data.y_train[non])
+            )
+            _, acc = losses(spec, candidate(g, released), data.x_test[:2000], data.y_test[:2000])
+            out[name]["advantage"].append(attack["advantage"])
+            out[name]["auc"].append(attack["auc"])
             out[name]["test_accuracy"].append(acc)
-            log(f"  run {k} {name}: advantage {adv:.3f}, AUC {auc:.3f}, test accuracy {100 * acc:.1f}%")
-    for v in out.values():
+            log(
+                f"  run {k} {name}: advantage {attack['advantage']:.3f}, AUC {attack['auc']:.3f}, "
+                f"test accuracy {100 * acc:.1f}%"
+            )
+    chance = chance_advantage(members, members, releases=runs)
+    for name, dp in kinds.items():
+        v = out[name]
         for m in ("advantage", "auc", "test_accuracy"):
             v[f"{m}_mean"] = float(np.mean(v[m]))
+        bs = DEFAULTS.batch_size if dp is not None and dp.scaling == "record" else 128
+        v["chance_mean_q95"] = chance["mean"]
+        v["bound"], v["epsilon_bound"], v["guarantee"] = privacy_bounds(
+            dp, num_samples=members, batch_size=bs, epochs=epochs, rounds=1
+        )
     return {
         "dataset": dataset,
         "members": members,
@@ -175,6 +162,7 @@ def membership_inference(
         "epsilon": epsilon,
         "delta": delta,
         "clip": clip,
+        "record_clip": DEFAULTS.clip,
         "noise_std": {
             "÷D": noise_std(clip, epsilon, delta, num_samples=members),
             "whole update": noise_std(clip, epsilon, delta),
@@ -192,9 +180,11 @@ def noise_grid(
     dataset: str = "mnist",
     clips: tuple[float, ...] = (0.03, 0.3, 5.0),
 ) -> list[tuple[str, RunConfig]]:
-    """The paper's worry, measured: honest devices wrongly rejected when the noise is calibrated to S, not S/D.
+    """The paper's worry, measured: honest devices wrongly rejected, per privacy mechanism.
 
-    S is the sensitivity of the whole update, S/D the paper's; the cases use the extreme δ values.
+    The paper's ÷D sensitivity (S/D) and whole-update sensitivity (S) at the paper's training
+    (:data:`fedoracle.defaults.PAPER_DP`), against record-level DP-SGD (the default, where ε is
+    each device's whole budget); the cases use the paper's extreme δ values.
     """
     import math
 
@@ -203,14 +193,12 @@ def noise_grid(
     for k in range(runs):
         seeded = replace(base, seed=k, task_seed=k)
         for delta in (math.exp(-1), math.exp(-6)):
-            out.append((f"÷D, S=5, δ=e^-{-round(math.log(delta))}", replace(seeded, delta=delta)))
+            at = f"δ=e^-{-round(math.log(delta))}"
+            out.append((f"÷D, S=5, {at}", replace(seeded, delta=delta, **PAPER_DP)))
             for clip in clips:
-                out.append(
-                    (
-                        f"whole update, S={clip:g}, δ=e^-{-round(math.log(delta))}",
-                        replace(seeded, delta=delta, clip=clip, dp_scaling="update"),
-                    )
-                )
+                paper = {**PAPER_DP, "clip": clip, "dp_scaling": "update"}
+                out.append((f"whole update, S={clip:g}, {at}", replace(seeded, delta=delta, **paper)))
+            out.append((f"record-level DP-SGD, C={DEFAULTS.clip:g}, {at}", replace(seeded, delta=delta)))
     return out
 
 

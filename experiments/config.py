@@ -2,7 +2,9 @@
 
 Defaults come from :data:`fedoracle.defaults.DEFAULTS`, as the demo's, the publisher's and the
 fleet's do, so that a fast-path run and a protocol run of the same config compute the same thing:
-small_cnn, clip 5.0 with the paper's ÷D sensitivity, 3 local epochs of Adam at lr 2e-3, batch 128,
+small_cnn, record-level DP-SGD (per-example clip 1.0, Poisson batches of 64 expected, 2 local epochs of SGD
+with momentum at lr 0.1, ε as each device's whole budget; the paper's ÷D mode is
+:data:`fedoracle.defaults.PAPER_DP`),
 threshold 0.5/0.4/0.2 (MNIST/Fashion-MNIST/CIFAR-10) in round 1 and the last global accuracy minus
 0.05 after, 4,000 hidden test examples in ``rounds × 2`` groups. Two defaults are the paper's
 experiment instead of the demo's: P = 10 (the paper's smallest fleet) and λ = 0.2 (its largest
@@ -67,7 +69,8 @@ class RunConfig(TaskSettings, FleetSettings, TrainingSettings):
         emd: EMD of the unreliable devices' label distribution.
         samples_per_device: shard size (``None``: the fleet's rule, ``min(2000, 0.9·N_train // P)``).
         epsilon, delta, clip: the task's local-DP parameters.
-        dp_scaling: ``"sample"`` (the paper's ÷D) or ``"update"``.
+        dp_scaling: ``"record"`` (record-level DP-SGD, the default), or the paper's ``"sample"`` (÷D)
+            or ``"update"``.
         variant: ``"defended"`` (DP + accuracy gate), ``"undefended"`` (DP, FedAvg of every
             submission) or ``"nondp"`` (accuracy gate, no clipping or noise).
         threshold: round-1 threshold (``None``: per data set, as the demo).

@@ -59,6 +59,7 @@ class SimDevice:
         x, y: its shard (labels as the device has them).
         y_true: the shard's true labels (an adaptive attacker uses them).
         seed: :func:`fedoracle.learning.partition.device_seed`.
+        indices: the shard's training-set indices.
         rounds: releases so far.
         accountant: its privacy accountant (created on the first DP release).
         last_scale: an adaptive attacker's last ‖Δ‖ over its benign update's norm.
@@ -70,6 +71,7 @@ class SimDevice:
     y: np.ndarray
     y_true: np.ndarray
     seed: int
+    indices: np.ndarray | None = None
     rounds: int = 0
     accountant: Any = None
     last_scale: float | None = None
@@ -101,6 +103,7 @@ def build_fleet(cfg: RunConfig, data: Any) -> list[SimDevice]:
                 shard.labels,
                 data.y_train[shard.indices],
                 seed,
+                shard.indices,
             )
         )
     return fleet
@@ -171,7 +174,7 @@ def _honest_release(cfg: RunConfig, task: Task, dev: SimDevice, global_weights: 
     from fedoracle.learning.privacy import PrivacyAccountant
 
     dev.rounds += 1
-    dp = DPParams(cfg.epsilon, cfg.delta, cfg.clip, cfg.dp_scaling).quantized() if cfg.dp else None
+    dp = DPParams(cfg.epsilon, cfg.delta, cfg.clip, cfg.dp_scaling, cfg.rounds).quantized() if cfg.dp else None
     if dp is not None and dev.accountant is None:
         dev.accountant = PrivacyAccountant(dp.delta)
     return device_update(
@@ -192,6 +195,7 @@ def simulate(
     round_groups: dict[int, list[int]] | None = None,
     submission_order: dict[int, list[int]] | None = None,
     keep_verdicts: bool = True,
+    audit: bool = False,
     log: Any = None,
 ) -> dict[str, Any]:
     """Runs one task on the fast path.
@@ -203,6 +207,8 @@ def simulate(
             chain; the oracle averages accepted updates in that order, and float addition is not
             associative, so replaying a protocol run bit for bit needs it (default: device order).
         keep_verdicts: keep every device's verdict per round in the result (large for P = 300).
+        audit: run the membership-inference audit (:mod:`fedoracle.learning.audit`) on every honest
+            device's release of every round; the result's ``audit``.
         log: ``callable(str)`` for progress lines, or ``None``.
 
     Returns:
@@ -220,6 +226,12 @@ def simulate(
     weights = [np.asarray(w) for w in task.initial]
     threshold = to_bp(cfg.initial_threshold)
     records: list[RoundRecord] = []
+    attacks: list[dict[str, float]] = []
+    if audit:
+        from fedoracle.learning.audit import attack_release, audit_sets
+
+        n_audit, outside, audit_rng = audit_sets(len(data.y_train), [np.asarray(d.indices) for d in fleet])
+        nonmembers = (data.x_train[outside], data.y_train[outside])
     for r in range(1, cfg.rounds + 1):
         if records:
             raised = next_threshold(r, threshold, records[-1].global_accuracy_bp, cfg.threshold_margin)
@@ -235,6 +247,9 @@ def simulate(
                 update = adaptive.crafted_update(cfg, task, dev, weights, threshold)
             else:
                 update = _honest_release(cfg, task, dev, weights)
+            if audit and dev.kind == "honest":
+                picked = audit_rng.choice(len(dev.y), size=n_audit, replace=False)
+                attacks.append(attack_release(task.spec, weights, update, (dev.x[picked], dev.y[picked]), nonmembers))
             v = score_candidate(ev, weights, update, bound)
             verdicts.append(
                 {
@@ -280,4 +295,16 @@ def simulate(
         "epsilon_spent": max(eps) if eps else None,
         "seconds": round(time.perf_counter() - t0, 2),
     }
+    if audit and attacks:
+        result["audit"] = _audit_summary(cfg, fleet, attacks, n_audit)
     return result
+
+
+def _audit_summary(cfg: RunConfig, fleet: list[SimDevice], attacks: list[dict[str, float]], n: int) -> dict[str, Any]:
+    from fedoracle.learning.audit import privacy_bounds, summarise
+
+    dp = DPParams(cfg.epsilon, cfg.delta, cfg.clip, cfg.dp_scaling, cfg.rounds) if cfg.dp else None
+    bound, eps_bound, guarantee = privacy_bounds(
+        dp, num_samples=len(fleet[0].y), batch_size=cfg.batch_size, epochs=cfg.epochs, rounds=cfg.rounds
+    )
+    return summarise(attacks, members=n, nonmembers=n, bound=bound, epsilon_bound=eps_bound, guarantee=guarantee)

@@ -152,31 +152,36 @@ def threshold_margin_option(f: F) -> F:
 
 
 def epsilon_option(f: F) -> F:
-    """``--epsilon``: ε of one device's release in one round."""
+    """``--epsilon``: each device's privacy budget ε."""
     return _protocol_option(
         "--epsilon",
         env="EPSILON",
         default=DEFAULTS.epsilon,
         type=_POSITIVE,
-        help="Local DP: ε of one device's update in one round (> 0).",
+        help="Local DP: each device's whole budget ε over the task, one record added or removed (> 0; with "
+        "the paper's --dp-scaling sample/update: ε of one update in one round).",
     )(f)
 
 
 def delta_option(f: F) -> F:
-    """``--delta``: δ of one device's release in one round."""
+    """``--delta``: the budget's δ."""
     return _protocol_option(
         "--delta",
         env="DELTA",
         default=DEFAULTS.delta,
         type=click.FloatRange(0.0, 1.0, min_open=True, max_open=True),
-        help="Local DP: δ of one device's update in one round, in (0, 1).",
+        help="Local DP: the budget's δ, in (0, 1) (the paper's modes: per update and round).",
     )(f)
 
 
 def clip_option(f: F) -> F:
-    """``--clip``: the L2 clip norm S of an update."""
+    """``--clip``: the L2 clip norm (of one example's gradient, or of an update in the paper's modes)."""
     return _protocol_option(
-        "--clip", env="CLIP", default=DEFAULTS.clip, type=_POSITIVE, help="L2 clip norm S of an update (> 0)."
+        "--clip",
+        env="CLIP",
+        default=DEFAULTS.clip,
+        type=_POSITIVE,
+        help="L2 clip norm (> 0): C of one example's gradient (record), S of an update (the paper's modes).",
     )(f)
 
 

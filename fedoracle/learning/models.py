@@ -1,5 +1,11 @@
 """Model architectures (a small fast CNN and the paper's AlexNet-style CNN), their specs and initial weights.
 
+``small_cnn_tanh`` and ``small_cnn_gn`` are the small CNN with tanh activations, and with tanh and
+group normalisation after each convolution: what DP-SGD is reported to train better (Papernot et
+al. 2021, "Tempered sigmoid activations"; De et al. 2022); measured against ``small_cnn`` in
+``bench/results/privacy.md``. Each is its own architecture id, so its spec hash differs from the
+small CNN's even where the tensor shapes agree (tanh changes no shape).
+
 Every model maps ``uint8`` or float images in [0, 255] to class logits (no softmax): a
 ``Rescaling(1/255)`` layer comes first, so data stays ``uint8`` up to the model. All weights are
 trainable and no layer keeps state, so ``model.get_weights()`` is the whole model and its order
@@ -23,19 +29,24 @@ from numpy.typing import NDArray
 
 from fedoracle.codec import DEFAULT_MAX_BYTES, ModelSpec
 
-ARCHITECTURES = ("small_cnn", "alexnet")
+ARCHITECTURES = ("small_cnn", "small_cnn_tanh", "small_cnn_gn", "alexnet")
 
 _L = tf.keras.layers
 
 
-def _small_cnn(num_classes: int) -> list[tf.keras.layers.Layer]:
+def _small_cnn(num_classes: int, activation: str = "relu", groups: int = 0) -> list[tf.keras.layers.Layer]:
+    def conv(filters: int) -> list[tf.keras.layers.Layer]:
+        if not groups:
+            return [_L.Conv2D(filters, 3, activation=activation)]
+        return [_L.Conv2D(filters, 3), _L.GroupNormalization(groups), _L.Activation(activation)]
+
     return [
-        _L.Conv2D(16, 3, activation="relu"),
+        *conv(16),
         _L.MaxPooling2D(),
-        _L.Conv2D(32, 3, activation="relu"),
+        *conv(32),
         _L.MaxPooling2D(),
         _L.Flatten(),
-        _L.Dense(64, activation="relu"),
+        _L.Dense(64, activation=activation),
         _L.Dense(num_classes),
     ]
 
@@ -62,7 +73,12 @@ def _alexnet(num_classes: int) -> list[tf.keras.layers.Layer]:
     ]
 
 
-_BUILDERS: dict[str, Callable[[int], list[tf.keras.layers.Layer]]] = {"small_cnn": _small_cnn, "alexnet": _alexnet}
+_BUILDERS: dict[str, Callable[[int], list[tf.keras.layers.Layer]]] = {
+    "small_cnn": _small_cnn,
+    "small_cnn_tanh": lambda n: _small_cnn(n, "tanh"),
+    "small_cnn_gn": lambda n: _small_cnn(n, "tanh", groups=4),
+    "alexnet": _alexnet,
+}
 
 
 def build_model(architecture: str, input_shape: Sequence[int], num_classes: int) -> tf.keras.Sequential:
@@ -121,6 +137,8 @@ def initial_weights(spec: ModelSpec, seed: int) -> list[NDArray[Any]]:
             fan_in, fan_out = shape[-2] * receptive, shape[-1] * receptive
             limit = np.sqrt(6.0 / (fan_in + fan_out))
             weights.append(rng.uniform(-limit, limit, size=shape).astype(np.float32))
+        elif variable.name.endswith("gamma:0"):  # a normalisation's scale starts at 1
+            weights.append(np.ones(shape, dtype=np.float32))
         else:
             weights.append(np.zeros(shape, dtype=np.float32))
     return weights
@@ -153,6 +171,8 @@ def graph_forward(spec: ModelSpec) -> Callable[[Sequence[tf.Tensor], tf.Tensor],
 def _activation(x: tf.Tensor, name: str) -> tf.Tensor:
     if name == "relu":
         return tf.nn.relu(x)
+    if name == "tanh":
+        return tf.math.tanh(x)
     if name == "linear":
         return x
     raise ValueError(f"graph_forward does not support activation {name!r}")
@@ -187,6 +207,21 @@ def _flatten(x: tf.Tensor, config: dict[str, Any], weights: list[tf.Tensor]) -> 
     return tf.reshape(x, (tf.shape(x)[0], -1))
 
 
+def _group_norm(x: tf.Tensor, config: dict[str, Any], weights: list[tf.Tensor]) -> tf.Tensor:
+    gamma, beta = weights.pop(0), weights.pop(0)
+    groups = int(config["groups"])
+    shape = tf.shape(x)
+    channels = x.shape[-1]
+    grouped = tf.reshape(x, tf.concat([shape[:-1], [groups, channels // groups]], axis=0))
+    mean, variance = tf.nn.moments(grouped, axes=[1, 2, 4], keepdims=True)
+    normed = tf.reshape((grouped - mean) * tf.math.rsqrt(variance + config["epsilon"]), shape)
+    return normed * gamma + beta
+
+
+def _activation_layer(x: tf.Tensor, config: dict[str, Any], weights: list[tf.Tensor]) -> tf.Tensor:
+    return _activation(x, config["activation"])
+
+
 def _identity(x: tf.Tensor, config: dict[str, Any], weights: list[tf.Tensor]) -> tf.Tensor:
     return x
 
@@ -198,4 +233,6 @@ _LAYER_OPS: dict[str, Callable[[tf.Tensor, dict[str, Any], list[tf.Tensor]], tf.
     "MaxPooling2D": _max_pool,
     "Flatten": _flatten,
     "Dropout": _identity,
+    "GroupNormalization": _group_norm,
+    "Activation": _activation_layer,
 }

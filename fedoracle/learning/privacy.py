@@ -234,6 +234,12 @@ class PrivacyAccountant:
         """``(ε, δ)`` spent so far."""
         return self.epsilon(), self.delta
 
+    def advantage_bound(self) -> float:
+        """The most membership advantage (TPR − FPR) the releases so far allow (see :func:`advantage_bound`)."""
+        if not self._releases:
+            return 0.0
+        return _composed_delta(tuple(sorted(self._releases.items())), 0.0)
+
 
 @lru_cache(maxsize=4096)
 def _composed_epsilon(releases: tuple[tuple[tuple[float, float], int], ...], delta: float, method: str) -> float:
@@ -251,6 +257,33 @@ def _composed_epsilon(releases: tuple[tuple[tuple[float, float], int], ...], del
             event = dp_accounting.PoissonSampledDpEvent(q, event)
         accountant.compose(event, count)
     return float(accountant.get_epsilon(delta))
+
+
+@lru_cache(maxsize=4096)
+def _composed_delta(releases: tuple[tuple[tuple[float, float], int], ...], epsilon: float) -> float:
+    import dp_accounting
+
+    accountant = dp_accounting.pld.PLDAccountant(value_discretization_interval=PLD_DISCRETIZATION)
+    for (sigma, q), count in releases:
+        event: Any = dp_accounting.GaussianDpEvent(sigma)
+        if q < 1:
+            event = dp_accounting.PoissonSampledDpEvent(q, event)
+        accountant.compose(event, count)
+    return float(min(1.0, accountant.get_delta(epsilon)))
+
+
+def advantage_bound(noise_multiplier: float, sampling_rate: float, steps: int) -> float:
+    """The most advantage (TPR − FPR) any test has at telling one unit's presence from its absence.
+
+    That is the total variation between the two output distributions, the privacy profile's δ at
+    ε = 0, here of ``steps`` Gaussian mechanisms with multiplier σ, Poisson-subsampled at rate q
+    (q = 1: none), composed by dp-accounting's PLD accountant (pessimistic discretisation, so an
+    upper bound). Tighter than any bound from a single (ε, δ) pair: for one Gaussian release it is
+    ``2Φ(1/(2σ)) − 1`` exactly.
+    """
+    if not noise_multiplier > 0 or steps < 1 or not 0 < sampling_rate <= 1:
+        raise ValueError(f"need σ > 0, 0 < q ≤ 1 and steps ≥ 1, got σ={noise_multiplier}, q={sampling_rate}")
+    return _composed_delta((((float(noise_multiplier), float(sampling_rate)), int(steps)),), 0.0)
 
 
 def dpsgd_epsilon(

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from fedoracle.defaults import DEFAULTS
 from fedoracle.errors import Reason
 from fedoracle.units import BP, decode_dp, floor_bp, quantize_dp, to_bp
 
@@ -71,11 +72,11 @@ class DPParams:
     epsilon: float
     delta: float
     clip: float
-    scaling: str = "sample"
+    scaling: str = DEFAULTS.dp_scaling
     rounds: int = 1
 
     @classmethod
-    def from_task(cls, task: dict[str, Any], scaling: str = "sample") -> DPParams:
+    def from_task(cls, task: dict[str, Any], scaling: str = DEFAULTS.dp_scaling) -> DPParams:
         """The parameters a device reads from the registry's ``getTask`` view (fixed-point units)."""
         return cls(*decode_dp(task), scaling, int(task.get("maxRounds", 1)))
 

@@ -90,3 +90,20 @@ def test_a_bad_key_is_one_line(key, says):
     assert result.exit_code == 1
     assert [line for line in result.output.splitlines() if line] == [result.output.strip()]
     assert result.output.startswith("Error:") and says in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("command", [["demo"], DEVICES], ids=["demo", "devices"])
+def test_record_level_dp_with_another_optimizer_is_one_line_before_anything_starts(command):
+    """The default mode (record-level DP-SGD) cannot train with Adam: said at once, not at the first round."""
+    result = CliRunner().invoke(main, [*command, "--optimizer", "adam"])
+    assert result.exit_code == 1, result.output
+    assert [line for line in result.output.splitlines() if line] == [result.output.strip()]
+    assert "--dp-scaling record trains with SGD" in result.output and "Traceback" not in result.output
+
+
+def test_the_paper_modes_and_non_dp_still_take_adam():
+    from fedoracle.defaults import TrainingSettings
+
+    for scaling in ("sample", "update"):
+        TrainingSettings(optimizer="adam", dp_scaling=scaling).check_privacy_mode()
+    TrainingSettings(optimizer="adam").check_privacy_mode(dp=False)

@@ -13,6 +13,7 @@ from collections import Counter
 from devices.client import Device
 from fedoracle import mqtt
 from fedoracle.chain import Phase
+from fedoracle.defaults import DEFAULTS
 from publisher.publish import TaskPlan
 from tests.conftest import run
 from tests.devices.conftest import fleet_config, task_harness, wait_for
@@ -24,7 +25,7 @@ def quick_plan(**kw) -> TaskPlan:
         dataset="mnist",
         rounds=1,
         threshold=0.1,
-        clip=5.0,
+        clip=DEFAULTS.clip,
         groups_per_round=1,
         test_examples=400,
         max_submissions_per_round=3,

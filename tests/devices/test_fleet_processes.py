@@ -59,8 +59,6 @@ def spawn_device(
         "400",
         "--epochs",
         str(epochs),
-        "--lr",
-        "2e-3",
         "--key-seed",
         key_seed,
         "--task",
@@ -113,7 +111,7 @@ def test_killed_device_process_does_not_block_the_round(anvil, broker, fresh_reg
         ) as decoy:
             target = decoy.task_id + 1
             blobs = tmp_path / "blobs"
-            survivor = spawn_device(0, anvil, registry, broker, blobs, key_seed, target, 1, tmp_path / "dev0.log")
+            survivor = spawn_device(0, anvil, registry, broker, blobs, key_seed, target, 3, tmp_path / "dev0.log")
             victim = spawn_device(1, anvil, registry, broker, blobs, key_seed, target, 300, tmp_path / "dev1.log")
             procs.extend([survivor, victim])
             await presence(broker.url, addresses, "online", timeout=180)

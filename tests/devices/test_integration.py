@@ -1,8 +1,9 @@
 """Relay + oracle + a fleet of 10 devices (2 malicious, 2 unreliable) complete a 2-round task.
 
 Real anvil, real mosquitto over TCP, real TF training with local DP and TFF scoring, with the
-demo's measured settings (clip 5, 3 epochs, batch 128, lr 2e-3, flip rate 1.0, threshold 0.5,
-oracle threshold margin 0.05) on 400-example shards.
+demo's settings (record-level DP-SGD at ε = 8 for the whole task, per-example clip 1, 2 epochs of
+Poisson batches of 64, lr 0.1, flip rate 1.0, threshold 0.5, oracle threshold margin 0.05) on the
+demo's 2,000-example shards (a 400-example shard takes too few DP-SGD steps to reach 0.5).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import asyncio
 from collections import Counter
 
 from fedoracle.chain import Phase, Status
+from fedoracle.defaults import DEFAULTS
 from publisher.publish import TaskPlan
 from tests.conftest import run
 from tests.devices.conftest import fleet_config, task_harness, wait_for
@@ -24,7 +26,7 @@ def test_fleet_of_ten_completes_two_rounds_and_the_money_adds_up(anvil, broker, 
         dataset="mnist",
         rounds=2,
         threshold=0.5,
-        clip=5.0,
+        clip=DEFAULTS.clip,
         epsilon=8.0,
         delta=1e-5,
         groups_per_round=2,
@@ -42,7 +44,14 @@ def test_fleet_of_ten_completes_two_rounds_and_the_money_adds_up(anvil, broker, 
             tmp_path,
             mnist,
             plan,
-            fleet_config(10, f"it-{tmp_path.name}", malicious=0.2, unreliable=0.2),
+            fleet_config(
+                10,
+                f"it-{tmp_path.name}",
+                malicious=0.2,
+                unreliable=0.2,
+                samples_per_device=DEFAULTS.max_shard,
+                epochs=DEFAULTS.epochs,
+            ),
         ) as h:
             reward = (await registry.get_task(h.task_id))["reward"]
             await h.wait_phase(Phase.FINALIZED, timeout=600)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -28,7 +29,7 @@ def processes_with_marker(marker: str) -> list[str]:
 
 def test_demo_runs_the_whole_task_and_cleans_up(tmp_path):
     marker = uuid.uuid4().hex
-    env = dict(os.environ, FEDORACLE_TEST_RUN=marker)
+    env = dict(os.environ, FEDORACLE_TEST_RUN=marker, COLUMNS="400")  # rich wraps at 80 columns otherwise
     proc = subprocess.run(
         [
             sys.executable,
@@ -67,7 +68,16 @@ def test_demo_runs_the_whole_task_and_cleans_up(tmp_path):
     # Every wei is accounted for: claimed by devices or refunded to the publisher, none left behind.
     assert report["registry_balance_wei"] == 0
     assert sum(rewards.values()) + report["refunded_wei"] == report["reward_wei"]
-    assert report["epsilon_spent"]["max"] > 8.0  # two ε = 8 releases compose to more than 8
+    # Record-level DP-SGD: ε = 8 is each device's budget for the whole task, spent and never exceeded.
+    assert 7.9 <= report["epsilon_spent"]["max"] <= 8.0
+    said = "at δ = 1e-05, per device, one record (training example) of the device added or removed, over 2 rounds"
+    assert re.search(r"privacy spent, at most: ε = (7\.9\d|8\.00) " + re.escape(said), proc.stdout), proc.stdout
+    # The privacy audit: the attack on every honest release, beside its chance level and its bound.
+    audit = report["privacy_audit"]
+    assert audit["releases"] == verdicts["honest"]["accepted"] + verdicts["honest"].get("rejected", 0)
+    assert 0 < audit["chance_mean_q95"] < audit["bound"] < 1  # ε = 8 over 2 rounds bounds the advantage
+    assert audit["advantage_mean"] <= audit["bound"]
+    assert "membership inference" in proc.stdout
     assert {"submit", "postVerdict", "aggregate", "claim"} <= set(report["gas"])
 
     leftovers = processes_with_marker(marker)

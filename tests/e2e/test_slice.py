@@ -69,7 +69,9 @@ def test_slice_publish_submit_verdict_aggregate_claim(registry, anvil, broker, t
             ),
         )
         relay = Relay(anvil.rpc_url, registry.address, broker.url, from_block=published.block_number)
-        cfg = TrainingConfig(epochs=1, batch_size=64, learning_rate=1e-3, dp=False)
+        cfg = TrainingConfig(
+            epochs=1, batch_size=64, learning_rate=1e-3, optimizer="adam", dp=False
+        )  # about the slice, not DP
         rng = np.random.default_rng(1)
         devices = []
         for i, idx in enumerate(np.array_split(rng.permutation(len(mnist.y_train))[:3000], 2)):

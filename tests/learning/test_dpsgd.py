@@ -92,3 +92,28 @@ def test_a_device_stops_at_its_budget(mnist, spec, initial):
     assert accountant.steps == 2 * per_round  # and nothing was trained or recorded
     with pytest.raises(ValueError, match="SGD"):
         device_update(spec, initial, x, y, **{**kwargs, "optimizer": "adam"})
+
+
+@pytest.mark.parametrize("architecture", ["small_cnn", "small_cnn_gn"])
+def test_the_layerwise_clipped_sum_is_the_per_example_one(mnist, architecture):
+    """The batched computation equals clipping each example's own gradient (vectorized_map), outliers included."""
+    from fedoracle.learning.dpsgd import clipped_gradient_sum
+    from fedoracle.learning.models import initial_weights, model_spec
+
+    spec = model_spec(architecture, mnist.input_shape, mnist.num_classes)
+    weights = initial_weights(spec, 3)
+    x, y = mnist.x_train[:15].copy(), mnist.y_train[:15].copy()
+    x[0], y[0] = 255, (int(y[0]) + 1) % 10  # one saturated, mislabelled record: clipped hard
+    for clip in (0.05, 1e9):  # every example clipped; none clipped (the plain gradient sum)
+        fast = clipped_gradient_sum(spec, weights, x, y, clip)
+        slow = clipped_gradient_sum(spec, weights, x, y, clip, layerwise=False)
+        for a, b in zip(fast, slow, strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6 * max(1.0, float(np.abs(b).max())))
+
+
+def test_models_with_other_layers_fall_back_to_vectorized_map():
+    from fedoracle.learning.dpsgd import _layerwise_supported
+    from fedoracle.learning.models import build_model
+
+    assert _layerwise_supported(build_model("small_cnn", (28, 28, 1), 10))
+    assert not _layerwise_supported(build_model("alexnet", (32, 32, 3), 10))  # dropout
