@@ -81,6 +81,7 @@ def params(oracle: str, ts, **kw) -> tuple:
         evaluationWindow=1_800,
         allowlistOnly=False,
         maxSamplesPerDevice=4_000,
+        privacyMode=0,
     )
     p.update(kw)
     return tuple(p.values())

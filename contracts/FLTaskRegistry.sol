@@ -42,6 +42,8 @@ contract FLTaskRegistry is IFLTaskRegistry, ReentrancyGuard {
     /// @inheritdoc IFLTaskRegistry
     uint16 public constant MAX_BP = 10_000;
     /// @inheritdoc IFLTaskRegistry
+    uint8 public constant PRIVACY_MODE_MAX = 2;
+    /// @inheritdoc IFLTaskRegistry
     uint8 public constant SHUFFLE_ROUNDS = 90;
 
     // ------------------------------------------------------------------------------------------------
@@ -102,6 +104,7 @@ contract FLTaskRegistry is IFLTaskRegistry, ReentrancyGuard {
         c.epsilonMilli = p.epsilonMilli;
         c.deltaE18 = p.deltaE18;
         c.clipMicro = p.clipMicro;
+        c.privacyMode = p.privacyMode;
         TaskState storage s = _states[taskId];
         s.thresholdBp = p.thresholdBp;
         s.allowlistOnly = p.allowlistOnly;
@@ -510,6 +513,7 @@ contract FLTaskRegistry is IFLTaskRegistry, ReentrancyGuard {
         if (p.roundDuration == 0) revert FLTaskInvalidParameter("roundDuration");
         if (p.evaluationWindow == 0) revert FLTaskInvalidParameter("evaluationWindow");
         if (p.maxSamplesPerDevice == 0) revert FLTaskInvalidParameter("maxSamplesPerDevice");
+        if (p.privacyMode > PRIVACY_MODE_MAX) revert FLTaskInvalidParameter("privacyMode");
     }
 
     /// @dev Opens `round` from the global model `modelHash`; a non-zero `sealKey` keys it at once.

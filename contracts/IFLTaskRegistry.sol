@@ -48,6 +48,15 @@ pragma solidity ^0.8.24;
  *   8    | DUPLICATE       | the same model bytes as an earlier submission of the round (a free rider)
  *   9    | SEAL_INVALID    | the bytes do not open with the round's seal key for this device (a copy)
  *   10   | NEAR_DUPLICATE  | the update is a near-copy of an earlier one of the round (cosine bound)
+ *
+ * @custom:privacy-modes What a task's (epsilonMilli, deltaE18) protect (`TaskParams.privacyMode`,
+ * mirrored by `fedoracle.defaults.DP_SCALINGS`); devices train in the task's mode or not at all.
+ *   code | name   | unit and mechanism
+ *   0    | record | one training record of one device, added or removed; record-level DP-SGD;
+ *        |        | (epsilon, delta) is each device's whole budget over every round
+ *   1    | sample | the paper's noise sigma*S/D on the update (D: the device's samples): no
+ *        |        | formal guarantee (kept to reproduce the paper)
+ *   2    | update | one device's whole update, added or removed, per round (noise sigma*S)
  */
 interface IFLTaskRegistry {
     // ------------------------------------------------------------------------------------------------
@@ -107,6 +116,8 @@ interface IFLTaskRegistry {
      * @param allowlistOnly Whether only allowlisted devices may submit.
      * @param maxSamplesPerDevice The most local samples a submission may declare (>= 1): bounds the
      * FedAvg weight an unproven `numSamples` can claim.
+     * @param privacyMode What the declared (epsilon, delta) protect and how devices must train
+     * (`@custom:privacy-modes`; at most PRIVACY_MODE_MAX).
      */
     // Only ever in calldata, where every field takes a full word whatever the order.
     // solhint-disable-next-line gas-struct-packing
@@ -130,6 +141,7 @@ interface IFLTaskRegistry {
         uint32 evaluationWindow;
         bool allowlistOnly;
         uint32 maxSamplesPerDevice;
+        uint8 privacyMode;
     }
 
     /**
@@ -155,6 +167,7 @@ interface IFLTaskRegistry {
      * @param seedRevealed Whether `seed` has been disclosed.
      * @param allocated Wei promised to accepted submissions of settled rounds.
      * @param refunded Wei returned to the publisher.
+     * @param privacyMode The task's privacy mode (`@custom:privacy-modes`).
      */
     // Repacking would save a storage slot per task but reorders `getTask`'s returned tuple: an
     // interface change to make on purpose, not on a linter's hint.
@@ -180,6 +193,7 @@ interface IFLTaskRegistry {
         bool seedRevealed;
         uint256 allocated;
         uint256 refunded;
+        uint8 privacyMode;
     }
 
     /**
@@ -1031,6 +1045,12 @@ interface IFLTaskRegistry {
      * @return The largest code.
      */
     function REASON_MAX() external view returns (uint8);
+
+    /**
+     * @notice The highest privacy-mode code (the last row of `@custom:privacy-modes`).
+     * @return The highest code.
+     */
+    function PRIVACY_MODE_MAX() external view returns (uint8);
 
     /**
      * @notice Rounds of the swap-or-not shuffle in {shuffledIndex} (as in the Ethereum consensus spec).

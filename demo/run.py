@@ -121,6 +121,7 @@ class Demo:
                 epsilon=cfg.epsilon,
                 delta=cfg.delta,
                 clip=cfg.clip,
+                dp_scaling=cfg.dp_scaling,
                 max_submissions_per_round=cfg.count,
                 round_duration=max(120, cfg.timeout // max(1, cfg.rounds)),
                 evaluation_window=600,

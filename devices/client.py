@@ -38,7 +38,7 @@ from fedoracle.blobstore import BlobStore
 from fedoracle.chain import Chain, Phase, TaskRegistry
 from fedoracle.codec import ModelSpec, decode, encode, spec_from_blob
 from fedoracle.defaults import TrainingSettings
-from fedoracle.errors import ChainError, PrivacyBudgetExhausted
+from fedoracle.errors import ChainError, PrivacyBudgetExhausted, PrivacyModeMismatch
 from fedoracle.hashing import content_hash
 from fedoracle.retry import Backoff
 from fedoracle.seal import SealContext, seal
@@ -332,6 +332,10 @@ class Device:
                     global_weights,
                     {**task, "thresholdBp": state["thresholdBp"], "taskId": msg.task_id, "round": msg.round},
                 )
+            except PrivacyModeMismatch as exc:
+                self.stats.skipped.append((*key, f"privacy mode: {exc}"))
+                log.warning("%s: task %d round %d: not training: %s", self.name, *key, exc)
+                return
             except PrivacyBudgetExhausted as exc:
                 self.stats.skipped.append((*key, f"privacy budget spent: {exc}"))
                 log.warning("%s: task %d round %d: not training: %s", self.name, *key, exc)

@@ -17,6 +17,8 @@ from numpy.typing import NDArray
 
 from devices.client import TrainingConfig
 from fedoracle.codec import ModelSpec
+from fedoracle.defaults import privacy_mode_name
+from fedoracle.errors import PrivacyModeMismatch
 
 if TYPE_CHECKING:  # imported where they are used: importing the device role stays cheap
     from devices.fleet import FleetConfig
@@ -72,6 +74,12 @@ class LocalTrainer:
         from fedoracle.learning.privacy import PrivacyAccountant
         from fedoracle.learning.rounds import DPParams, candidate, device_update, training_seed
 
+        if self.config.dp and "privacyMode" in task:
+            declared = privacy_mode_name(task["privacyMode"])
+            if declared != self.config.dp_scaling:  # the task's declaration binds: never train in another mode
+                raise PrivacyModeMismatch(
+                    f"the task declares privacy mode {declared!r}, this device trains in {self.config.dp_scaling!r}"
+                )
         with self._lock:
             self.rounds += 1
             dp = DPParams.from_task(task, self.config.dp_scaling) if self.config.dp else None

@@ -32,7 +32,7 @@ from web3 import AsyncHTTPProvider, AsyncWeb3
 from web3._utils.events import get_event_data
 from web3.exceptions import ContractCustomError, ContractLogicError, ContractPanicError, TimeExhausted, Web3RPCError
 
-from fedoracle.defaults import DEFAULTS
+from fedoracle.defaults import DEFAULTS, privacy_mode_code
 from fedoracle.errors import (
     ChainError,
     ChainReverted,
@@ -377,6 +377,7 @@ class TaskParams:
     evaluation_window: int = DEFAULTS.evaluation_window
     allowlist_only: bool = False
     max_samples_per_device: int = DEFAULTS.max_samples_per_device
+    privacy_mode: str = DEFAULTS.dp_scaling
 
     def as_tuple(self) -> tuple[Any, ...]:
         """The ABI tuple ``publish`` takes (``FLTaskRegistry.TaskParams``, fields in its order).
@@ -402,6 +403,7 @@ class TaskParams:
             self.evaluation_window,
             self.allowlist_only,
             self.max_samples_per_device,
+            privacy_mode_code(self.privacy_mode),
         )
 
 

@@ -25,6 +25,25 @@ ARCHITECTURES = ("small_cnn", "small_cnn_tanh", "small_cnn_gn", "alexnet")
 OPTIMIZERS = ("adam", "sgd")
 DP_SCALINGS = ("record", "sample", "update")
 AGGREGATIONS = ("fedavg", "median", "trimmed_mean")
+# DP_SCALINGS doubles as the on-chain table of privacy modes (TaskParams.privacyMode = its index;
+# the interface's @custom:privacy-modes): append only.
+
+
+def privacy_mode_code(mode: str) -> int:
+    """The on-chain code of a privacy mode (``TaskParams.privacyMode``; the interface's ``@custom:privacy-modes``).
+
+    Raises:
+        ValueError: for a mode the protocol does not know.
+    """
+    if mode not in DP_SCALINGS:
+        raise ValueError(f"unknown privacy mode {mode!r} (one of {', '.join(DP_SCALINGS)})")
+    return DP_SCALINGS.index(mode)
+
+
+def privacy_mode_name(code: int) -> str:
+    """The privacy mode a task declares on-chain (``TaskConfig.privacyMode``), by name."""
+    return DP_SCALINGS[code]
+
 
 # Round-1 accuracy threshold per data set: what an honest round-1 update of small_cnn clears with
 # ε = 8 and the others mostly do not (measured on the demo's fleet; see docs/results.md).

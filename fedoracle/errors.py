@@ -18,6 +18,7 @@ Every exception class of the project is defined here, so the whole tree reads in
     │   │   └── NonceTaken
     │   └── TransactionNotMined
     ├── PrivacyBudgetExhausted
+    ├── PrivacyModeMismatch
     ├── EvaluationFailed
     ├── ServiceError
     │   └── ToolMissing
@@ -132,6 +133,10 @@ class NonceTaken(TransactionRejected):
 
 class TransactionNotMined(ChainError):
     """A sent transaction got no receipt in time (dropped, or stuck behind a nonce gap)."""
+
+
+class PrivacyModeMismatch(FedoracleError):
+    """A device configured for one privacy mode met a task that declares another: it does not train."""
 
 
 class PrivacyBudgetExhausted(FedoracleError):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fedoracle.chain import Chain, Phase, Status, TaskRegistry
+from fedoracle.defaults import privacy_mode_name
 from fedoracle.errors import ConfigError, Reason
 from fedoracle.units import decode_dp
 
@@ -69,7 +70,13 @@ async def task_status(rpc_url: str, registry_address: str, task_id: int, from_bl
         "deadline": state["deadline"],
         "deadline_in_s": state["deadline"] - now,
         "deadline_of": DEADLINE_OF.get(state["phase"]),
-        "privacy": {"epsilon": epsilon, "delta": delta, "clip": clip, "rounds": cfg["maxRounds"]},
+        "privacy": {
+            "epsilon": epsilon,
+            "delta": delta,
+            "clip": clip,
+            "rounds": cfg["maxRounds"],
+            "mode": privacy_mode_name(cfg["privacyMode"]),
+        },
         "summary": summary,
         "publisher": cfg["publisher"],
         "oracle": cfg["oracle"],
@@ -118,10 +125,10 @@ def render_status(report: dict[str, Any]) -> None:
         console.print(f"{report['deadline_of']}: {when}")
     console.print(f"oracle {report['oracle']} (balance {_eth(report['oracle_balance_wei'])})")
     p = report["privacy"]
-    console.print(
-        f"privacy budget per device: ε = {p['epsilon']:g} at δ = {p['delta']:g} over the task's {p['rounds']} rounds "
-        f"(clip {p['clip']:g})"
-    )
+    from fedoracle.learning.privacy import describe_epsilon
+
+    budget = describe_epsilon(p["epsilon"], p["delta"], p["rounds"], p["mode"])
+    console.print(f"privacy mode {p['mode']}; budget declared on-chain: {budget} (clip {p['clip']:g})")
     console.print(
         f"reward {_eth(report['reward_wei'])}  allocated {_eth(report['allocated_wei'])}  "
         f"refunded {_eth(report['refunded_wei'])}  refundable {_eth(report['refundable_wei'])}  "

@@ -14,6 +14,7 @@ from fedoracle.options import (
     clip_option,
     dataset_option,
     delta_option,
+    dp_scaling_option,
     epsilon_option,
     key_option,
     model_option,
@@ -59,6 +60,7 @@ def task() -> None:
 @epsilon_option
 @delta_option
 @clip_option
+@dp_scaling_option
 @click.option(
     "--reward",
     "reward_eth",

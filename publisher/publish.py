@@ -42,6 +42,7 @@ class TaskPlan(TaskSettings):
     evaluation_window: int = DEFAULTS.evaluation_window
     max_submissions_per_round: int = DEFAULTS.max_submissions
     max_samples_per_device: int = DEFAULTS.max_samples_per_device
+    dp_scaling: str = DEFAULTS.dp_scaling
     seed: int = DEFAULTS.task_seed
 
     def validate(self) -> None:
@@ -139,6 +140,7 @@ async def publish_task(
         round_duration=plan.round_duration,
         evaluation_window=plan.evaluation_window,
         max_samples_per_device=plan.max_samples_per_device,
+        privacy_mode=plan.dp_scaling,
     )
     task_id, receipt = await registry.publish(params, int(plan.reward_eth * 10**18))
     return PublishedTask(task_id, spec.spec_hash, model_hash, hidden, receipt["blockNumber"])

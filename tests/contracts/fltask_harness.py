@@ -79,6 +79,7 @@ class Params:
     evaluationWindow: int = EVALUATION_WINDOW
     allowlistOnly: bool = False
     maxSamplesPerDevice: int = MAX_SAMPLES
+    privacyMode: int = 0
 
     def as_tuple(self) -> tuple:
         return tuple(getattr(self, f.name) for f in fields(self))

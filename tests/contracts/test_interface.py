@@ -566,3 +566,17 @@ def _natspec_gaps() -> list[str]:
 def test_interface_has_natspec_everywhere():
     assert not _natspec_gaps()
     assert _compiled()["contracts"][INTERFACE]["IFLTaskRegistry"]["devdoc"].get("custom:reason-codes")
+
+
+def test_privacy_modes_are_the_interface_table(registry):
+    """The on-chain privacy-mode codes are the index of fedoracle's DP_SCALINGS, in the table's order."""
+    from fedoracle.defaults import DP_SCALINGS, privacy_mode_code, privacy_mode_name
+
+    match = re.search(r"@custom:privacy-modes\b(.*?)(?=^\s*@|\Z)", _doc(_interface_node()), re.S | re.M)
+    assert match, f"{INTERFACE} has no @custom:privacy-modes table"
+    rows = [(int(c), n) for c, n in re.findall(r"^\s*(\d+)\s*\|\s*([a-z]+)\s*\|", match.group(1), re.M)]
+    assert rows == list(enumerate(DP_SCALINGS))
+    assert registry.PRIVACY_MODE_MAX() == len(DP_SCALINGS) - 1
+    assert [privacy_mode_name(privacy_mode_code(m)) for m in DP_SCALINGS] == list(DP_SCALINGS)
+    with pytest.raises(ValueError, match="unknown privacy mode"):
+        privacy_mode_code("none")

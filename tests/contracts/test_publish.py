@@ -15,7 +15,7 @@ from fltask_harness import (
 
 
 def test_publish_escrows_commits_and_opens_round_1(registry, publisher, oracle, testset, reward):
-    p = Params.for_testset(oracle, testset, maxSubmissionsPerRound=5, targetAccuracyBp=9_000)
+    p = Params.for_testset(oracle, testset, maxSubmissionsPerRound=5, targetAccuracyBp=9_000, privacyMode=2)
     assert registry.taskCount() == 0
     receipt = registry.publish(p.as_tuple(), value=reward, sender=publisher)
 
@@ -57,11 +57,12 @@ def test_publish_escrows_commits_and_opens_round_1(registry, publisher, oracle, 
     assert (c.roundDuration, c.evaluationWindow) == (ROUND_DURATION, EVALUATION_WINDOW)
     assert (c.epsilonMilli, c.deltaE18, c.clipMicro) == (p.epsilonMilli, p.deltaE18, p.clipMicro)
     assert (c.allocated, c.refunded) == (0, 0)
+    assert c.privacyMode == 2  # the privacy unit and mechanism are part of the task, for devices to obey
 
     s = registry.getState(1)
     assert (s.phase, s.round, s.thresholdBp, s.allowlistOnly) == (OPEN, 1, p.thresholdBp, False)
     assert (s.submissions, s.verdicts, s.accepted, s.maxSubmissions) == (0, 0, 0, 5)
-    assert s.deadline == deadline
+    assert s.deadline == deadline and s.maxSamples == p.maxSamplesPerDevice
 
 
 def test_task_ids_increment_and_tasks_are_independent(publish, registry, publisher, stranger, reward):
@@ -106,6 +107,7 @@ def test_publish_without_reward_reverts(registry, publisher, params):
         ("roundDuration", 0, "roundDuration"),
         ("evaluationWindow", 0, "evaluationWindow"),
         ("maxSamplesPerDevice", 0, "maxSamplesPerDevice"),
+        ("privacyMode", 3, "privacyMode"),
     ],
 )
 def test_publish_rejects_invalid_parameter(registry, publisher, params, reward, field, value, name):
@@ -126,5 +128,6 @@ def test_constants(registry):
     assert registry.REASON_OK() == 0
     assert registry.REASON_BELOW_THRESHOLD() == 1
     assert registry.REASON_MAX() == 10
+    assert registry.PRIVACY_MODE_MAX() == 2
     assert registry.MAX_BP() == 10_000
     assert registry.SHUFFLE_ROUNDS() == 90

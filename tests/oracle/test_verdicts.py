@@ -226,7 +226,10 @@ def test_status_shows_phase_verdicts_and_balances(served, node, reg):
     table = CliRunner().invoke(main, args, env={"COLUMNS": "200"})
     assert table.exit_code == 0 and "finalized" in table.output and "NON_FINITE" in table.output
     assert f"accepted 3, rejected {len(CASES) - 3}, awaiting a verdict 0" in table.output
-    assert "privacy budget per device: ε = 8 at δ = 1e-05" in table.output
+    # the budget as the task declares it on-chain, with its mode, unit and rounds
+    declared = "privacy mode record; budget declared on-chain: ε = 8.00 at δ = 1e-05, per device, one record"
+    assert declared in table.output
+    assert report["privacy"]["mode"] == "record"
     assert accepted[0]["device"] in table.output  # whole addresses, not truncated
     assert report["deadline_of"] is None and report["privacy"]["rounds"] == 1  # a finalized task has no deadline
     # A task that does not exist: one line and exit 1 (not a table of zeros).
