@@ -226,7 +226,7 @@ class RegistryMachine(RuleBasedStateMachine):
         assert t.claimed <= t.allocated <= t.reward and t.refunded <= t.reward - t.allocated
         if money:
             (c,) = self.view("getTask", t.task_id)
-            assert (c[-2], c[-1]) == (t.allocated, t.refunded)  # allocated, refunded
+            assert (c[-3], c[-2], c[-1]) == (t.allocated, t.refunded, 0)  # allocated, refunded, privacyMode
 
     # -------------------------------------------------------------------------------------- model steps
 
