@@ -1,7 +1,8 @@
 """``fedoracle verify``: anyone re-checks a settled round from the chain alone, and catches an oracle that lies.
 
-One real oracle on anvil serves four one-round tasks of three sealed submissions each and is
-crooked in three of them, as an oracle that wants to keep a reward or steer the model would be:
+One real oracle on anvil serves four tasks of three sealed submissions a round (the honest one
+two rounds, the others one) and is crooked in three of them, as an oracle that wants to keep a
+reward or steer the model would be:
 
 * ``honest``: it does everything right; the re-check must agree on every verdict and the model;
 * ``verdict``: it posts a good device's update as scoring 1% (``BELOW_THRESHOLD``), so the
@@ -71,7 +72,10 @@ def settled(node, models, mnist, tmp_path_factory):
         h = await deploy(node.rpc_url, tmp)
         tasks, first_block = {}, None
         for case in CASES:
-            t = await publish(h.registry, h.blobs, h.vault, models, mnist, oracle=h.oracle_address, cap=3)
+            rounds = 2 if case == "honest" else 1
+            t = await publish(
+                h.registry, h.blobs, h.vault, models, mnist, oracle=h.oracle_address, cap=3, rounds=rounds
+            )
             tasks[case] = t.task_id
             first_block = t.block if first_block is None else first_block
             for k, device in enumerate(DEVICES[case]):
@@ -80,6 +84,11 @@ def settled(node, models, mnist, tmp_path_factory):
         CrookedOracle.lies = {tasks[c]: c for c in CASES if c != "honest"}
         await h.start(first_block, oracle_cls=CrookedOracle)
         try:
+            # the honest task's round 2 trains from round 1's aggregate, sealed to the key the oracle set
+            await wait_phase(h.registry, tasks["honest"], Phase.OPEN, 300, round_=2, alive=h.alive)
+            for k, device in enumerate(DEVICES["honest"]):
+                blob = make_blob("good", h.blobs, models, models.initial, which=k % 2)
+                await submit(h.rpc_url, h.registry.address, device, tasks["honest"], blob, h.blobs)
             for task_id in tasks.values():
                 await wait_phase(h.registry, task_id, Phase.FINALIZED, 300, alive=h.alive)
         finally:
@@ -95,13 +104,16 @@ def verify(h, task_id: int, *extra: str):
     return CliRunner().invoke(main, [*args, *extra, str(task_id)], catch_exceptions=False)
 
 
-def test_an_honest_round_verifies_clean(settled):
+def test_honest_rounds_verify_clean(settled):
     h, tasks = settled
     result = verify(h, tasks["honest"])
-    assert result.output.strip() == "round 1: 3 verdicts re-checked, all agree; global model agrees"
+    assert result.output.strip().splitlines() == [
+        f"round {r}: 3 verdicts re-checked, all agree; global model agrees" for r in (1, 2)
+    ]
     assert result.exit_code == 0
-    report = json.loads(verify(h, tasks["honest"], "--json", "--round", "1").output)
-    assert report["agrees"] is True and report["rounds"][0]["disagreements"] == []
+    report = json.loads(verify(h, tasks["honest"], "--json", "--round", "2").output)
+    assert report["agrees"] is True and [r["round"] for r in report["rounds"]] == [2]
+    assert report["rounds"][0]["disagreements"] == [] and report["rounds"][0]["verdicts"] == 3
 
 
 def test_a_good_update_posted_as_failed_is_caught(settled):
@@ -139,12 +151,13 @@ def test_a_global_model_that_is_not_the_aggregate_is_caught(settled):
 
 
 def test_bad_input_is_one_line_and_exit_2(settled):
-    """An unknown task or round is bad input (exit 2, one line), from the real command line."""
+    """An unknown task or round, or an unusable blob store, is bad input: exit 2, one line (the real command line)."""
     h, tasks = settled
     base = [sys.executable, "-m", "fedoracle.cli", "verify", "--rpc-url", h.rpc_url, "--registry", h.registry.address]
     for extra, says in (
         (["999"], "no task 999"),
         (["--round", "7", str(tasks["honest"])], "has no round 7"),
+        (["--blob-store", "ftp://nowhere", str(tasks["honest"])], "no blob store backend"),
     ):
         done = subprocess.run(
             [*base, "--blob-store", str(h.blobs.root), *extra], capture_output=True, text=True, cwd=ROOT, timeout=120
