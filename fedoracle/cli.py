@@ -19,7 +19,7 @@ from typing import Any
 import click
 
 from fedoracle import __version__
-from fedoracle.options import registry_option, rpc_option
+from fedoracle.options import aggregation_option, blobs_option, registry_option, rpc_option
 
 
 class PluginGroup(click.Group):
@@ -96,6 +96,66 @@ def status(rpc_url: str, registry: str, task_id: int, as_json: bool, from_block:
         click.echo(json.dumps(report, indent=1, default=str))
     else:
         render_status(report)
+
+
+@main.command()
+@rpc_option
+@registry_option
+@blobs_option
+@aggregation_option
+@click.argument("task_id", type=click.IntRange(min=1))
+@click.option("--round", "round_", type=click.IntRange(min=1), default=None, help="Re-check only this round.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of lines.")
+@click.option(
+    "--from-block",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="First block to read events from (the task's publish block makes it fast on a long chain).",
+)
+def verify(
+    rpc_url: str,
+    registry: str,
+    blob_store: str,
+    aggregation: str,
+    task_id: int,
+    round_: int | None,
+    as_json: bool,
+    from_block: int,
+) -> None:
+    """Re-check every verdict and the global model of a task's settled rounds, from the chain alone.
+
+    Needs no key and no vault: the disclosed seal secret opens each submission, the disclosed test
+    groups score it with the oracle's evaluation, and the accepted updates are aggregated again.
+    Exit 0 when everything agrees, 1 when anything differs (one line each), 2 for bad input.
+    """
+    from fedoracle.blobstore import open_store
+    from fedoracle.errors import ConfigError, FedoracleError
+    from fedoracle.verify import verify_task
+
+    try:
+        try:
+            blobs = open_store(blob_store)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        checks = asyncio.run(
+            verify_task(rpc_url, registry, blobs, task_id, round_, from_block=from_block, aggregation=aggregation)
+        )
+    except FedoracleError as exc:
+        err = click.ClickException(f"{exc} ({type(exc).__name__})")
+        err.exit_code = 2
+        raise err from None
+    agrees = all(c.agrees for c in checks)
+    if as_json:
+        click.echo(
+            json.dumps({"task_id": task_id, "agrees": agrees, "rounds": [c.as_dict() for c in checks]}, indent=1)
+        )
+    else:
+        for check in checks:
+            click.echo(check.summary())
+            for d in check.disagreements:
+                click.echo(d.line())
+    sys.exit(0 if agrees else 1)
 
 
 if __name__ == "__main__":

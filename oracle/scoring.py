@@ -1,8 +1,9 @@
 """Scoring one submission with the FL core's TFF evaluator.
 
 Scoring fetches the sealed blob, checks its hash, opens it with the round's seal key for the
-submitting device (:func:`fedoracle.seal.open_update`), decodes it against the task's spec, and
-evaluates ``global + update`` on the round's hidden test groups.
+submitting device, decodes it against the task's spec, and evaluates ``global + update`` on the
+round's hidden test groups: :func:`fedoracle.learning.judging.judge_submission`, the one
+implementation that ``fedoracle verify`` re-runs from the chain after the round is settled.
 
 Everything a rejection can be is caught here and turned into a :class:`~oracle.store.Score` with
 its on-chain reason code; the daemon never sees an exception from bad input. A
@@ -12,85 +13,20 @@ per task round and reused for all its submissions.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
 
-import numpy as np
-from numpy.typing import NDArray
-
-import fedoracle
 from fedoracle.blobstore import BlobStore
 from fedoracle.chain import Submission
-from fedoracle.codec import ModelSpec, decode, spec_from_blob
 from fedoracle.errors import ModelRejected, Reason
-from fedoracle.hashing import content_hash
-from fedoracle.learning.rounds import score_candidate
-from fedoracle.seal import open_update
+from fedoracle.learning.judging import EVALUATOR_ID, RoundContext, evaluator_hash, judge_submission
 from oracle.store import Score
 
 log = logging.getLogger(__name__)
 
-EVALUATOR_ID = "fedoracle.learning.evaluation/v1"
-
-
-def evaluator_hash(spec_hash: str) -> str:
-    """Identifies the evaluation code and configuration, posted with every verdict."""
-    doc = {"evaluator": EVALUATOR_ID, "fedoracle": fedoracle.__version__, "spec": spec_hash}
-    return content_hash(json.dumps(doc, sort_keys=True).encode())
-
-
-@dataclass
-class RoundContext:
-    """What scoring a round's submissions needs, built once per (task, round)."""
-
-    task_id: int
-    round: int
-    spec: ModelSpec
-    global_hash: str
-    global_weights: list[NDArray[Any]]
-    evaluator: Any  # fedoracle.learning.evaluation.Evaluator
-    evaluator_hash: str
-
-    @classmethod
-    def build(
-        cls, task_id: int, round_: int, blobs: BlobStore, spec_hash: str, global_hash: str, test_groups: list[bytes]
-    ) -> RoundContext:
-        """Fetches the spec and the global model and builds the evaluator over the round's test data.
-
-        Args:
-            task_id: the task.
-            round_: the round (1-based).
-            blobs: where the spec and the global model are.
-            spec_hash: the task's model spec hash.
-            global_hash: the round's global model hash.
-            test_groups: the round's hidden test groups, as :func:`~fedoracle.learning.data.encode_group` bytes.
-
-        Returns:
-            The round's context.
-
-        Raises:
-            ModelRejected: when the spec blob is not canonical or the global model does not decode
-                against it (and the blob store's errors when a blob cannot be fetched).
-        """
-        from fedoracle.learning.data import decode_group
-        from fedoracle.learning.evaluation import Evaluator
-
-        spec = spec_from_blob(blobs.get(spec_hash), spec_hash)
-        weights = decode(blobs.get(global_hash, max_bytes=spec.max_bytes), spec, expected_hash=global_hash)
-        parts = [decode_group(g) for g in test_groups]
-        x = np.concatenate([p[0] for p in parts])
-        y = np.concatenate([p[1] for p in parts])
-        return cls(task_id, round_, spec, global_hash, weights, Evaluator(spec, x, y), evaluator_hash(spec_hash))
-
-    def accuracy_bp(self, weights: list[NDArray[Any]]) -> int:
-        """Accuracy in basis points (:func:`fedoracle.learning.rounds.accuracy_bp`)."""
-        from fedoracle.learning.rounds import accuracy_bp
-
-        return accuracy_bp(self.evaluator, weights)
+__all__ = ["EVALUATOR_ID", "RoundContext", "ScoreJob", "Scorer", "evaluator_hash"]
 
 
 @dataclass(frozen=True)
@@ -151,11 +87,9 @@ class Scorer:
             raise ValueError("a score job needs a submission")
         try:
             ctx = self.context(job)
-            _, update = open_update(self.blobs, sub, ctx.spec, job.seal_secret, job.chain_id, job.registry)
-            verdict = score_candidate(ctx.evaluator, ctx.global_weights, update, sub.threshold_bp)
-            detail = "global + update overflows" if verdict.reason == Reason.NON_FINITE else ""
-            return Score(verdict.accuracy_bp, int(verdict.reason), detail, time.perf_counter() - t0)
         except ModelRejected as exc:
             return Score(0, int(exc.reason), exc.detail[:300], time.perf_counter() - t0)
         except ValueError as exc:  # malformed hash and the like
             return Score(0, int(Reason.UNDECODABLE), str(exc)[:300], time.perf_counter() - t0)
+        judged = judge_submission(ctx, self.blobs, sub, job.seal_secret, job.chain_id, job.registry)
+        return Score(judged.accuracy_bp, int(judged.reason), judged.detail, time.perf_counter() - t0)

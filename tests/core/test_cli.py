@@ -34,6 +34,7 @@ def test_help_answers(args):
         ["task", "publish", "--help"],
         ["relay", "run", "--help"],
         ["experiment", "--help"],
+        ["verify", "--help"],
     ],
 )
 def test_cli_start_up_imports_no_tensorflow(args):

@@ -39,9 +39,12 @@ class Harness:
     def oracle_address(self) -> str:
         return dev_account(ORACLE).address
 
-    async def start(self, from_block: int, rpc_url: str | None = None, retries: int = 5) -> Oracle:
+    async def start(
+        self, from_block: int, rpc_url: str | None = None, retries: int = 5, oracle_cls: type[Oracle] = Oracle
+    ) -> Oracle:
+        """Starts an oracle (of ``oracle_cls``: a subclass plays a dishonest one) and waits until it is up."""
         chain = Chain(rpc_url or self.rpc_url, dev_account(ORACLE), retries=retries)
-        self.oracle = Oracle(
+        self.oracle = oracle_cls(
             chain,
             self.registry.address,
             self.blobs,
