@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 from typing import Any
 
 import click
 
+from fedoracle import aio
 from fedoracle.defaults import DEFAULTS
 from fedoracle.options import (
     batch_size_option,
@@ -111,13 +113,16 @@ def run(
     status_file: str | None,
     **options: Any,
 ) -> None:
-    """Run P devices in this process until interrupted."""
+    """Run P devices in this process until interrupted (progress: one log line per device and event)."""
     from devices.client import TrainingConfig
     from devices.fleet import Fleet, FleetConfig, fund
     from fedoracle.blobstore import open_store
     from fedoracle.defaults import fields_of
     from fedoracle.errors import ConfigError
 
+    devices_log = logging.getLogger("devices")
+    if devices_log.getEffectiveLevel() > logging.INFO:  # progress at the default level; -vv still shows debug
+        devices_log.setLevel(logging.INFO)
     training_options, fleet_options = fields_of(TrainingConfig, options), fields_of(FleetConfig, options)
     training = TrainingConfig(**training_options, dp=not no_dp)
     config = FleetConfig(**fleet_options, tasks=list(tasks) or None, training=training)
@@ -136,4 +141,5 @@ def run(
             loop.add_signal_handler(sig, stop.set)
         await fleet.run(stop)
 
-    asyncio.run(main())
+    aio.run(main())
+

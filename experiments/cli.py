@@ -6,7 +6,6 @@ Heavy modules (TensorFlow) load only when a command runs.
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import sys
 from pathlib import Path
@@ -14,10 +13,6 @@ from pathlib import Path
 import click
 
 from fedoracle.defaults import ARCHITECTURES, DATASETS
-
-
-def _quiet_tf() -> None:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def _command() -> str:
@@ -90,7 +85,6 @@ def fig4(
     full, runs, data_path, rounds, results_dir, figures_dir, limit_minutes, architecture, dataset, devices
 ) -> None:
     """Figure 4 of the paper: accuracy vs λ and vs EMD, with and without the defence."""
-    _quiet_tf()
     from experiments.config import fig4_grid
     from experiments.runner import run_grid
 
@@ -135,7 +129,6 @@ def fig5(
     delta_devices,
 ) -> None:
     """Figure 5 of the paper: highest / minimum / average local-model accuracy vs P and vs δ."""
-    _quiet_tf()
     from experiments.config import fig5_grid
     from experiments.runner import run_grid
 
@@ -179,7 +172,6 @@ def fig5(
 @click.option("--results", "results_dir", default="results", show_default=True)
 def agree(figures, devices, rounds, out, results_dir) -> None:
     """Run one point of each figure through the full protocol (Demo) and compare with the fast path."""
-    _quiet_tf()
     import math
 
     from experiments.config import RunConfig
@@ -217,7 +209,6 @@ def agree(figures, devices, rounds, out, results_dir) -> None:
 @click.option("--figures", "figures_dir", default="docs/results", show_default=True)
 def attack(runs, devices, rounds, dataset, results_dir, figures_dir) -> None:
     """Beyond the paper: an adaptive attacker crafting updates that pass the gate, vs median / trimmed mean."""
-    _quiet_tf()
     from experiments.beyond import attack_grid, run_attacks
     from experiments.plots import bars
 
@@ -246,7 +237,6 @@ def attack(runs, devices, rounds, dataset, results_dir, figures_dir) -> None:
 @click.option("--results", "results_dir", default="results", show_default=True)
 def mia(runs, members, epochs, dataset, results_dir) -> None:
     """Beyond the paper: membership-inference advantage of a loss-threshold attack, ε = 8 vs non-DP."""
-    _quiet_tf()
     from experiments.beyond import membership_inference
 
     try:
@@ -264,7 +254,6 @@ def mia(runs, members, epochs, dataset, results_dir) -> None:
 @click.option("--results", "results_dir", default="results", show_default=True)
 def noise(runs, devices, rounds, dataset, results_dir) -> None:
     """The paper's worry: honest DP devices rejected by the gate, noise per sample (÷D) vs per update."""
-    _quiet_tf()
     from experiments.beyond import noise_grid, run_noise
 
     try:

@@ -9,7 +9,6 @@ when they run.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import sys
@@ -18,7 +17,7 @@ from typing import Any
 
 import click
 
-from fedoracle import __version__
+from fedoracle import __version__, aio
 from fedoracle.options import registry_option, rpc_option
 
 
@@ -91,7 +90,7 @@ def status(rpc_url: str, registry: str, task_id: int, as_json: bool, from_block:
     """Show a task's phase, deadline, rounds, submissions, verdicts, privacy budget and balances."""
     from fedoracle.status import render_status, task_status
 
-    report = asyncio.run(task_status(rpc_url, registry, task_id, from_block))
+    report = aio.run(task_status(rpc_url, registry, task_id, from_block))
     if as_json:
         click.echo(json.dumps(report, indent=1, default=str))
     else:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from fedoracle import aio
 from fedoracle.options import (
     F,
     aggregation_option,
@@ -154,7 +155,7 @@ def run(
         finally:
             await oracle.close()
 
-    asyncio.run(main())
+    aio.run(main())
 
 
 @cli.command()
@@ -299,4 +300,4 @@ def worker(queue: str, blob_store: str, vault: str, concurrency: int, idle_timeo
             queue, blob_store, vault, concurrency=concurrency, idle_timeout_ms=int(idle_timeout * 1000), stop=stop
         )
 
-    asyncio.run(main())
+    aio.run(main())

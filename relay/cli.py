@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import click
 
+from fedoracle import aio
 from fedoracle.options import broker_option, registry_option, rpc_option
 
 
@@ -24,7 +23,7 @@ def relay_run(rpc_url: str, registry: str, broker_url: str, from_block: int) -> 
     from relay.relay import Relay
 
     try:
-        asyncio.run(Relay(rpc_url, registry, broker_url, from_block=from_block).run())
+        aio.run(Relay(rpc_url, registry, broker_url, from_block=from_block).run())
     except KeyboardInterrupt:
         pass
 

@@ -8,19 +8,31 @@ can be called from any thread (e.g. an oracle's worker pool); every call shares 
 TFF 0.87 runs computations in a C++ ``worker_binary`` child process that it never stops: the
 child outlives the interpreter and keeps inherited pipes open (a script piped into another
 command then hangs). :func:`tff_runtime` registers :func:`stop_workers` to run at interpreter
-exit.
+exit, and makes TFF start its worker under :mod:`fedoracle.learning.worker_guard`, which ends the
+worker when this process dies without running any exit hook (SIGKILL).
+
+TFF's ``ServiceManager.__del__`` (run at exit) does ``os.kill(process.pid, SIGINT)`` on the worker
+it started, unconditionally, guarded only by ``isinstance(process, subprocess.Popen)``: once
+:func:`stop_workers` (or anyone else) has stopped and reaped that process, the kill raises
+``ProcessLookupError`` and Python prints an "Exception ignored" traceback. The guarded ``Popen``
+answers that ``isinstance`` with ``False`` once its process has ended, so ``__del__`` skips it.
 """
 
 from __future__ import annotations
 
 import atexit
+import os
+import subprocess
+import sys
 import threading
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import psutil
 
 WORKER_NAME = "worker_binary"
+GUARD = str(Path(__file__).with_name("worker_guard.py"))
 
 _lock = threading.Lock()
 _thread = threading.local()
@@ -41,6 +53,7 @@ def tff_runtime() -> ModuleType:
 
     with _lock:
         if _context is None:
+            _guard_worker_starts()
             _context = tff.backends.native.create_sync_local_cpp_execution_context()
             _generation += 1
         if not _hook_registered:
@@ -50,6 +63,37 @@ def tff_runtime() -> ModuleType:
             tff.framework.set_default_context(_context)
             _thread.generation = _generation
     return tff
+
+
+class _EndedIsNotAProcess(type):
+    """``isinstance(p, GuardedPopen)`` is true only while ``p``'s process has not ended (see the module's docstring)."""
+
+    def __instancecheck__(cls, obj: Any) -> bool:
+        return type.__instancecheck__(cls, obj) and obj.poll() is None
+
+
+class GuardedPopen(subprocess.Popen, metaclass=_EndedIsNotAProcess):  # type: ignore[type-arg]
+    """``subprocess.Popen`` of a command run under :mod:`fedoracle.learning.worker_guard`, tied to this process."""
+
+    def __init__(self, args: list[str], *rest: Any, **kwargs: Any) -> None:
+        super().__init__([sys.executable, "-I", "-S", GUARD, str(os.getpid()), *args], *rest, **kwargs)
+
+
+class _GuardedSubprocess(ModuleType):
+    """``subprocess`` as TFF's executor factory sees it: every attribute its own, but ``Popen`` guarded."""
+
+    Popen = GuardedPopen
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(subprocess, name)
+
+
+def _guard_worker_starts() -> None:
+    """Makes TFF's local C++ executor factory start ``worker_binary`` through :class:`GuardedPopen`."""
+    from tensorflow_federated.python.core.impl.executor_stacks import executor_factory
+
+    if not isinstance(executor_factory.subprocess, _GuardedSubprocess):
+        executor_factory.subprocess = _GuardedSubprocess("subprocess")
 
 
 def worker_processes() -> list[psutil.Process]:
