@@ -47,7 +47,7 @@ common = [
         "--limit-minutes",
         type=float,
         default=None,
-        help="Start no new run after this long; rerun the same command to resume.",
+        help="Start no new run after this many minutes; rerun the same command to resume.",
     ),
     click.option(
         "--model",
@@ -166,8 +166,8 @@ def fig5(
     show_default=True,
     help="Which figure's point to run through the protocol.",
 )
-@click.option("--devices", type=int, default=10, show_default=True)
-@click.option("--rounds", type=int, default=3, show_default=True)
+@click.option("--devices", type=click.IntRange(min=1), default=10, show_default=True, help="Devices P of the run.")
+@click.option("--rounds", type=click.IntRange(min=1), default=3, show_default=True, help="FL rounds of the run.")
 @click.option("--out", default="runs/agreement", show_default=True, help="Folder for the protocol runs.")
 @click.option("--results", "results_dir", default="results", show_default=True)
 def agree(figures, devices, rounds, out, results_dir) -> None:
@@ -201,9 +201,9 @@ def agree(figures, devices, rounds, out, results_dir) -> None:
 
 
 @experiment.command()
-@click.option("--runs", type=int, default=1, show_default=True)
-@click.option("--devices", type=int, default=10, show_default=True)
-@click.option("--rounds", type=int, default=3, show_default=True)
+@click.option("--runs", type=click.IntRange(min=1), default=1, show_default=True, help="Runs (repetitions) per point.")
+@click.option("--devices", type=click.IntRange(min=1), default=10, show_default=True, help="Devices P of the run.")
+@click.option("--rounds", type=click.IntRange(min=1), default=3, show_default=True, help="FL rounds of the run.")
 @click.option("--dataset", default="mnist", show_default=True, type=click.Choice(DATASETS))
 @click.option("--results", "results_dir", default="results", show_default=True)
 @click.option("--figures", "figures_dir", default="docs/results", show_default=True)
@@ -230,9 +230,15 @@ def attack(runs, devices, rounds, dataset, results_dir, figures_dir) -> None:
 
 
 @experiment.command()
-@click.option("--runs", type=int, default=3, show_default=True)
+@click.option("--runs", type=click.IntRange(min=1), default=3, show_default=True, help="Runs (repetitions) per point.")
 @click.option("--members", type=int, default=200, show_default=True, help="Training examples of the attacked device.")
-@click.option("--epochs", type=int, default=20, show_default=True)
+@click.option(
+    "--epochs",
+    type=click.IntRange(min=1),
+    default=20,
+    show_default=True,
+    help="Local training epochs of the attacked device.",
+)
 @click.option("--dataset", default="mnist", show_default=True, type=click.Choice(DATASETS))
 @click.option("--results", "results_dir", default="results", show_default=True)
 def mia(runs, members, epochs, dataset, results_dir) -> None:
@@ -247,9 +253,9 @@ def mia(runs, members, epochs, dataset, results_dir) -> None:
 
 
 @experiment.command()
-@click.option("--runs", type=int, default=1, show_default=True)
-@click.option("--devices", type=int, default=10, show_default=True)
-@click.option("--rounds", type=int, default=3, show_default=True)
+@click.option("--runs", type=click.IntRange(min=1), default=1, show_default=True, help="Runs (repetitions) per point.")
+@click.option("--devices", type=click.IntRange(min=1), default=10, show_default=True, help="Devices P of the run.")
+@click.option("--rounds", type=click.IntRange(min=1), default=3, show_default=True, help="FL rounds of the run.")
 @click.option("--dataset", default="mnist", show_default=True, type=click.Choice(DATASETS))
 @click.option("--results", "results_dir", default="results", show_default=True)
 def noise(runs, devices, rounds, dataset, results_dir) -> None:
