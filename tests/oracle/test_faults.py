@@ -114,7 +114,16 @@ def faults(node, reg, models, mnist, tmp_path, *, kills: int, as_user: bool) -> 
             await wait_phase(reg, task_id, Phase.OPEN, 600, round_=round_)
             global_hash = (await reg.get_task(task_id))["globalModelHash"]
             global_weights = decode(blobs.get(global_hash), models.spec)
+            opened_at = len(lives)
             for i, kind in enumerate(KINDS):
+                if round_ == 2:
+                    # Round 2 arrives spread over the first three quarters of the kills still to
+                    # come, so that, however many kills there are, most of them fall while
+                    # submissions arrive (not after the task is done). Round 1 is not paced: the
+                    # first crash-point life waits for its first verdict.
+                    target = opened_at + i * 3 * max(0, kills - opened_at) // (4 * len(KINDS))
+                    while len(lives) < target:
+                        await asyncio.sleep(0.05)
                 await asyncio.sleep(rng.uniform(0.3, 2.5))
                 # (a good candidate, global + update, is a trained model, with a tiny perturbation
                 # that makes each device's bytes its own: the oracle rejects copies as DUPLICATE)
