@@ -9,6 +9,7 @@ and rewards by device class.
 from __future__ import annotations
 
 import json
+import textwrap
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
@@ -119,14 +120,25 @@ def build_report(
 
 
 def configuration_line(report: dict[str, Any]) -> str:
-    """The run's configuration in a figure title: data set, model, P and ε (from ``report["config"]``)."""
+    """The run's configuration in a figure title: data set, model, P, then ε with its δ, unit and rounds.
+
+    The ε is the task's configured one (from ``report["config"]``), stated by
+    :func:`fedoracle.learning.privacy.describe_epsilon`: per round for the per-update mechanisms,
+    for the whole task with record-level DP-SGD.
+    """
+    from fedoracle.defaults import DEFAULTS
+    from fedoracle.learning.privacy import describe_epsilon
+
     cfg = report.get("config") or {}
-    parts = [str(cfg.get("dataset", "?")), str(cfg.get("architecture", "?")), f"P = {cfg.get('count', '?')}"]
-    if cfg.get("dp", True):
-        parts.append(f"ε = {cfg.get('epsilon', '?'):g} per round" if "epsilon" in cfg else "ε = ?")
-    else:
-        parts.append("no DP")
-    return ", ".join(parts)
+    head = f"{cfg.get('dataset', '?')}, {cfg.get('architecture', '?')}, P = {cfg.get('count', '?')}"
+    if not cfg.get("dp", True):
+        return f"{head}, no DP"
+    scaling = cfg.get("dp_scaling", DEFAULTS.dp_scaling)
+    rounds = int(cfg.get("rounds", len(report["rounds"]))) if scaling == "record" else 1
+    privacy = describe_epsilon(
+        float(cfg.get("epsilon", DEFAULTS.epsilon)), float(cfg.get("delta", DEFAULTS.delta)), rounds, scaling
+    )
+    return head + "\n" + "\n".join(textwrap.wrap(privacy, 95))
 
 
 def accuracy_figure(report: dict[str, Any]) -> Any:
@@ -158,7 +170,7 @@ def accuracy_figure(report: dict[str, Any]) -> Any:
         ax.step(rs, [100 * th[str(r)] for r in rs], where="mid", ls="--", color="#d62728", lw=1, label="threshold")
     ax.set_xlabel("round")
     ax.set_ylabel("test accuracy (%)")
-    ax.set_title(f"Task {report['task_id']}: global accuracy per round\n{configuration_line(report)}", fontsize=9)
+    ax.set_title(f"Task {report['task_id']}: global accuracy per round\n{configuration_line(report)}", fontsize=8)
     ax.set_xticks(xs)
     ax.grid(alpha=0.3)
     ax.set_ylim(0, 100)

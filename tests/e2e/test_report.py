@@ -13,7 +13,15 @@ def report(dp: bool = True) -> dict:
     classes = {"honest": (0.97, 0.99, 0.995), "unreliable": (0.5, 0.3, 0.1), "malicious": (0.0, 0.02, 0.01)}
     return {
         "task_id": 7,
-        "config": {"dataset": "fashion_mnist", "architecture": "small_cnn", "count": 20, "epsilon": 8.0, "dp": dp},
+        "config": {
+            "dataset": "fashion_mnist",
+            "architecture": "small_cnn",
+            "count": 20,
+            "epsilon": 8.0,
+            "delta": 1e-5,
+            "dp_scaling": "sample",
+            "dp": dp,
+        },
         "rounds": [{"round": r, "global_accuracy": g} for r, g in ((1, 0.05), (2, 0.6), (3, 0.98))],
         "candidate_accuracy_by_round_and_class": {
             f"{r}/{kind}": {"mean": means[r - 1]} for kind, means in classes.items() for r in (1, 2, 3)
@@ -27,9 +35,13 @@ def report(dp: bool = True) -> dict:
 def test_the_title_names_the_configuration():
     fig = accuracy_figure(report())
     title = fig.axes[0].get_title()
-    for part in ("Task 7", "fashion_mnist", "small_cnn", "P = 20", "ε = 8 per round"):
-        assert part in title, title
+    for part in ("Task 7", "fashion_mnist", "small_cnn", "P = 20", "ε = 8.00 at δ = 1e-05, per device", "over 1 round"):
+        assert part in title.replace("\n", " "), title
     assert "no DP" in accuracy_figure(report(dp=False)).axes[0].get_title()
+    record = report()
+    record["config"] |= {"dp_scaling": "record", "rounds": 3}  # DP-SGD: the ε is the whole task's budget
+    title = accuracy_figure(record).axes[0].get_title().replace("\n", " ")
+    assert "one record" in title and "over 3 rounds" in title, title
 
 
 def test_the_legend_hides_no_point():
