@@ -94,6 +94,10 @@ from fedoracle.learning.runtime import stop_workers
 aggregate([[np.ones(3, np.float32)]] * 2)
 stop_workers()  # as the oracle's shutdown does; TFF's ServiceManager.__del__ runs later, at exit
 aggregate([[np.ones(3, np.float32)]] * 2)
+from fedoracle.procs import stop_children
+stop_children()  # the demo's (and the test session's) sweep: kills and reaps every child, the worker's too
+stop_workers()
+aggregate([[np.ones(3, np.float32)]] * 2)  # a fresh context: the old one (and its ServiceManager) is dropped
 """
 
 
