@@ -9,6 +9,7 @@ and rewards by device class.
 from __future__ import annotations
 
 import json
+import textwrap
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
@@ -118,19 +119,44 @@ def build_report(
     return report
 
 
-def write_report(report: dict[str, Any], out: Path) -> list[Path]:
-    """Writes ``report.json``, ``accuracy.png`` and ``verdicts.png`` into ``out``."""
+def configuration_line(report: dict[str, Any]) -> str:
+    """The run's configuration in a figure title: data set, model, P, then ε with its δ, unit and rounds.
+
+    The ε is the task's configured one (from ``report["config"]``), stated by
+    :func:`fedoracle.learning.privacy.describe_epsilon`: per round for the per-update mechanisms,
+    for the whole task with record-level DP-SGD.
+    """
+    from fedoracle.defaults import DEFAULTS
+    from fedoracle.learning.privacy import describe_epsilon
+
+    cfg = report.get("config") or {}
+    head = f"{cfg.get('dataset', '?')}, {cfg.get('architecture', '?')}, P = {cfg.get('count', '?')}"
+    if not cfg.get("dp", True):
+        return f"{head}, no DP"
+    scaling = cfg.get("dp_scaling", DEFAULTS.dp_scaling)
+    rounds = int(cfg.get("rounds", len(report["rounds"]))) if scaling == "record" else 1
+    privacy = describe_epsilon(
+        float(cfg.get("epsilon", DEFAULTS.epsilon)), float(cfg.get("delta", DEFAULTS.delta)), rounds, scaling
+    )
+    return head + "\n" + "\n".join(textwrap.wrap(privacy, 95))
+
+
+def accuracy_figure(report: dict[str, Any]) -> Any:
+    """The global model's accuracy per round, each device class's candidates and the threshold.
+
+    Titled with the task and its configuration (:func:`configuration_line`); the legend sits beside
+    the axes, where it can hide no point.
+
+    Returns:
+        the matplotlib ``Figure`` (the caller saves and closes it).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    out.mkdir(parents=True, exist_ok=True)
-    paths = [out / "report.json", out / "accuracy.png", out / "verdicts.png"]
-    paths[0].write_text(json.dumps(report, indent=1, default=str))
-
     rounds = [r for r in report["rounds"] if "global_accuracy" in r]
-    fig, ax = plt.subplots(figsize=(5.5, 3.6), dpi=120)
+    fig, ax = plt.subplots(figsize=(7.5, 3.8), dpi=120)
     xs = [r["round"] for r in rounds]
     ax.plot(xs, [100 * r["global_accuracy"] for r in rounds], marker="o", color="#1f77b4", label="global model")
     for kind, color in (("honest", "#2ca02c"), ("unreliable", "#ff7f0e"), ("malicious", "#7f7f7f")):
@@ -144,12 +170,27 @@ def write_report(report: dict[str, Any], out: Path) -> list[Path]:
         ax.step(rs, [100 * th[str(r)] for r in rs], where="mid", ls="--", color="#d62728", lw=1, label="threshold")
     ax.set_xlabel("round")
     ax.set_ylabel("test accuracy (%)")
-    ax.set_title(f"Task {report['task_id']}: global accuracy per round")
+    ax.set_title(f"Task {report['task_id']}: global accuracy per round\n{configuration_line(report)}", fontsize=8)
     ax.set_xticks(xs)
     ax.grid(alpha=0.3)
     ax.set_ylim(0, 100)
-    ax.legend(loc="lower right", fontsize=7)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, fontsize=7)
     fig.tight_layout()
+    return fig
+
+
+def write_report(report: dict[str, Any], out: Path) -> list[Path]:
+    """Writes ``report.json``, ``accuracy.png`` and ``verdicts.png`` into ``out``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / "report.json", out / "accuracy.png", out / "verdicts.png"]
+    paths[0].write_text(json.dumps(report, indent=1, default=str))
+
+    fig = accuracy_figure(report)
     fig.savefig(paths[1])
     plt.close(fig)
 

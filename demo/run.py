@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from demo.services import Anvil, start_broker
+from fedoracle import aio
 from fedoracle.blobstore import LocalBlobStore
 from fedoracle.chain import Chain, ChainEvent, TaskRegistry, dev_account
 from fedoracle.defaults import DEFAULTS, FleetSettings, TaskSettings, TrainingSettings
@@ -386,7 +387,7 @@ def run_demo(config: DemoConfig) -> int:
     signal.signal(signal.SIGTERM, _interrupt)  # a terminated demo cleans up like Ctrl-C
     demo = Demo(config)
     try:
-        report = asyncio.run(demo.run())
+        report = aio.run(demo.run())
     except KeyboardInterrupt:
         demo.stop_processes()
         print("interrupted; every process stopped", file=sys.stderr)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 from typing import Any
 
 import click
 
+from fedoracle import aio
 from fedoracle.defaults import DEFAULTS
 from fedoracle.options import (
     batch_size_option,
@@ -111,13 +113,16 @@ def run(
     status_file: str | None,
     **options: Any,
 ) -> None:
-    """Run P devices in this process until interrupted."""
+    """Run P devices in this process until interrupted (progress: one log line per device and event)."""
     from devices.client import TrainingConfig
     from devices.fleet import Fleet, FleetConfig, fund
     from fedoracle.blobstore import open_store
     from fedoracle.defaults import fields_of
     from fedoracle.errors import ConfigError
 
+    devices_log = logging.getLogger("devices")
+    if devices_log.getEffectiveLevel() > logging.INFO:  # progress at the default level; -vv still shows debug
+        devices_log.setLevel(logging.INFO)
     training_options, fleet_options = fields_of(TrainingConfig, options), fields_of(FleetConfig, options)
     training = TrainingConfig(**training_options, dp=not no_dp)
     training.check_privacy_mode(training.dp)
@@ -137,4 +142,99 @@ def run(
             loop.add_signal_handler(sig, stop.set)
         await fleet.run(stop)
 
-    asyncio.run(main())
+    aio.run(main())
+
+
+@cli.command()
+@rpc_option
+@registry_option
+@click.argument("task_id", type=click.IntRange(min=1))
+@click.option(
+    "--key",
+    envvar="FEDORACLE_KEY",
+    default=None,
+    help="One device's key: 0x<hex>, dev:<n>, file:<path> or env:<VAR> [env FEDORACLE_KEY] "
+    "[default: the fleet of --key-seed, --first-index, --count].",
+)
+@click.option(
+    "--key-seed",
+    envvar="FEDORACLE_KEY_SEED",
+    default=DEFAULTS.key_seed,
+    show_default=True,
+    help="Seed the fleet's keys are derived from, as for devices run [env FEDORACLE_KEY_SEED].",
+)
+@click.option(
+    "--count",
+    envvar="FEDORACLE_COUNT",
+    default=DEFAULTS.devices,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Devices of the fleet, as for devices run [env FEDORACLE_COUNT].",
+)
+@click.option(
+    "--first-index",
+    envvar="FEDORACLE_FIRST_INDEX",
+    default=0,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Index of the fleet's first device, as for devices run [env FEDORACLE_FIRST_INDEX].",
+)
+@click.option(
+    "--round",
+    "rounds",
+    multiple=True,
+    type=click.IntRange(min=1),
+    help="Claim only this round (repeatable), even if nothing looks claimable, to see why "
+    "[default: every settled round with something to claim].",
+)
+@click.option(
+    "--sender",
+    envvar="FEDORACLE_SENDER",
+    default=None,
+    help="Key of an account that sends (and pays the gas of) every claim; rewards still go to each "
+    "device's payee [env FEDORACLE_SENDER] [default: each device sends its own].",
+)
+def claim(
+    rpc_url: str,
+    registry: str,
+    task_id: int,
+    key: str | None,
+    key_seed: str,
+    count: int,
+    first_index: int,
+    rounds: tuple[int, ...],
+    sender: str | None,
+) -> None:
+    """Claim a task's rewards for one device (--key) or a fleet: one line per round paid, or why not.
+
+    Exits 1 when nothing at all was paid.
+    """
+    from eth_account import Account
+
+    from devices.claims import Claimed, claim_fleet
+    from devices.fleet import device_key
+    from fedoracle.chain import load_account
+
+    if key is not None:
+        named = [(f"device {load_account(key).address}", load_account(key))]
+    else:
+        named = [
+            (f"device-{i}", Account.from_key(device_key(key_seed, i))) for i in range(first_index, first_index + count)
+        ]
+    names: dict[str, str] = {account.address: name for name, account in named}
+    accounts = [account for _, account in named]
+    signer = load_account(sender) if sender else None
+    results = aio.run(claim_fleet(rpc_url, registry, task_id, accounts, signer, list(rounds) or None))
+    paid = 0
+    for res in results:
+        who = names[res.device]
+        if isinstance(res, Claimed):
+            paid += res.amount_wei
+            click.echo(
+                f"{who}: round {res.round}: paid {res.amount_wei} wei ({res.amount_wei / 1e18:.6f} ETH) to {res.payee}"
+            )
+        else:
+            click.echo(f"{who}: round {res.round}: nothing paid: {res.why}")
+    if not paid:
+        raise click.ClickException(f"nothing was paid for task {task_id}")
+    click.echo(f"task {task_id}: {sum(isinstance(r, Claimed) for r in results)} claims, {paid} wei in all")

@@ -76,6 +76,13 @@ async def fund(rpc_url: str, faucet_key: str, addresses: list[str], wei: int) ->
     """Tops every address up to ``wei`` from the faucet (dev chains)."""
     account = load_account(faucet_key)
     faucet = Chain(rpc_url, account)
+    try:
+        await _fund(faucet, account, addresses, wei)
+    finally:
+        await faucet.close()
+
+
+async def _fund(faucet: Chain, account: LocalAccount, addresses: list[str], wei: int) -> None:
     w3 = faucet.w3
     for addr in addresses:
         missing = wei - await faucet.balance(addr)

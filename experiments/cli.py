@@ -6,7 +6,6 @@ Heavy modules (TensorFlow) load only when a command runs.
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import sys
 from pathlib import Path
@@ -14,10 +13,6 @@ from pathlib import Path
 import click
 
 from fedoracle.defaults import ARCHITECTURES, DATASETS
-
-
-def _quiet_tf() -> None:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def _command() -> str:
@@ -52,7 +47,7 @@ common = [
         "--limit-minutes",
         type=float,
         default=None,
-        help="Start no new run after this long; rerun the same command to resume.",
+        help="Start no new run after this many minutes; rerun the same command to resume.",
     ),
     click.option(
         "--model",
@@ -90,7 +85,6 @@ def fig4(
     full, runs, data_path, rounds, results_dir, figures_dir, limit_minutes, architecture, dataset, devices
 ) -> None:
     """Figure 4 of the paper: accuracy vs λ and vs EMD, with and without the defence."""
-    _quiet_tf()
     from experiments.config import fig4_grid
     from experiments.runner import run_grid
 
@@ -135,7 +129,6 @@ def fig5(
     delta_devices,
 ) -> None:
     """Figure 5 of the paper: highest / minimum / average local-model accuracy vs P and vs δ."""
-    _quiet_tf()
     from experiments.config import fig5_grid
     from experiments.runner import run_grid
 
@@ -173,13 +166,12 @@ def fig5(
     show_default=True,
     help="Which figure's point to run through the protocol.",
 )
-@click.option("--devices", type=int, default=10, show_default=True)
-@click.option("--rounds", type=int, default=3, show_default=True)
+@click.option("--devices", type=click.IntRange(min=1), default=10, show_default=True, help="Devices P of the run.")
+@click.option("--rounds", type=click.IntRange(min=1), default=3, show_default=True, help="FL rounds of the run.")
 @click.option("--out", default="runs/agreement", show_default=True, help="Folder for the protocol runs.")
 @click.option("--results", "results_dir", default="results", show_default=True)
 def agree(figures, devices, rounds, out, results_dir) -> None:
     """Run one point of each figure through the full protocol (Demo) and compare with the fast path."""
-    _quiet_tf()
     import math
 
     from experiments.config import RunConfig
@@ -209,15 +201,14 @@ def agree(figures, devices, rounds, out, results_dir) -> None:
 
 
 @experiment.command()
-@click.option("--runs", type=int, default=1, show_default=True)
-@click.option("--devices", type=int, default=10, show_default=True)
-@click.option("--rounds", type=int, default=3, show_default=True)
+@click.option("--runs", type=click.IntRange(min=1), default=1, show_default=True, help="Runs (repetitions) per point.")
+@click.option("--devices", type=click.IntRange(min=1), default=10, show_default=True, help="Devices P of the run.")
+@click.option("--rounds", type=click.IntRange(min=1), default=3, show_default=True, help="FL rounds of the run.")
 @click.option("--dataset", default="mnist", show_default=True, type=click.Choice(DATASETS))
 @click.option("--results", "results_dir", default="results", show_default=True)
 @click.option("--figures", "figures_dir", default="docs/results", show_default=True)
 def attack(runs, devices, rounds, dataset, results_dir, figures_dir) -> None:
     """Beyond the paper: an adaptive attacker crafting updates that pass the gate, vs median / trimmed mean."""
-    _quiet_tf()
     from experiments.beyond import attack_grid, run_attacks
     from experiments.plots import bars
 
@@ -239,14 +230,19 @@ def attack(runs, devices, rounds, dataset, results_dir, figures_dir) -> None:
 
 
 @experiment.command()
-@click.option("--runs", type=int, default=3, show_default=True)
+@click.option("--runs", type=click.IntRange(min=1), default=3, show_default=True, help="Runs (repetitions) per point.")
 @click.option("--members", type=int, default=200, show_default=True, help="Training examples of the attacked device.")
-@click.option("--epochs", type=int, default=20, show_default=True)
+@click.option(
+    "--epochs",
+    type=click.IntRange(min=1),
+    default=20,
+    show_default=True,
+    help="Local training epochs of the attacked device.",
+)
 @click.option("--dataset", default="mnist", show_default=True, type=click.Choice(DATASETS))
 @click.option("--results", "results_dir", default="results", show_default=True)
 def mia(runs, members, epochs, dataset, results_dir) -> None:
     """Beyond the paper: membership-inference advantage of a loss-threshold attack, ε = 8 vs non-DP."""
-    _quiet_tf()
     from experiments.beyond import membership_inference
 
     try:
@@ -257,14 +253,13 @@ def mia(runs, members, epochs, dataset, results_dir) -> None:
 
 
 @experiment.command()
-@click.option("--runs", type=int, default=1, show_default=True)
-@click.option("--devices", type=int, default=10, show_default=True)
-@click.option("--rounds", type=int, default=3, show_default=True)
+@click.option("--runs", type=click.IntRange(min=1), default=1, show_default=True, help="Runs (repetitions) per point.")
+@click.option("--devices", type=click.IntRange(min=1), default=10, show_default=True, help="Devices P of the run.")
+@click.option("--rounds", type=click.IntRange(min=1), default=3, show_default=True, help="FL rounds of the run.")
 @click.option("--dataset", default="mnist", show_default=True, type=click.Choice(DATASETS))
 @click.option("--results", "results_dir", default="results", show_default=True)
 def noise(runs, devices, rounds, dataset, results_dir) -> None:
     """The paper's worry: honest DP devices rejected by the gate, noise per sample (÷D) vs per update."""
-    _quiet_tf()
     from experiments.beyond import noise_grid, run_noise
 
     try:

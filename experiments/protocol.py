@@ -15,7 +15,6 @@ entropy, in the protocol and on the fast path alike, so with DP they agree in di
 
 from __future__ import annotations
 
-import asyncio
 import glob
 import json
 from dataclasses import asdict, replace
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from experiments.config import RunConfig
+from fedoracle import aio
 
 DEMO_FIXED = {
     "seed": 0,
@@ -92,7 +92,7 @@ def run_protocol(cfg: RunConfig, out: str | Path, timeout: int = 900) -> dict[st
 
     demo = Demo(demo_config(cfg, out, timeout))
     try:
-        report = asyncio.run(demo.run())
+        report = aio.run(demo.run())
     finally:
         demo.stop_processes()
         stop_all()

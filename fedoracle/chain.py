@@ -194,7 +194,7 @@ class Chain:
 
     def __init__(self, rpc_url: str, account: LocalAccount | None = None, *, retries: int = 5) -> None:
         self.rpc_url = rpc_url
-        self.w3 = AsyncWeb3(AsyncHTTPProvider(rpc_url, request_kwargs={"timeout": 30}))
+        self.w3 = AsyncWeb3(_TrackedHTTPProvider(rpc_url, request_kwargs={"timeout": 30}))
         self.account = account
         self.retries = retries
         self._nonce: int | None = None
@@ -218,7 +218,7 @@ class Chain:
         return self.account.address
 
     async def close(self) -> None:
-        """Closes the HTTP session of the provider (idempotent)."""
+        """Closes the HTTP session of the provider (idempotent; a later call opens a new one)."""
         disconnect = getattr(self.w3.provider, "disconnect", None)
         if disconnect is not None:
             await disconnect()
@@ -345,6 +345,47 @@ class Chain:
         except Exception as exc:
             return f"(replay failed: {exc})"
         return f"out of gas? (used {receipt['gasUsed']} of the limit)"
+
+
+#: Every provider that has sent a request since it was last disconnected (strong references: a
+#: Chain dropped by its owner still has its session closed by :func:`close_chains`).
+_OPEN_PROVIDERS: set[_TrackedHTTPProvider] = set()
+
+
+class _TrackedHTTPProvider(AsyncHTTPProvider):
+    """web3's HTTP provider, listed in :data:`_OPEN_PROVIDERS` from a request until ``disconnect()``."""
+
+    async def make_request(self, method: Any, params: Any) -> Any:
+        """Sends one JSON-RPC request (web3's), after noting that this provider has a session to close."""
+        _OPEN_PROVIDERS.add(self)
+        return await super().make_request(method, params)
+
+    async def make_batch_request(self, requests: Any) -> Any:
+        """Sends a JSON-RPC batch (web3's), after noting that this provider has a session to close."""
+        _OPEN_PROVIDERS.add(self)
+        return await super().make_batch_request(requests)
+
+    async def disconnect(self) -> None:
+        """Closes this provider's aiohttp sessions, as web3's does, skipping those of a closed event loop."""
+        _OPEN_PROVIDERS.discard(self)
+        cache = self._request_session_manager.session_cache
+        for key, session in cache.items():
+            if not session._loop.is_closed():  # a closed loop's session cannot be closed any more (web3 fails)
+                await session.close()
+            cache.pop(key)
+
+
+async def close_chains() -> int:
+    """Closes the HTTP session of every :class:`Chain` of this process that has one open; returns how many.
+
+    aiohttp logs "Unclosed client session" for every web3 session that is garbage-collected open; a
+    command's event loop calls this before it ends (:func:`fedoracle.aio.run`), so no role leaves
+    one behind, whatever path it took out.
+    """
+    providers = list(_OPEN_PROVIDERS)
+    for provider in providers:
+        await provider.disconnect()
+    return len(providers)
 
 
 def _revert_message(exc: Exception, decoder: _ErrorDecoder | None) -> str:

@@ -9,7 +9,6 @@ when they run.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import sys
@@ -18,7 +17,7 @@ from typing import Any
 
 import click
 
-from fedoracle import __version__
+from fedoracle import __version__, aio
 from fedoracle.options import aggregation_option, blobs_option, registry_option, rpc_option
 
 
@@ -44,11 +43,44 @@ class PluginGroup(click.Group):
             raise click.ClickException(f"{exc} ({type(exc).__name__}; -v for the traceback)") from exc
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
-        """The command ``name``: the core's own, else the entry point's, loaded only now (fast ``--help``)."""
+        """The command ``name``: the core's own, else the entry point's, loaded only now (fast ``--help``).
+
+        Every option's help then names its ``FEDORACLE_*`` variable (:func:`name_variables`).
+        """
         cmd = super().get_command(ctx, name)
         if cmd is None and name in self._plugins():
             cmd = self._plugins()[name].load()
+        if cmd is not None:
+            name_variables(cmd, f"{ctx.auto_envvar_prefix or 'FEDORACLE'}_{name}")
         return cmd
+
+
+def name_variables(cmd: click.Command, prefix: str) -> None:
+    """Appends ``[env NAME]`` to the help of each option of ``cmd`` (and its subcommands) that lacks one.
+
+    ``NAME`` is the option's own ``envvar``, else the variable click reads for it under the root
+    group's ``auto_envvar_prefix``: ``FEDORACLE_<COMMAND PATH>_<PARAMETER>``, e.g.
+    ``FEDORACLE_ORACLE_RUN_POLL_INTERVAL`` (the same rule as click's ``Context``: upper case, ``-``
+    as ``_``). Idempotent.
+
+    Args:
+        cmd: a command or group.
+        prefix: its context's variable prefix (``FEDORACLE_`` plus the command path).
+    """
+    prefix = prefix.upper().replace("-", "_")
+    for param in cmd.params:
+        if not isinstance(param, click.Option) or param.name in (None, "help", "version"):
+            continue
+        if "[env " in (param.help or ""):
+            continue
+        envvar = param.envvar if isinstance(param.envvar, str) else None
+        if envvar is None and param.allow_from_autoenv:
+            envvar = f"{prefix}_{param.name.upper()}"
+        if envvar:
+            param.help = f"{(param.help or '').rstrip()} [env {envvar}]".lstrip()
+    if isinstance(cmd, click.Group):
+        for name, sub in cmd.commands.items():
+            name_variables(sub, f"{prefix}_{name}")
 
 
 def setup_logging(verbose: int) -> None:
@@ -72,6 +104,9 @@ def main(verbose: int) -> None:
     setup_logging(verbose)
 
 
+name_variables(main, "FEDORACLE")  # the root's own options and the core's commands (plugins: as they load)
+
+
 # --- core commands ------------------------------------------------------------------------------
 
 
@@ -91,7 +126,7 @@ def status(rpc_url: str, registry: str, task_id: int, as_json: bool, from_block:
     """Show a task's phase, deadline, rounds, submissions, verdicts, privacy budget and balances."""
     from fedoracle.status import render_status, task_status
 
-    report = asyncio.run(task_status(rpc_url, registry, task_id, from_block))
+    report = aio.run(task_status(rpc_url, registry, task_id, from_block))
     if as_json:
         click.echo(json.dumps(report, indent=1, default=str))
     else:
@@ -138,7 +173,7 @@ def verify(
             blobs = open_store(blob_store)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
-        checks = asyncio.run(
+        checks = aio.run(
             verify_task(rpc_url, registry, blobs, task_id, round_, from_block=from_block, aggregation=aggregation)
         )
     except FedoracleError as exc:

@@ -257,7 +257,7 @@ def batch_size_option(f: F) -> F:
         env="BATCH_SIZE",
         default=DEFAULTS.batch_size,
         type=click.IntRange(min=1),
-        help="Local batch size (the paper's).",
+        help="Local batch size, in examples (the paper's).",
     )(f)
 
 

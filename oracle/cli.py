@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from fedoracle import aio
 from fedoracle.options import (
     F,
     aggregation_option,
@@ -80,7 +81,13 @@ def cli() -> None:
 )
 @aggregation_option
 @click.option("--from-block", default=0, show_default=True, help="First block when there is no checkpoint.")
-@click.option("--poll-interval", default=0.2, show_default=True)
+@click.option(
+    "--poll-interval",
+    default=0.2,
+    show_default=True,
+    type=click.FloatRange(min=0.0, min_open=True),
+    help="Seconds between two polls of the chain.",
+)
 @threshold_margin_option
 @click.option("--static-threshold", is_flag=True, help="Keep every round at the task's published threshold.")
 @click.option(
@@ -154,13 +161,13 @@ def run(
         finally:
             await oracle.close()
 
-    asyncio.run(main())
+    aio.run(main())
 
 
 @cli.command()
 @click.option("--state-dir", envvar="FEDORACLE_STATE_DIR", default=".fedoracle", show_default=True)
 @registry_option
-@click.option("--task", "task_id", type=int, default=None, help="Only this task.")
+@click.option("--task", "task_id", type=int, default=None, help="Only this task id.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
 def log(state_dir: str, registry: str, task_id: int | None, as_json: bool) -> None:
     """Show what this oracle has done: its place in the chain, its scores and its transactions."""
@@ -299,4 +306,4 @@ def worker(queue: str, blob_store: str, vault: str, concurrency: int, idle_timeo
             queue, blob_store, vault, concurrency=concurrency, idle_timeout_ms=int(idle_timeout * 1000), stop=stop
         )
 
-    asyncio.run(main())
+    aio.run(main())

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import Any
 
 import click
 
+from fedoracle import aio
 from fedoracle.defaults import DEFAULTS
 from fedoracle.options import (
     blobs_option,
@@ -32,7 +32,7 @@ def deploy(rpc_url: str, key: str) -> None:
     """Deploy a new FLTaskRegistry and print its address."""
     from fedoracle.chain import Chain, TaskRegistry, load_account
 
-    registry = asyncio.run(TaskRegistry.deploy(Chain(rpc_url, load_account(key))))
+    registry = aio.run(TaskRegistry.deploy(Chain(rpc_url, load_account(key))))
     click.echo(registry.address)
 
 
@@ -102,7 +102,7 @@ def task_publish(
 
     plan = TaskPlan(**options)
     reg = TaskRegistry(Chain(rpc_url, load_account(key)), registry)
-    published = asyncio.run(publish_task(reg, open_store(blob_store), vault, plan, oracle))
+    published = aio.run(publish_task(reg, open_store(blob_store), vault, plan, oracle))
     click.echo(
         json.dumps(
             {
@@ -142,7 +142,7 @@ def task_cancel(rpc_url: str, registry: str, key: str, task_id: int) -> None:
             "tx": normalize_hash(receipt["transactionHash"]),
         }
 
-    click.echo(json.dumps(asyncio.run(go())))
+    click.echo(json.dumps(aio.run(go())))
 
 
 @task.command("refund")
@@ -161,4 +161,4 @@ def task_refund(rpc_url: str, registry: str, key: str, task_id: int) -> None:
         receipt = await reg.refund(task_id)
         return {"task_id": task_id, "refunded_wei": amount, "tx": normalize_hash(receipt["transactionHash"])}
 
-    click.echo(json.dumps(asyncio.run(go())))
+    click.echo(json.dumps(aio.run(go())))

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import click
 
+from fedoracle import aio
 from fedoracle.options import broker_option, registry_option, rpc_option
 
 
@@ -24,7 +23,7 @@ def relay_run(rpc_url: str, registry: str, broker_url: str, from_block: int) -> 
     from relay.relay import Relay
 
     try:
-        asyncio.run(Relay(rpc_url, registry, broker_url, from_block=from_block).run())
+        aio.run(Relay(rpc_url, registry, broker_url, from_block=from_block).run())
     except KeyboardInterrupt:
         pass
 
@@ -38,7 +37,13 @@ def blobs() -> None:
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: all interfaces).")
 @click.option("--port", default=8600, show_default=True, help="TCP port (0: any free port, printed on start).")
 @click.option("--root", default=".fedoracle/blobs", show_default=True, help="Folder the blobs are kept in.")
-@click.option("--max-bytes", default=64 * 1024 * 1024, show_default=True, help="Largest upload accepted (413 above).")
+@click.option(
+    "--max-bytes",
+    default=64 * 1024 * 1024,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Largest upload accepted, in bytes (413 above).",
+)
 @click.option(
     "--token",
     envvar="FEDORACLE_BLOB_TOKEN",

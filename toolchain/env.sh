@@ -8,4 +8,3 @@ export UV_PROJECT_ENVIRONMENT="$ROOT/.venv"
 export APE_DATA_FOLDER="$ROOT/.cache/ape"  # ape's data (accounts, packages) stays in the project
 export SOLCX_BINARY_PATH="$ROOT/.cache/solcx"  # where py-solc-x / ape-solidity look for compilers
 export PATH="$ROOT/.cache/bin:$ROOT/toolchain/node_modules/@foundry-rs/anvil-linux-amd64/bin:$ROOT/.venv/bin:$PATH"
-export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"

@@ -27,9 +27,21 @@ def processes_with_marker(marker: str) -> list[str]:
     return found
 
 
+#: What a clean run must never print, in its output or in any role's log (issue 15): a traceback
+#: (TFF's ``ServiceManager.__del__`` at exit), aiohttp's warning about a web3 session never closed,
+#: TensorFlow's C++ start-up warnings, and an exception Python could only ignore.
+NOISE = ("Traceback", "Unclosed client session", "Unclosed connector", "Unable to register", "Exception ignored")
+
+
+def noise_in(name: str, text: str) -> list[str]:
+    """The lines of ``text`` that carry one of :data:`NOISE`, prefixed with ``name``."""
+    return [f"{name}: {line[:160]}" for line in text.splitlines() if any(n in line for n in NOISE)]
+
+
 def test_demo_runs_the_whole_task_and_cleans_up(tmp_path):
     marker = uuid.uuid4().hex
     env = dict(os.environ, FEDORACLE_TEST_RUN=marker, COLUMNS="400")  # rich wraps at 80 columns otherwise
+    env.pop("TF_CPP_MIN_LOG_LEVEL", None)  # the project's own default, not the caller's, must keep it quiet
     proc = subprocess.run(
         [
             sys.executable,
@@ -82,6 +94,12 @@ def test_demo_runs_the_whole_task_and_cleans_up(tmp_path):
 
     leftovers = processes_with_marker(marker)
     assert leftovers == [], f"processes left behind by the demo: {leftovers}"
+
+    # Quiet by default: nothing alarming on screen or in the roles' logs of a clean run.
+    noise = noise_in("stdout", proc.stdout) + noise_in("stderr", proc.stderr)
+    for log in sorted(run_dir.glob("*.log")):
+        noise += noise_in(log.name, log.read_text(errors="replace"))
+    assert noise == [], "a clean demo printed:\n" + "\n".join(noise)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])

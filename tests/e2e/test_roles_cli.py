@@ -13,7 +13,7 @@ import time
 import uuid
 
 from fedoracle.procs import stop_process_groups
-from tests.e2e.test_demo import processes_with_marker
+from tests.e2e.test_demo import noise_in, processes_with_marker
 
 
 def fedoracle(*args: str, env: dict, **kwargs) -> subprocess.CompletedProcess:
@@ -130,3 +130,13 @@ def test_roles_one_by_one_from_the_command_line(anvil, broker, tmp_path):
     table = fedoracle("status", str(task_id), env=env).stdout  # the human view renders too
     assert "finalized" in table
     assert processes_with_marker(marker) == []
+    # The fleet shows its progress at the default log level (no -v), and no role printed noise.
+    fleet_log = (tmp_path / "devices.log").read_text()
+    assert "submitted 0x" in fleet_log and f"for task {task_id} round 1" in fleet_log, fleet_log[-2000:]
+    assert "claimed" in fleet_log, fleet_log[-2000:]
+    noise = [
+        line
+        for name in ("relay", "oracle", "devices")
+        for line in noise_in(name, (tmp_path / f"{name}.log").read_text())
+    ]
+    assert noise == [], "\n".join(noise)

@@ -329,8 +329,14 @@ def oracle_argv(
     ]
 
 
-def spawn_oracle(argv: list[str], log_path: Path, marker: str, crash_at: str = "") -> subprocess.Popen:
-    """Starts the oracle in its own process group (so SIGKILL of the group takes its TFF worker)."""
+def spawn_oracle(
+    argv: list[str], log_path: Path, marker: str, crash_at: str = "", *, own_group: bool = True
+) -> subprocess.Popen:
+    """Starts the oracle, by default in its own process group (so SIGKILL of the group takes its TFF worker).
+
+    ``own_group=False`` starts it as a shell starts ``cmd &`` without job control: in the caller's
+    group, so that only a signal to its own pid (``kill -9 $!``) reaches it.
+    """
     env = dict(os.environ, PYTHONUNBUFFERED="1", FEDORACLE_TEST_RUN=marker, FEDORACLE_CRASH_AT=crash_at)
     with open(log_path, "ab") as out:
         return subprocess.Popen(
@@ -340,8 +346,14 @@ def spawn_oracle(argv: list[str], log_path: Path, marker: str, crash_at: str = "
             stdin=subprocess.DEVNULL,
             env=env,
             cwd=ROOT,
-            start_new_session=True,
+            start_new_session=own_group,
         )
+
+
+def user_argv(argv: list[str]) -> list[str]:
+    """:func:`oracle_argv` as a user types it: ``./run fedoracle oracle run ...`` (``./run`` execs the CLI)."""
+    assert argv[:3] == [sys.executable, "-m", "fedoracle.cli"], argv[:3]
+    return [str(ROOT / "run"), "fedoracle", *argv[3:]]
 
 
 def json_lines(path: Path) -> list[dict]:

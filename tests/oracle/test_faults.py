@@ -7,6 +7,12 @@ is mined but before it is recorded, after a block range is committed, ...), then
 Meanwhile the test submits a mix of good and bad updates over two rounds. At the end: exactly one
 ``VerdictPosted`` per ``ModelSubmitted``, none missing, each right, and the task finalized.
 ``FEDORACLE_FAULT_KILLS`` sets the number of kills (default 14; e.g. 100 for a long profile).
+
+A second variant starts the oracle exactly as a user does, ``./run fedoracle oracle run ...``
+(``./run`` execs the CLI, so the pid started is the oracle), outside a process group of its own, and
+the fault is SIGKILL of that one pid, as ``kill -9 $!`` sends it: before the next start, nothing
+of the killed life may be left (its TFF worker included). Every accepted device then claims its
+reward. A few kills in CI, ``FEDORACLE_FAULT_KILLS`` (60) in the long profile.
 """
 
 from __future__ import annotations
@@ -19,12 +25,12 @@ import time
 import uuid
 
 from fedoracle.blobstore import LocalBlobStore
-from fedoracle.chain import Phase, Status, dev_account
+from fedoracle.chain import Chain, Phase, Status, dev_account
 from fedoracle.codec import decode
 from fedoracle.errors import Reason
 from fedoracle.procs import stop_process_group
 from oracle.store import Checkpoint
-from tests.conftest import run
+from tests.conftest import LONG, run
 from tests.e2e.test_demo import processes_with_marker
 from tests.oracle.kit import (
     json_lines,
@@ -34,11 +40,13 @@ from tests.oracle.kit import (
     spawn_oracle,
     submit,
     task_events,
+    user_argv,
     verdict_counts,
     wait_phase,
 )
 
 KILLS = int(os.environ.get("FEDORACLE_FAULT_KILLS", "14"))
+USER_KILLS = KILLS if LONG else 4  # the ./run variant: a few in CI (the variant above covers the rule)
 SEED = int(os.environ.get("FEDORACLE_FAULT_SEED", "6"))
 FIRST_CRASH_LIMIT = 120.0  # seconds the first crash-point life may take to reach its point
 ORACLE = 4
@@ -64,7 +72,36 @@ def kill_group(proc) -> None:
     stop_process_group(proc, 30, sig=signal.SIGKILL)
 
 
+def kill_pid(proc, marker: str) -> None:
+    """The fault as a user sends it (``kill -9 $!``): SIGKILL to the pid started only; then nothing may be left.
+
+    The oracle's TFF worker gets no signal from here: it must end because its parent did.
+    """
+    if proc.poll() is None:
+        os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(30)
+    deadline = time.monotonic() + 20
+    while (left := processes_with_marker(marker)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for entry in left:  # clean up before failing: the test must not leave behind what it is about
+        try:
+            os.kill(int(entry.split(":")[0]), signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    assert left == [], f"outlived the SIGKILL of the oracle {proc.pid} started by ./run: {left}"
+
+
 def test_killed_again_and_again_the_oracle_posts_exactly_one_verdict_per_submission(node, reg, models, mnist, tmp_path):
+    faults(node, reg, models, mnist, tmp_path, kills=KILLS, as_user=False)
+
+
+def test_the_oracle_a_user_started_with_run_killed_again_and_again(node, reg, models, mnist, tmp_path):
+    """``./run fedoracle oracle run ...``, SIGKILLed by pid (not group) at random moments, and restarted."""
+    faults(node, reg, models, mnist, tmp_path, kills=USER_KILLS, as_user=True)
+
+
+def faults(node, reg, models, mnist, tmp_path, *, kills: int, as_user: bool) -> None:
+    """``kills`` lives of the oracle, killed or crashing, then one that finishes the task; the checks."""
     rng = random.Random(SEED)
     marker = uuid.uuid4().hex
     blobs, vault, state = LocalBlobStore(tmp_path / "blobs"), tmp_path / "vault", tmp_path / "state"
@@ -77,7 +114,16 @@ def test_killed_again_and_again_the_oracle_posts_exactly_one_verdict_per_submiss
             await wait_phase(reg, task_id, Phase.OPEN, 600, round_=round_)
             global_hash = (await reg.get_task(task_id))["globalModelHash"]
             global_weights = decode(blobs.get(global_hash), models.spec)
+            opened_at = len(lives)
             for i, kind in enumerate(KINDS):
+                if round_ == 2:
+                    # Round 2 arrives spread over the first three quarters of the kills still to
+                    # come, so that, however many kills there are, most of them fall while
+                    # submissions arrive (not after the task is done). Round 1 is not paced: the
+                    # first crash-point life waits for its first verdict.
+                    target = opened_at + i * 3 * max(0, kills - opened_at) // (4 * len(KINDS))
+                    while len(lives) < target:
+                        await asyncio.sleep(0.05)
                 await asyncio.sleep(rng.uniform(0.3, 2.5))
                 # (a good candidate, global + update, is a trained model, with a tiny perturbation
                 # that makes each device's bytes its own: the oracle rejects copies as DUPLICATE)
@@ -88,7 +134,7 @@ def test_killed_again_and_again_the_oracle_posts_exactly_one_verdict_per_submiss
 
     async def life(argv: list[str], crash_at: str, limit: float) -> None:
         reached_before, starts_before = _crash_points_reached(log_path), _starts(log_path)
-        proc = spawn_oracle(argv, log_path, marker, crash_at)
+        proc = spawn_oracle(argv, log_path, marker, crash_at, own_group=not as_user)
         started = time.monotonic()
         if crash_at:  # its time to reach the crash point counts from when it is up (TF start-up varies with load)
             while proc.poll() is None and _starts(log_path) == starts_before and time.monotonic() - started < 120:
@@ -97,7 +143,10 @@ def test_killed_again_and_again_the_oracle_posts_exactly_one_verdict_per_submiss
         while proc.poll() is None and time.monotonic() - started < limit:
             await asyncio.sleep(0.05)
         crashed = proc.poll() is not None
-        kill_group(proc)
+        if as_user:
+            kill_pid(proc, marker)
+        else:
+            kill_group(proc)
         if crashed:  # a life may end by itself only at its planned crash point, nowhere else
             tail = log_path.read_text(errors="replace")[-3000:]
             assert crash_at, f"a life with no crash point exited with {proc.returncode}:\n{tail}"
@@ -125,8 +174,10 @@ def test_killed_again_and_again_the_oracle_posts_exactly_one_verdict_per_submiss
             test_examples=400,
         )
         argv = oracle_argv(node.rpc_url, reg.address, f"dev:{ORACLE}", blobs.root, vault, state, t.block)
+        if as_user:
+            argv = user_argv(argv)
         submitter = asyncio.create_task(submit_rounds(t.task_id))
-        for k in range(KILLS):
+        for k in range(kills):
             crash_at = CRASH_POINTS[(k // 2) % len(CRASH_POINTS)] if k % 2 else ""
             # The first crash-point life (the first verdict of round 1, which is sure to come) waits
             # for its point as long as a loaded machine needs, so one crash point is always reached;
@@ -134,7 +185,7 @@ def test_killed_again_and_again_the_oracle_posts_exactly_one_verdict_per_submiss
             limit = FIRST_CRASH_LIMIT if k == 1 else rng.uniform(4, 14) if crash_at else rng.uniform(0.3, 9)
             await life(argv, crash_at, limit)
         starts = _starts(log_path)
-        proc = spawn_oracle(argv, log_path, marker)  # the last life runs the task to its end
+        proc = spawn_oracle(argv, log_path, marker, own_group=not as_user)  # the last life runs the task to its end
         try:
             # Up first (its signal handlers installed), even when an earlier life already finished.
             while _starts(log_path) == starts and proc.poll() is None:
@@ -151,14 +202,28 @@ def test_killed_again_and_again_the_oracle_posts_exactly_one_verdict_per_submiss
         verdicts = {k: await reg.get_verdict(t.task_id, k[0], k[1]) for k in submitted}
         return t, events, verdicts, last_submission, proc.returncode
 
-    t, events, verdicts, last_submission, exit_code = run(asyncio.wait_for(go(), 900))
+    async def claim_all(task_id: int) -> dict[tuple[int, str], int]:
+        """Every accepted device claims its reward for each round; returns what each was paid."""
+        paid = {}
+        for i in range(len(KINDS)):
+            device = reg.with_chain(Chain(node.rpc_url, dev_account(FIRST_DEVICE + i)))
+            for round_ in (1, 2):
+                address = dev_account(FIRST_DEVICE + i).address
+                if verdicts[(round_, address.lower())]["status"] == Status.ACCEPTED:
+                    receipt = await device.claim(task_id, round_, address)
+                    (ev,) = [e for e in device.events_of(receipt) if e.name == "RewardClaimed"]
+                    paid[(round_, address.lower())] = ev.args["amount"]
+            await device.chain.close()
+        return paid
+
+    t, events, verdicts, last_submission, exit_code = run(asyncio.wait_for(go(), 900 + 15 * kills))
     print(
         f"{len(lives)} kills, {sum(x['crashed_itself'] for x in lives)} at their crash point, "
         f"{sum(x['at'] < last_submission for x in lives)} while submissions were arriving"
     )
 
-    assert len(lives) == KILLS
-    assert sum(life["at"] < last_submission for life in lives) >= KILLS // 4  # kills while submissions arrive
+    assert len(lives) == kills
+    assert sum(life["at"] < last_submission for life in lives) >= kills // 4  # kills while submissions arrive
     assert any(life["crashed_itself"] for life in lives), lives  # the chosen points were reached, too
     assert exit_code == 0  # the last life stopped cleanly on SIGTERM
 
@@ -190,6 +255,11 @@ def test_killed_again_and_again_the_oracle_posts_exactly_one_verdict_per_submiss
     logged = [r for r in json_lines(log_path) if r.get("action") == "verdict" and r.get("task") == t.task_id]
     assert logged and {"task", "round", "device", "tx", "gas", "reason", "accuracy_bp"} <= set(logged[0])
     assert processes_with_marker(marker) == []
+
+    # Every accepted device can claim, each its round's share.
+    paid = run(claim_all(t.task_id))
+    accepted = {k for k, v in verdicts.items() if v["status"] == Status.ACCEPTED}
+    assert set(paid) == accepted and all(amount > 0 for amount in paid.values()), paid
 
 
 def _crash_points_reached(log_path) -> int:
