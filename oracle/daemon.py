@@ -606,12 +606,24 @@ class Oracle:
         )
 
     def _start_scoring(self, view: TaskView, round_: int, global_hash: str, sub: Submission) -> asyncio.Future[Score]:
+        """The submission's evaluation: the one in flight, its cached score, or else a new one.
+
+        The one place that starts an evaluation, and it asks the checkpoint first: a caller's list
+        of unscored submissions may be stale (read before an await during which an evaluation
+        finished and was cached), and must never start a second evaluation of the same model.
+        """
         key = (sub.task_id, sub.round, sub.device.lower(), sub.model_hash)
         fut = self._scoring.get(key)
-        if fut is None:
-            fut = asyncio.ensure_future(self.pool.score(self._job(view, round_, global_hash, sub)))
-            self._scoring[key] = fut
-            fut.add_done_callback(functools.partial(self._scored, key, sub))
+        if fut is not None:
+            return fut
+        cached = self.checkpoint.score(sub)
+        if cached is not None:
+            done: asyncio.Future[Score] = asyncio.get_running_loop().create_future()
+            done.set_result(cached)
+            return done
+        fut = asyncio.ensure_future(self.pool.score(self._job(view, round_, global_hash, sub)))
+        self._scoring[key] = fut
+        fut.add_done_callback(functools.partial(self._scored, key, sub))
         return fut
 
     def _scored(self, key: tuple[int, int, str, str], sub: Submission, fut: asyncio.Future[Score]) -> None:
