@@ -32,6 +32,7 @@ from eth_utils.address import to_checksum_address
 from web3 import AsyncHTTPProvider, AsyncWeb3
 from web3._utils.events import get_event_data
 from web3.exceptions import ContractCustomError, ContractLogicError, ContractPanicError, TimeExhausted, Web3RPCError
+from web3.types import FilterParams
 
 from fedoracle.defaults import DEFAULTS
 from fedoracle.errors import (
@@ -543,6 +544,32 @@ class TaskRegistry:
         logs = await self.chain._retry(
             lambda: self.chain.w3.eth.get_logs({"address": self.address, "fromBlock": from_block, "toBlock": to_block})
         )
+        return [ev for ev in (self.decode_log(lg) for lg in logs) if ev is not None]
+
+    async def verdict_events(self, task_id: int, round_: int, from_block: int, to_block: int) -> list[ChainEvent]:
+        """The ``VerdictPosted`` events of one round in ``[from_block, to_block]``, in chain order: one ``eth_getLogs``.
+
+        Args:
+            task_id: the task.
+            round_: the round.
+            from_block: the first block to read (e.g. the round's first submission).
+            to_block: the last block to read.
+
+        Raises:
+            ChainUnreachable: the node could not be reached after the retries.
+        """
+        topic = next(t for t, item in self._events.items() if item["name"] == "VerdictPosted")
+        query: FilterParams = {
+            "address": to_checksum_address(self.address),
+            "fromBlock": from_block,
+            "toBlock": to_block,
+            "topics": [
+                "0x" + topic.hex(),
+                "0x" + task_id.to_bytes(32, "big").hex(),
+                "0x" + round_.to_bytes(32, "big").hex(),
+            ],
+        }
+        logs = await self.chain._retry(lambda: self.chain.w3.eth.get_logs(query))
         return [ev for ev in (self.decode_log(lg) for lg in logs) if ev is not None]
 
     # --- transactions -------------------------------------------------------------------------

@@ -59,6 +59,7 @@ from fedoracle.commitments import submission_commitment
 from fedoracle.defaults import DEFAULTS
 from fedoracle.errors import ChainError, ConfigError, ModelRejected, Reason
 from fedoracle.follow import Batch, LogFollower
+from fedoracle.hashing import normalize_hash
 from fedoracle.hidden import HiddenTestSet
 from fedoracle.learning.copies import find_copies
 from fedoracle.learning.rounds import aggregate_accepted, is_accepted, next_threshold, verdict_reason
@@ -802,11 +803,7 @@ class Oracle:
 
     async def _aggregate(self, view: TaskView, round_: int, global_hash: str, subs: list[Submission]) -> None:
         task_id = view.task_id
-        accepted = []
-        for sub in subs:
-            v = await self.registry.get_verdict(task_id, round_, sub.device)
-            if v["status"] in (Status.ACCEPTED, Status.CLAIMED):
-                accepted.append(sub)
+        accepted = await self._accepted(task_id, round_, subs)
         try:
             ctx = await asyncio.to_thread(self._scorer.context, self._job(view, round_, global_hash, None))
         except ModelRejected as exc:
@@ -860,6 +857,32 @@ class Oracle:
         state = await self.registry.get_state(task_id)
         if state["phase"] == Phase.OPEN:  # announce the next round's threshold before devices train
             await self._follow_threshold(task_id, state["round"], state["thresholdBp"])
+
+    async def _accepted(self, task_id: int, round_: int, subs: list[Submission]) -> list[Submission]:
+        """The round's accepted submissions, as the chain records them, in one read.
+
+        The round's ``VerdictPosted`` events from its first mirrored submission's block to the
+        head come in one ``eth_getLogs``; each submission's verdict is the event naming its device
+        and model. Only a submission without such an event (e.g. its verdict moved by a reorg past
+        the range) is asked of the contract on its own.
+        """
+        blocks = [b for b in (self.checkpoint.submission_block(s) for s in subs) if b is not None]
+        head = await self.registry.chain.block_number()
+        events = await self.registry.verdict_events(task_id, round_, min(blocks, default=self.config.from_block), head)
+        posted = {(ev.args["device"].lower(), normalize_hash(ev.args["modelHash"])): ev for ev in events}
+        accepted = []
+        for sub in subs:
+            ev = posted.get((sub.device.lower(), sub.model_hash))
+            if ev is not None:
+                ok = bool(ev.args["accepted"])
+            else:
+                ok = (await self.registry.get_verdict(task_id, round_, sub.device))["status"] in (
+                    Status.ACCEPTED,
+                    Status.CLAIMED,
+                )
+            if ok:
+                accepted.append(sub)
+        return accepted
 
     def _seal_rollover(self, view: TaskView, round_: int) -> dict[str, Any]:
         """``aggregate``'s seal arguments: this round's secret (disclosed), the next round's public key."""
