@@ -26,11 +26,13 @@ import aiohttp
 from eth_abi.abi import decode as abi_decode
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
+from eth_typing import HexStr
 from eth_utils.abi import event_abi_to_log_topic, function_signature_to_4byte_selector
 from eth_utils.address import to_checksum_address
 from web3 import AsyncHTTPProvider, AsyncWeb3
 from web3._utils.events import get_event_data
 from web3.exceptions import ContractCustomError, ContractLogicError, ContractPanicError, TimeExhausted, Web3RPCError
+from web3.types import FilterParams
 
 from fedoracle.defaults import DEFAULTS, privacy_mode_code
 from fedoracle.errors import (
@@ -183,6 +185,16 @@ def _log_rpc_retry(exc: BaseException, attempt: int, delay: float) -> None:
     log.warning("rpc error, retrying in %.1fs: %s", delay, exc)
 
 
+@dataclass(frozen=True)
+class PendingTx:
+    """A transaction the node has accepted and whose receipt is not awaited yet (:meth:`Chain.send`)."""
+
+    tx_hash: str  # 0x-hex
+    fn: Any  # the contract call, replayed to explain a revert
+    value: int = 0
+    decoder: _ErrorDecoder | None = None
+
+
 class Chain:
     """A web3 connection plus one signing account with its own nonce management.
 
@@ -205,6 +217,8 @@ class Chain:
         #: accepted it, before its receipt is awaited (``on_sent``).
         self.on_signed: Callable[[str], None] | None = None
         self.on_sent: Callable[[str], None] | None = None
+        #: Seconds between receipt polls (web3's default of 0.1 s dominated a verdict's latency).
+        self.receipt_poll = 0.01
 
     @property
     def address(self) -> str:
@@ -265,28 +279,42 @@ class Chain:
             raise ChainUnreachable(f"RPC {self.rpc_url} unreachable: {exc}") from exc
 
     async def transact(self, fn: Any, *, value: int = 0, decoder: _ErrorDecoder | None = None) -> dict[str, Any]:
-        """Signs and sends a contract call, waits for its receipt and returns it.
+        """Signs and sends a contract call, waits for its receipt and returns it (:meth:`send`, then :meth:`wait`).
+
+        Raises:
+            ChainError: the call reverts (message names the custom error), or the RPC fails.
+        """
+        return await self.wait(await self.send(fn, value=value, decoder=decoder))
+
+    async def send(self, fn: Any, *, value: int = 0, decoder: _ErrorDecoder | None = None) -> PendingTx:
+        """Signs a contract call with this account's next nonce and sends it; does not wait for it to be mined.
+
+        Several calls sent one after another get consecutive nonces, so a caller can send a batch
+        and then collect the receipts (:meth:`wait`) instead of paying the node's mining and
+        web3's receipt polling once per transaction. :attr:`on_signed` sees each hash before the
+        node does, :attr:`on_sent` after it accepted the transaction.
 
         When another client took this account's next nonce (the node answers "nonce too low";
         nothing was sent), the nonce is read again and the call re-sent, up to two more times.
 
         Raises:
-            ChainError: the call reverts (message names the custom error), or the RPC fails.
+            ChainError: the call reverts when its gas is estimated (message names the custom
+                error), the node rejects the transaction, or the RPC fails.
         """
 
         def taken(exc: BaseException, attempt: int, delay: float) -> None:
             log.warning("nonce taken by another client of %s; retrying with a fresh one", self.address)
 
         return await retry_async(
-            lambda: self._transact_once(fn, value=value, decoder=decoder),
+            lambda: self._send_once(fn, value=value, decoder=decoder),
             backoff=Backoff(0.0),
             retry_on=NonceTaken,
             attempts=3,
             on_retry=taken,
         )
 
-    async def _transact_once(self, fn: Any, *, value: int = 0, decoder: _ErrorDecoder | None = None) -> dict[str, Any]:
-        """One attempt of :meth:`transact`."""
+    async def _send_once(self, fn: Any, *, value: int = 0, decoder: _ErrorDecoder | None = None) -> PendingTx:
+        """One attempt of :meth:`send`."""
         account = self.account
         if account is None:
             raise ConfigError("a transaction needs a signing account")
@@ -324,16 +352,27 @@ class Chain:
             self._nonce += 1
             if self.on_sent is not None:
                 self.on_sent("0x" + bytes(tx_hash).hex())
+        return PendingTx("0x" + bytes(tx_hash).hex(), fn, value, decoder)
+
+    async def wait(self, pending: PendingTx) -> dict[str, Any]:
+        """Waits for a sent transaction's receipt (polling every :attr:`receipt_poll` seconds) and returns it.
+
+        Raises:
+            TransactionNotMined: not mined within two minutes (dropped, or stuck behind a nonce gap).
+            ChainReverted: mined and reverted (the message names the custom error).
+            ChainUnreachable: the node could not be reached after the retries.
+        """
+        tx_hash = HexStr(pending.tx_hash)
         try:
             receipt: dict[str, Any] = await self._retry(
-                lambda: self.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=120)
+                lambda: self.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=120, poll_latency=self.receipt_poll)
             )
         except TimeExhausted as exc:  # dropped, or stuck behind a nonce gap (e.g. after a reorg)
             self._nonce = None
-            raise TransactionNotMined(f"transaction 0x{bytes(tx_hash).hex()} not mined: {exc}") from exc
+            raise TransactionNotMined(f"transaction {pending.tx_hash} not mined: {exc}") from exc
         if receipt["status"] != 1:
-            why = await self._replay(fn, value, receipt, decoder)
-            raise ChainReverted(f"transaction 0x{tx_hash.hex()} reverted: {why}")
+            why = await self._replay(pending.fn, pending.value, receipt, pending.decoder)
+            raise ChainReverted(f"transaction {pending.tx_hash} reverted: {why}")
         return receipt
 
     async def _replay(self, fn: Any, value: int, receipt: dict[str, Any], decoder: _ErrorDecoder | None) -> str:
@@ -550,6 +589,32 @@ class TaskRegistry:
         )
         return [ev for ev in (self.decode_log(lg) for lg in logs) if ev is not None]
 
+    async def verdict_events(self, task_id: int, round_: int, from_block: int, to_block: int) -> list[ChainEvent]:
+        """The ``VerdictPosted`` events of one round in ``[from_block, to_block]``, in chain order: one ``eth_getLogs``.
+
+        Args:
+            task_id: the task.
+            round_: the round.
+            from_block: the first block to read (e.g. the round's first submission).
+            to_block: the last block to read.
+
+        Raises:
+            ChainUnreachable: the node could not be reached after the retries.
+        """
+        topic = next(t for t, item in self._events.items() if item["name"] == "VerdictPosted")
+        query: FilterParams = {
+            "address": to_checksum_address(self.address),
+            "fromBlock": from_block,
+            "toBlock": to_block,
+            "topics": [
+                "0x" + topic.hex(),
+                "0x" + task_id.to_bytes(32, "big").hex(),
+                "0x" + round_.to_bytes(32, "big").hex(),
+            ],
+        }
+        logs = await self.chain._retry(lambda: self.chain.w3.eth.get_logs(query))
+        return [ev for ev in (self.decode_log(lg) for lg in logs) if ev is not None]
+
     # --- transactions -------------------------------------------------------------------------
 
     async def publish(self, params: TaskParams, reward_wei: int) -> tuple[int, dict[str, Any]]:
@@ -632,7 +697,19 @@ class TaskRegistry:
         return await self._tx(fn)
 
     async def post_verdict(self, sub: Submission, accuracy_bp: int, reason: int, evaluator_hash: str) -> dict[str, Any]:
-        """Posts the verdict on one submission (``evaluate_local_model``)."""
+        """Posts the verdict on one submission (``evaluate_local_model``) and returns its receipt."""
+        return await self.chain.wait(await self.send_verdict(sub, accuracy_bp, reason, evaluator_hash))
+
+    async def send_verdict(self, sub: Submission, accuracy_bp: int, reason: int, evaluator_hash: str) -> PendingTx:
+        """Sends the verdict on one submission without waiting for it to be mined (:meth:`Chain.send`).
+
+        Verdicts sent one after another get consecutive nonces; collect their receipts with
+        :meth:`Chain.wait`.
+
+        Raises:
+            ChainError: the call reverts when its gas is estimated (e.g. ``FLTaskVerdictAlreadyPosted``),
+                the node rejects it, or the RPC fails.
+        """
         fn = self.contract.functions.postVerdict(
             sub.task_id,
             to_checksum_address(sub.device),
@@ -641,7 +718,7 @@ class TaskRegistry:
             reason,
             to_bytes32(evaluator_hash),
         )
-        return await self._tx(fn)
+        return await self.chain.send(fn, decoder=self._errors)
 
     async def aggregate(
         self,

@@ -13,7 +13,8 @@ Open                   set the round's seal key if it has none (round 1: ``setSe
                        round's deadline has passed
 Closed                 disclose the round's test groups (``disclosure_test_data``); post one
                        verdict per submission that has none (``evaluate_local_model``), copies
-                       and near-copies paid as one (:mod:`fedoracle.learning.copies`); when all
+                       and near-copies paid as one (:mod:`fedoracle.learning.copies`), sent with
+                       consecutive nonces and their receipts collected afterwards; when all
                        are in, aggregate the accepted updates, store and evaluate the new global
                        model and commit it (``aggregate_model_update`` + ``evaluate_model``),
                        disclosing the round's seal secret and keying the next round
@@ -43,21 +44,22 @@ import json
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from eth_typing import HexStr
 from numpy.typing import NDArray
 
 from fedoracle.blobstore import BlobStore
-from fedoracle.chain import Chain, Phase, Status, Submission, TaskRegistry
+from fedoracle.chain import Chain, PendingTx, Phase, Status, Submission, TaskRegistry
 from fedoracle.codec import encode_with_hash
 from fedoracle.commitments import submission_commitment
 from fedoracle.defaults import DEFAULTS
 from fedoracle.errors import ChainError, ConfigError, ModelRejected, Reason
 from fedoracle.follow import Batch, LogFollower
+from fedoracle.hashing import normalize_hash
 from fedoracle.hidden import HiddenTestSet
 from fedoracle.learning.copies import find_copies
 from fedoracle.learning.rounds import aggregate_accepted, is_accepted, next_threshold, verdict_reason
@@ -70,6 +72,7 @@ from oracle.scoring import RoundContext, ScoreJob, Scorer, evaluator_hash
 from oracle.store import DROPPED, Checkpoint, Score, StateLock
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 #: Reverts that mean the chain already holds what the transaction was for (or moved past it).
 ALREADY_DONE = re.compile(
@@ -102,6 +105,17 @@ class TaskView:
     test_root: str
     max_rounds: int
     history: list[dict[str, Any]] = field(default_factory=list)
+
+
+async def _gather(calls: Iterable[Awaitable[_T]], limit: int = 32) -> list[_T]:
+    """Awaits chain reads concurrently, at most ``limit`` at a time, results in order."""
+    gate = asyncio.Semaphore(limit)
+
+    async def one(call: Awaitable[_T]) -> _T:
+        async with gate:
+            return await call
+
+    return list(await asyncio.gather(*(one(c) for c in calls)))
 
 
 def commitment(sub: Submission) -> str:
@@ -416,24 +430,91 @@ class Oracle:
             receipt = await tx
         except ChainError as exc:
             # _on_signed sets it during the await (mypy would keep it narrowed to the None above)
-            signed = cast(str | None, self._signed)
-            if signed is not None:  # signed and recorded, then rejected or reverted
-                await self._resolve(signed, action)
-            done = ALREADY_DONE.search(str(exc))
-            if done:
-                emit(
-                    log,
-                    "skip",
-                    task=task_id,
-                    round=round_,
-                    step=action,
-                    subject=subject,
-                    reason=done.group(0),
-                )
-                return None
-            raise
+            await self._failed(task_id, round_, action, subject, exc, cast(str | None, self._signed))
+            return None
         finally:
             self._sending = None
+        return self._mined(task_id, round_, action, subject, receipt, fields)
+
+    async def _send_pipelined(
+        self,
+        task_id: int,
+        round_: int,
+        action: str,
+        calls: Sequence[tuple[str, Callable[[], Awaitable[PendingTx]], dict[str, Any]]],
+    ) -> None:
+        """Sends transactions with consecutive nonces, all of them, then collects their receipts in order.
+
+        Each one is written ahead (:meth:`_on_signed`) before the node sees it, exactly as
+        :meth:`_send` does, and recorded once its receipt is in; so a crash anywhere leaves only
+        ``sent`` rows, which the next start resolves from the chain. One receipt wait for the
+        batch instead of one per transaction: N verdicts cost about N sends, not N mining and
+        polling round trips.
+
+        Args:
+            task_id: the task.
+            round_: the round the actions belong to.
+            action: the step (``verdict``), for the checkpoint and the log.
+            calls: ``(subject, send, log fields)`` per transaction; ``send()`` signs and sends it
+                (e.g. :meth:`~fedoracle.chain.TaskRegistry.send_verdict`).
+
+        Raises:
+            ChainError: the first failure that does not mean the chain already holds the result,
+                after every transaction that was sent has been collected and recorded. Sending
+                stops at such a failure (no nonce gap behind it); the rest are retried by the
+                next reconciliation.
+        """
+        sent: list[tuple[str, PendingTx, dict[str, Any]]] = []
+        error: ChainError | None = None
+        for subject, send, fields in calls:
+            crash_point("before_send", action)
+            self._sending, self._signed = (task_id, round_, action, subject), None
+            try:
+                sent.append((subject, await send(), fields))
+            except ChainError as exc:
+                try:
+                    await self._failed(task_id, round_, action, subject, exc, cast(str | None, self._signed))
+                except ChainError as failure:
+                    error = failure
+                    break
+            finally:
+                self._sending = None
+        for subject, pending, fields in sent:
+            try:
+                receipt = await self.registry.chain.wait(pending)
+            except ChainError as exc:
+                try:
+                    await self._failed(task_id, round_, action, subject, exc, pending.tx_hash)
+                except ChainError as failure:
+                    error = error or failure
+                continue
+            self._mined(task_id, round_, action, subject, receipt, fields)
+        if error is not None:
+            raise error
+
+    async def _failed(
+        self, task_id: int, round_: int, action: str, subject: str, exc: ChainError, signed: str | None
+    ) -> None:
+        """A transaction that failed: its row (if it was signed) settled from the chain.
+
+        Returns normally when the failure means the chain already holds what the transaction was
+        for (logged as a ``skip``).
+
+        Raises:
+            ChainError: ``exc`` itself, for any other failure.
+        """
+        if signed is not None:  # signed and recorded, then rejected or reverted
+            await self._resolve(signed, action)
+        done = ALREADY_DONE.search(str(exc))
+        if done is None:
+            raise exc
+        emit(log, "skip", task=task_id, round=round_, step=action, subject=subject, reason=done.group(0))
+        return None
+
+    def _mined(
+        self, task_id: int, round_: int, action: str, subject: str, receipt: dict[str, Any], fields: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Records a mined transaction in the checkpoint and the log; returns its receipt."""
         crash_point("after_receipt", action)
         self.checkpoint.record_action(task_id, round_, action, subject, receipt)
         emit(
@@ -526,12 +607,24 @@ class Oracle:
         )
 
     def _start_scoring(self, view: TaskView, round_: int, global_hash: str, sub: Submission) -> asyncio.Future[Score]:
+        """The submission's evaluation: the one in flight, its cached score, or else a new one.
+
+        The one place that starts an evaluation, and it asks the checkpoint first: a caller's list
+        of unscored submissions may be stale (read before an await during which an evaluation
+        finished and was cached), and must never start a second evaluation of the same model.
+        """
         key = (sub.task_id, sub.round, sub.device.lower(), sub.model_hash)
         fut = self._scoring.get(key)
-        if fut is None:
-            fut = asyncio.ensure_future(self.pool.score(self._job(view, round_, global_hash, sub)))
-            self._scoring[key] = fut
-            fut.add_done_callback(functools.partial(self._scored, key, sub))
+        if fut is not None:
+            return fut
+        cached = self.checkpoint.score(sub)
+        if cached is not None:
+            done: asyncio.Future[Score] = asyncio.get_running_loop().create_future()
+            done.set_result(cached)
+            return done
+        fut = asyncio.ensure_future(self.pool.score(self._job(view, round_, global_hash, sub)))
+        self._scoring[key] = fut
+        fut.add_done_callback(functools.partial(self._scored, key, sub))
         return fut
 
     def _scored(self, key: tuple[int, int, str, str], sub: Submission, fut: asyncio.Future[Score]) -> None:
@@ -634,37 +727,41 @@ class Oracle:
         for sub in subs:
             if self.checkpoint.score(sub) is None:
                 self._start_scoring(view, round_, global_hash, sub)
-        ev_hash = evaluator_hash(view.spec_hash)
-        copies: dict[str, Score] | None = None  # the copy rule, once every submission is scored
-        for sub in subs:  # evaluations run concurrently; verdicts go out in submission order
-            verdict = await self.registry.get_verdict(task_id, round_, sub.device)
-            if verdict["status"] != Status.NONE:
-                continue
-            on_chain = "0x" + bytes(await self.registry.get_commitment(task_id, round_, sub.device)).hex()
-            if on_chain != commitment(sub):
-                self._request_rescan(
-                    task_id,
-                    sub,
-                    "no such submission on-chain" if int(on_chain, 16) == 0 else "on-chain commitment differs",
+        # Which submissions still need a verdict, asked of the chain (never of the checkpoint), and
+        # whether each is the submission the chain has: reads in parallel, then verdicts pipelined.
+        verdicts = await _gather(self.registry.get_verdict(task_id, round_, s.device) for s in subs)
+        todo = [s for s, v in zip(subs, verdicts, strict=True) if v["status"] == Status.NONE]
+        if todo:
+            on_chain = await _gather(self.registry.get_commitment(task_id, round_, s.device) for s in todo)
+            for sub, raw in zip(todo, on_chain, strict=True):
+                if "0x" + bytes(raw).hex() != commitment(sub):
+                    self._request_rescan(
+                        task_id,
+                        sub,
+                        "no such submission on-chain" if not any(raw) else "on-chain commitment differs",
+                    )
+                    return
+            # The copy rule needs every score of the round: evaluations run concurrently.
+            scores = [await self._score(view, round_, global_hash, s) for s in subs]
+            copies = await asyncio.to_thread(self._copy_rule, view, round_, global_hash, subs, scores)
+            by_device = {s.device.lower(): score for s, score in zip(subs, scores, strict=True)}
+            ev_hash = evaluator_hash(view.spec_hash)
+            calls = []
+            for sub in todo:  # verdicts go out in submission order
+                score = copies.get(sub.device.lower()) or by_device[sub.device.lower()]
+                calls.append(
+                    (
+                        sub.device,
+                        functools.partial(self.registry.send_verdict, sub, score.accuracy_bp, score.reason, ev_hash),
+                        {
+                            "device": sub.device,
+                            "accuracy_bp": score.accuracy_bp,
+                            "reason": verdict_reason(score.reason, score.accuracy_bp, sub.threshold_bp).name,
+                            "accepted": is_accepted(score.reason, score.accuracy_bp, sub.threshold_bp),
+                        },
+                    )
                 )
-                return
-            if copies is None:
-                scores = [await self._score(view, round_, global_hash, s) for s in subs]
-                copies = await asyncio.to_thread(self._copy_rule, view, round_, global_hash, subs, scores)
-            score = copies.get(sub.device.lower()) or await self._score(view, round_, global_hash, sub)
-            accepted = is_accepted(score.reason, score.accuracy_bp, sub.threshold_bp)
-            reason = verdict_reason(score.reason, score.accuracy_bp, sub.threshold_bp)
-            await self._send(
-                task_id,
-                round_,
-                "verdict",
-                sub.device,
-                self.registry.post_verdict(sub, score.accuracy_bp, score.reason, ev_hash),
-                device=sub.device,
-                accuracy_bp=score.accuracy_bp,
-                reason=reason.name,
-                accepted=accepted,
-            )
+            await self._send_pipelined(task_id, round_, "verdict", calls)
         state = await self.registry.get_state(task_id)
         if state["verdicts"] == state["submissions"]:
             await self._aggregate(view, round_, global_hash, subs)
@@ -706,11 +803,7 @@ class Oracle:
 
     async def _aggregate(self, view: TaskView, round_: int, global_hash: str, subs: list[Submission]) -> None:
         task_id = view.task_id
-        accepted = []
-        for sub in subs:
-            v = await self.registry.get_verdict(task_id, round_, sub.device)
-            if v["status"] in (Status.ACCEPTED, Status.CLAIMED):
-                accepted.append(sub)
+        accepted = await self._accepted(task_id, round_, subs)
         try:
             ctx = await asyncio.to_thread(self._scorer.context, self._job(view, round_, global_hash, None))
         except ModelRejected as exc:
@@ -764,6 +857,32 @@ class Oracle:
         state = await self.registry.get_state(task_id)
         if state["phase"] == Phase.OPEN:  # announce the next round's threshold before devices train
             await self._follow_threshold(task_id, state["round"], state["thresholdBp"])
+
+    async def _accepted(self, task_id: int, round_: int, subs: list[Submission]) -> list[Submission]:
+        """The round's accepted submissions, as the chain records them, in one read.
+
+        The round's ``VerdictPosted`` events from its first mirrored submission's block to the
+        head come in one ``eth_getLogs``; each submission's verdict is the event naming its device
+        and model. Only a submission without such an event (e.g. its verdict moved by a reorg past
+        the range) is asked of the contract on its own.
+        """
+        blocks = [b for b in (self.checkpoint.submission_block(s) for s in subs) if b is not None]
+        head = await self.registry.chain.block_number()
+        events = await self.registry.verdict_events(task_id, round_, min(blocks, default=self.config.from_block), head)
+        posted = {(ev.args["device"].lower(), normalize_hash(ev.args["modelHash"])): ev for ev in events}
+        accepted = []
+        for sub in subs:
+            ev = posted.get((sub.device.lower(), sub.model_hash))
+            if ev is not None:
+                ok = bool(ev.args["accepted"])
+            else:
+                ok = (await self.registry.get_verdict(task_id, round_, sub.device))["status"] in (
+                    Status.ACCEPTED,
+                    Status.CLAIMED,
+                )
+            if ok:
+                accepted.append(sub)
+        return accepted
 
     def _seal_rollover(self, view: TaskView, round_: int) -> dict[str, Any]:
         """``aggregate``'s seal arguments: this round's secret (disclosed), the next round's public key."""

@@ -16,12 +16,18 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
+
+from numpy.typing import NDArray
 
 from fedoracle.blobstore import BlobStore
 from fedoracle.chain import Submission
 from fedoracle.errors import ModelRejected, Reason
-from fedoracle.learning.judging import EVALUATOR_ID, RoundContext, evaluator_hash, judge_submission
+from fedoracle.learning.judging import EVALUATOR_ID, RoundContext, evaluator_hash
+from fedoracle.learning.rounds import score_candidates
+from fedoracle.seal import open_update
 from oracle.store import Score
 
 log = logging.getLogger(__name__)
@@ -81,15 +87,38 @@ class Scorer:
 
     def score(self, job: ScoreJob) -> Score:
         """Never raises for bad input: every rejection comes back as a Score with its reason."""
-        t0 = time.perf_counter()
-        sub = job.submission
-        if sub is None:
-            raise ValueError("a score job needs a submission")
-        try:
-            ctx = self.context(job)
-        except ModelRejected as exc:
-            return Score(0, int(exc.reason), exc.detail[:300], time.perf_counter() - t0)
-        except ValueError as exc:  # malformed hash and the like
-            return Score(0, int(Reason.UNDECODABLE), str(exc)[:300], time.perf_counter() - t0)
-        judged = judge_submission(ctx, self.blobs, sub, job.seal_secret, job.chain_id, job.registry)
-        return Score(judged.accuracy_bp, int(judged.reason), judged.detail, time.perf_counter() - t0)
+        return self.score_many([job])[0]
+
+    def score_many(self, jobs: Sequence[ScoreJob]) -> list[Score]:
+        """Scores several jobs; the decodable candidates of each round in one evaluation (:func:`score_candidates`).
+
+        Never raises for bad input: every rejection comes back as a Score with its reason. A
+        score's ``seconds`` is its own opening time plus its share of its chunk's evaluation.
+        """
+        out: list[Score | None] = [None] * len(jobs)
+        chunks: dict[int, tuple[RoundContext, list[tuple[int, Submission, list[NDArray[Any]], float]]]] = {}
+        for i, job in enumerate(jobs):
+            t0 = time.perf_counter()
+            sub = job.submission
+            if sub is None:
+                raise ValueError("a score job needs a submission")
+            try:
+                ctx = self.context(job)
+                _, update = open_update(self.blobs, sub, ctx.spec, job.seal_secret, job.chain_id, job.registry)
+                chunks.setdefault(id(ctx), (ctx, []))[1].append((i, sub, update, time.perf_counter() - t0))
+            except ModelRejected as exc:
+                out[i] = Score(0, int(exc.reason), exc.detail[:300], time.perf_counter() - t0)
+            except ValueError as exc:  # malformed hash and the like
+                out[i] = Score(0, int(Reason.UNDECODABLE), str(exc)[:300], time.perf_counter() - t0)
+        for ctx, items in chunks.values():
+            t0 = time.perf_counter()
+            verdicts = score_candidates(
+                ctx.evaluator, ctx.global_weights, [u for _, _, u, _ in items], [s.threshold_bp for _, s, _, _ in items]
+            )
+            share = (time.perf_counter() - t0) / len(items)
+            for (i, _, _, opened), verdict in zip(items, verdicts, strict=True):
+                detail = "global + update overflows" if verdict.reason == Reason.NON_FINITE else ""
+                out[i] = Score(verdict.accuracy_bp, int(verdict.reason), detail, opened + share)
+        done = [score for score in out if score is not None]
+        assert len(done) == len(jobs)  # every job got its score above
+        return done

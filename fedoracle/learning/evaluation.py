@@ -10,6 +10,7 @@ agrees with Keras ``model.evaluate`` on the same data.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -97,8 +98,36 @@ class Evaluator:
 
             return data.reduce((tf.constant(0.0, tf.float64), tf.constant(0, tf.int64)), add_batch)
 
+        def evaluate_stacked(stacked: Any) -> Any:
+            stacked = list(stacked)
+            data = tf.data.Dataset.from_tensor_slices((tf.constant(images), tf.constant(labels))).batch(batch_size)
+
+            def add_batch(totals: Any, batch: Any) -> Any:
+                x, y = batch
+
+                def one(weights: Any) -> Any:
+                    logits = forward(list(weights), x)
+                    losses = tf.keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True)
+                    hits = tf.equal(tf.argmax(logits, axis=-1, output_type=tf.int32), y)
+                    return tf.reduce_sum(tf.cast(losses, tf.float64)), tf.reduce_sum(tf.cast(hits, tf.int64))
+
+                loss, hit = tf.map_fn(one, stacked, fn_output_signature=(tf.float64, tf.int64))
+                return totals[0] + loss, totals[1] + hit
+
+            count = tf.shape(stacked[0])[0]
+            zeros = (tf.zeros([count], tf.float64), tf.zeros([count], tf.int64))
+            return data.reduce(zeros, add_batch)
+
         # TFF's decorator is untyped: called rather than applied with @; it builds a callable computation.
         self._computation: Callable[..., Any] = tff.tensorflow.computation(weight_type)(evaluate)
+        stacked_type = tff.StructType(
+            [(None, tff.TensorType(np.dtype(t.dtype), (None, *t.shape))) for t in spec.tensors]
+        )
+        self._build_stacked: Callable[[], Callable[..., Any]] = lambda: tff.tensorflow.computation(stacked_type)(
+            evaluate_stacked
+        )
+        self._stacked: Callable[..., Any] | None = None
+        self._build_lock = threading.Lock()
 
     def evaluate(self, weights: Sequence[NDArray[Any]]) -> EvalResult:
         """Scores ``weights`` (in spec order) on the test set.
@@ -116,3 +145,38 @@ class Evaluator:
             loss=float(loss_sum) / self.num_examples,
             num_examples=self.num_examples,
         )
+
+    def evaluate_many(self, candidates: Sequence[Sequence[NDArray[Any]]]) -> list[EvalResult]:
+        """Scores several models (each in spec order) in one TFF call: one pass over the test set for all of them.
+
+        Equal to :meth:`evaluate` of each candidate (the same forward pass, per candidate, on each
+        batch of test data; ``tests/learning/test_evaluation.py``); the batched computation is
+        built on first use (about a second) and then reused.
+
+        Raises:
+            ValueError: when a candidate's weights do not match the spec's tensor shapes, or there
+                are no candidates.
+        """
+        if not candidates:
+            raise ValueError("nothing to evaluate")
+        shapes = [t.shape for t in self.spec.tensors]
+        if any([tuple(w.shape) for w in c] != shapes for c in candidates):
+            raise ValueError("weights do not match the evaluator's model spec")
+        stacked = [
+            np.stack([np.asarray(c[i], dtype=np.dtype(t.dtype)) for c in candidates])
+            for i, t in enumerate(self.spec.tensors)
+        ]
+        tff_runtime()
+        with self._build_lock:
+            if self._stacked is None:
+                self._stacked = self._build_stacked()
+            computation = self._stacked
+        loss_sums, hits = computation(stacked)
+        return [
+            EvalResult(
+                accuracy=float(h) / self.num_examples,
+                loss=float(loss) / self.num_examples,
+                num_examples=self.num_examples,
+            )
+            for loss, h in zip(np.asarray(loss_sums), np.asarray(hits), strict=True)
+        ]

@@ -9,6 +9,7 @@ re-implement none of them:
   release in the device's privacy accountant (``LocalTrainer.__call__``).
 - :func:`score_candidate` — the oracle's verdict on one update: the candidate ``global + Δ`` is
   checked for finiteness, evaluated and its accuracy floored to basis points (``Scorer.score``);
+  :func:`score_candidates` the same for a chunk of updates in one evaluation (``Scorer.score_many``);
   :func:`is_accepted` / :func:`verdict_reason` — the acceptance rule the contract applies, ``OK``
   and at or above the threshold bound to the submission (``_settle_round``).
 - :func:`aggregate_accepted` — the next global model: FedAvg (or an order statistic) of the
@@ -49,6 +50,7 @@ __all__ = [
     "is_accepted",
     "next_threshold",
     "score_candidate",
+    "score_candidates",
     "training_seed",
     "verdict_reason",
 ]
@@ -262,7 +264,7 @@ def candidate(global_weights: Sequence[NDArray[Any]], update: Sequence[NDArray[A
 def score_candidate(
     evaluator: Any, global_weights: Sequence[NDArray[Any]], update: Sequence[NDArray[Any]], threshold_bp: int
 ) -> Verdict:
-    """The oracle's verdict on one decoded update.
+    """The oracle's verdict on one decoded update (:func:`score_candidates` of one).
 
     Args:
         evaluator: a :class:`~fedoracle.learning.evaluation.Evaluator` over the round's test groups.
@@ -273,11 +275,43 @@ def score_candidate(
     Returns:
         The verdict; a candidate with non-finite values is rejected with ``NON_FINITE`` unevaluated.
     """
-    model = candidate(global_weights, update)
-    if not all(np.all(np.isfinite(c)) for c in model):
-        return Verdict(0, Reason.NON_FINITE, False)
-    acc = accuracy_bp(evaluator, model)
-    return Verdict(acc, Reason.OK, is_accepted(Reason.OK, acc, threshold_bp))
+    return score_candidates(evaluator, global_weights, [update], [threshold_bp])[0]
+
+
+def score_candidates(
+    evaluator: Any,
+    global_weights: Sequence[NDArray[Any]],
+    updates: Sequence[Sequence[NDArray[Any]]],
+    thresholds_bp: Sequence[int],
+) -> list[Verdict]:
+    """The oracle's verdicts on several decoded updates of one round, evaluated in one call.
+
+    The finite candidates (``global + update``) are scored together
+    (:meth:`~fedoracle.learning.evaluation.Evaluator.evaluate_many`, equal to scoring each alone);
+    a candidate with non-finite values is rejected with ``NON_FINITE`` unevaluated.
+
+    Args:
+        evaluator: a :class:`~fedoracle.learning.evaluation.Evaluator` over the round's test groups.
+        global_weights: the round's global model.
+        updates: the submitted updates.
+        thresholds_bp: the threshold bound to each submission (basis points).
+
+    Returns:
+        One verdict per update, in order.
+    """
+    models = [candidate(global_weights, u) for u in updates]
+    finite = [all(np.all(np.isfinite(c)) for c in m) for m in models]
+    scored = iter(
+        evaluator.evaluate_many([m for m, ok in zip(models, finite, strict=True) if ok]) if any(finite) else []
+    )
+    out = []
+    for ok, threshold in zip(finite, thresholds_bp, strict=True):
+        if not ok:
+            out.append(Verdict(0, Reason.NON_FINITE, False))
+            continue
+        acc = floor_bp(next(scored).accuracy)
+        out.append(Verdict(acc, Reason.OK, is_accepted(Reason.OK, acc, threshold)))
+    return out
 
 
 def is_accepted(reason: int, accuracy_bp: int, threshold_bp: int) -> bool:

@@ -73,3 +73,30 @@ def test_accuracy_in_basis_points_rounds_down() -> None:
     """The on-chain unit never overstates the accuracy."""
     assert EvalResult(accuracy=0.98765, loss=0.1, num_examples=100_000).accuracy_bp == 9876
     assert EvalResult(accuracy=0.95, loss=0.1, num_examples=20).accuracy_bp == 9500
+
+
+def test_a_chunk_of_candidates_in_one_call_equals_each_scored_alone(mnist) -> None:
+    """``evaluate_many`` (one TFF call for the chunk) gives each candidate's ``evaluate`` result (1e-6)."""
+    spec = model_spec("small_cnn", mnist.input_shape, 10)
+    trained = local_train(
+        spec, initial_weights(spec, 0), mnist.x_train[:1000], mnist.y_train[:1000], learning_rate=1e-3
+    )
+    rng = np.random.default_rng(5)
+    candidates = [trained, initial_weights(spec, 1)] + [
+        [(w + rng.normal(0, 0.02, w.shape)).astype(w.dtype) for w in trained] for _ in range(3)
+    ]
+    evaluator = Evaluator(spec, mnist.x_test[:1500], mnist.y_test[:1500], batch_size=400)  # a partial last batch
+    alone = [evaluator.evaluate(c) for c in candidates]
+    together = evaluator.evaluate_many(candidates)
+    assert len(together) == len(candidates) and len({r.accuracy for r in alone}) > 1
+    for a, b in zip(alone, together, strict=True):
+        assert b.num_examples == a.num_examples == 1500
+        assert b.accuracy == pytest.approx(a.accuracy, abs=1e-6)
+        assert b.loss == pytest.approx(a.loss, abs=1e-6)
+    (one,) = evaluator.evaluate_many(candidates[1:2])  # a chunk of one
+    assert one.accuracy == pytest.approx(alone[1].accuracy, abs=1e-6)
+    assert one.loss == pytest.approx(alone[1].loss, abs=1e-6)
+    with pytest.raises(ValueError, match="nothing to evaluate"):
+        evaluator.evaluate_many([])
+    with pytest.raises(ValueError, match="model spec"):
+        evaluator.evaluate_many([trained[:-1]])

@@ -270,3 +270,77 @@ def _crash_points_reached(log_path) -> int:
 def _starts(log_path) -> int:
     """How many lives have logged their start (the daemon logs it once its loop runs)."""
     return log_path.read_text(errors="replace").count('"action": "start"') if log_path.exists() else 0
+
+
+PIPELINE_ORACLE = 6
+PIPELINE_FIRST_DEVICE = 62
+PIPELINE_KINDS = ["good", "noise", "good", "missing", "good", "good"]
+
+
+def test_killed_in_the_middle_of_a_pipeline_of_verdicts_every_submission_gets_exactly_one(
+    node, reg, models, mnist, tmp_path
+):
+    """The oracle dies after sending three of a round's verdicts, before collecting any receipt; a restart completes.
+
+    Every submission is in before the oracle starts, so the round's verdicts go out as one
+    pipeline (consecutive nonces, receipts collected afterwards). The oracle SIGKILLs itself right
+    after the node has accepted the third: the checkpoint then holds three verdict rows written
+    ahead as ``sent`` and nothing recorded as mined, while the chain has mined all three. The
+    next life resolves the rows from the chain and posts only the verdicts the chain lacks.
+    """
+    marker = uuid.uuid4().hex
+    blobs, vault, state = LocalBlobStore(tmp_path / "blobs"), tmp_path / "vault", tmp_path / "state"
+    log_path = tmp_path / "oracle.log"
+    devices = [dev_account(PIPELINE_FIRST_DEVICE + i).address.lower() for i in range(len(PIPELINE_KINDS))]
+
+    async def go():
+        t = await publish(
+            reg, blobs, vault, models, mnist, oracle=dev_account(PIPELINE_ORACLE).address, cap=len(PIPELINE_KINDS)
+        )
+        for i, kind in enumerate(PIPELINE_KINDS):
+            digest = make_blob(kind, blobs, models, models.initial, which=i % 2)
+            await submit(node.rpc_url, reg.address, PIPELINE_FIRST_DEVICE + i, t.task_id, digest, blobs)
+        argv = oracle_argv(node.rpc_url, reg.address, f"dev:{PIPELINE_ORACLE}", blobs.root, vault, state, t.block)
+        proc = spawn_oracle(argv, log_path, marker, "after_send:verdict:3")
+        started = time.monotonic()
+        while proc.poll() is None and time.monotonic() - started < 300:
+            await asyncio.sleep(0.1)
+        first_exit = proc.poll()
+        kill_group(proc)
+        cp = Checkpoint(state / f"oracle-{reg.address.lower()}.sqlite")
+        try:
+            rows_at_crash = cp.action_rows(task_id=t.task_id)
+        finally:
+            cp.close()
+        at_crash = await reg.get_state(t.task_id)
+        proc = spawn_oracle(argv, log_path, marker)
+        try:
+            await wait_phase(reg, t.task_id, Phase.FINALIZED, 300, alive=lambda: proc.poll() is None)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(60)
+            finally:
+                kill_group(proc)
+        cp = Checkpoint(state / f"oracle-{reg.address.lower()}.sqlite")
+        try:
+            rows = cp.action_rows(task_id=t.task_id)
+        finally:
+            cp.close()
+        events = await task_events(reg, t.task_id, t.block)
+        verdicts = [await reg.get_verdict(t.task_id, 1, d) for d in devices]
+        return first_exit, rows_at_crash, at_crash, rows, events, verdicts
+
+    first_exit, rows_at_crash, at_crash, rows, events, verdicts = run(asyncio.wait_for(go(), 900))
+    tail = log_path.read_text(errors="replace")[-3000:]
+    assert first_exit == -signal.SIGKILL, f"the first life did not die at its crash point:\n{tail}"
+    # Killed mid-pipeline: three verdicts written ahead and sent, none of their receipts recorded.
+    assert [r["status"] for r in rows_at_crash if r["action"] == "verdict"] == ["sent"] * 3, rows_at_crash
+    assert at_crash["verdicts"] == 3
+    assert verdict_counts(events) == {(1, d): 1 for d in devices}  # exactly once: none twice, none missed
+    for v, kind in zip(verdicts, PIPELINE_KINDS, strict=True):
+        assert Reason(v["reason"]) == WANT[kind], (kind, v)
+    verdict_rows = [r for r in rows if r["action"] == "verdict"]
+    assert sorted(r["subject"].lower() for r in verdict_rows) == sorted(devices)
+    assert {r["status"] for r in rows} == {"mined"}  # every row written ahead was resolved
+    assert processes_with_marker(marker) == []
