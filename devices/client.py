@@ -376,12 +376,25 @@ class Device:
                 return None
             await asyncio.sleep(poll)
 
+    async def _acceptable_raise(self, key: tuple[int, int], seen_bp: int) -> int | None:
+        """The threshold in force if the dynamic rule could have set it (up to the last global accuracy), or None."""
+        if key[1] < 2:
+            return None  # round 1 has no rule-made raise: the threshold the task published is the bar
+        state = await self.registry.get_state(key[0])
+        if state["phase"] != Phase.OPEN or state["round"] != key[1] or state["thresholdBp"] <= seen_bp:
+            return None
+        previous = await self.registry.get_round(key[0], key[1] - 1)
+        return int(state["thresholdBp"]) if state["thresholdBp"] <= previous["globalAccuracyBp"] else None
+
     async def _submit(self, key: tuple[int, int], digest: str, num_samples: int, threshold_bp: int) -> bool:
         """Submits, retrying with backoff while the round is still open; ``True`` once on-chain.
 
         ``threshold_bp`` is the threshold the device trained and pre-evaluated for: the submission
         names it as the highest it accepts, so a raise that lands first (front-run or not) makes
-        the call revert rather than bind the device to a bar it never saw; it is then not retried.
+        the call revert rather than bind the device to a bar it never saw. The device then decides
+        afresh: a raise the protocol's dynamic rule can make (at most the previous round's global
+        accuracy, :func:`fedoracle.learning.rounds.next_threshold`) it accepts and submits against
+        once; anything higher (e.g. a front-run ``announceThreshold(10000)``) it refuses.
         """
         backoff = Backoff(0.5, cap=5.0, jitter=1.0)
         for attempt in range(1, self.submit_retries + 1):
@@ -393,6 +406,16 @@ class Device:
                 return True
             except ChainError as exc:
                 if "FLTaskThresholdAboveLimit" in str(exc):
+                    raised = await self._acceptable_raise(key, threshold_bp)
+                    if raised is not None:
+                        log.info(
+                            "%s: task %d round %d: threshold raised to %d bp by the dynamic rule; submitting anyway",
+                            self.name,
+                            *key,
+                            raised,
+                        )
+                        threshold_bp = raised
+                        continue
                     self.stats.skipped.append((*key, f"threshold raised above {threshold_bp} bp before the submission"))
                     log.warning(
                         "%s: task %d round %d: threshold raised above %d bp first; not submitting",
