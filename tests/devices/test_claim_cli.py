@@ -49,7 +49,9 @@ async def settle_round_one(registry: TaskRegistry, rpc_url: str, seed: str, acce
         await oracle.post_verdict(subs[i], 9_000, Reason.OK, "0x" + "ee" * 32)
     for i in rejected:
         await oracle.post_verdict(subs[i], 1_000, Reason.BELOW_THRESHOLD, "0x" + "ee" * 32)
-    await oracle.aggregate(task_id, "0x" + "99" * 32, "file:///global", 8_000)
+    await oracle.aggregate(
+        task_id, "0x" + "99" * 32, "file:///global", 8_000, seal_secret=b"\x01" * 32, next_seal_key=b"\x02" * 32
+    )
     assert (await registry.get_round(task_id, 1))["settled"]
     return task_id
 
