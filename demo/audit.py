@@ -107,11 +107,7 @@ def audit_demo(
         config.count,
         DEFAULTS.fleet_seed,
         num_classes=data.num_classes,
-        malicious=config.malicious,
-        unreliable=config.unreliable,
-        emd=config.emd,
-        flip_rate=config.flip_rate,
-        samples_per_device=config.samples_per_device,
+        **config.shard_plan(),
     )
     devices = fleet.get("devices", [])
     if [d.get("kind") for d in devices] != [str(s.kind) for s in shards]:

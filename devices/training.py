@@ -135,11 +135,7 @@ def make_trainers(config: FleetConfig) -> list[tuple[str, LocalTrainer]]:
         total,
         config.seed,
         num_classes=data.num_classes,
-        malicious=config.malicious,
-        unreliable=config.unreliable,
-        emd=config.emd,
-        flip_rate=config.flip_rate,
-        samples_per_device=config.samples_per_device,
+        **config.shard_plan(),
     )
     mine = range(config.first_index, config.first_index + config.count)
     return [

@@ -86,11 +86,7 @@ def build_fleet(cfg: RunConfig, data: Any) -> list[SimDevice]:
         cfg.devices,
         cfg.seed,
         num_classes=data.num_classes,
-        malicious=cfg.malicious,
-        unreliable=cfg.unreliable,
-        emd=cfg.emd,
-        flip_rate=cfg.flip_rate,
-        samples_per_device=cfg.samples_per_device,
+        **cfg.shard_plan(),
     )
     fleet = []
     for i, shard in enumerate(shards):

@@ -837,6 +837,19 @@ class TaskRegistry:
         state["phase"] = Phase(state["phase"])
         return state
 
+    async def get_known_state(self, task_id: int) -> dict[str, Any]:
+        """:meth:`get_state` of a task that must exist: what a command about one task reads first.
+
+        Raises:
+            ConfigError: no such task (the message names the registry's range of ids).
+            ChainError: the call reverts, or the RPC fails.
+        """
+        state = await self.get_state(task_id)
+        if state["phase"] == Phase.NONE:
+            count = await self.task_count()
+            raise ConfigError(f"no task {task_id} on registry {self.address} (it has tasks 1 to {count})")
+        return state
+
     async def get_round(self, task_id: int, round_: int) -> dict[str, Any]:
         """What is recorded about one round (``RoundRecord``), by field name; ``bytes32`` fields as ``0x``-hex.
 

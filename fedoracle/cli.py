@@ -18,7 +18,7 @@ from typing import Any
 import click
 
 from fedoracle import __version__, aio
-from fedoracle.options import aggregation_option, blobs_option, registry_option, rpc_option
+from fedoracle.options import aggregation_option, blobs_option, from_block_option, registry_option, rpc_option
 
 
 class PluginGroup(click.Group):
@@ -115,13 +115,7 @@ name_variables(main, "FEDORACLE")  # the root's own options and the core's comma
 @registry_option
 @click.argument("task_id", type=click.IntRange(min=1))
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
-@click.option(
-    "--from-block",
-    type=click.IntRange(min=0),
-    default=0,
-    show_default=True,
-    help="First block to read events from (the task's publish block makes it fast on a long chain).",
-)
+@from_block_option
 def status(rpc_url: str, registry: str, task_id: int, as_json: bool, from_block: int) -> None:
     """Show a task's phase, deadline, rounds, submissions, verdicts, privacy budget and balances."""
     from fedoracle.status import render_status, task_status
@@ -141,13 +135,7 @@ def status(rpc_url: str, registry: str, task_id: int, as_json: bool, from_block:
 @click.argument("task_id", type=click.IntRange(min=1))
 @click.option("--round", "round_", type=click.IntRange(min=1), default=None, help="Re-check only this round.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of lines.")
-@click.option(
-    "--from-block",
-    type=click.IntRange(min=0),
-    default=0,
-    show_default=True,
-    help="First block to read events from (the task's publish block makes it fast on a long chain).",
-)
+@from_block_option
 def verify(
     rpc_url: str,
     registry: str,

@@ -211,6 +211,16 @@ class FleetSettings:
     emd: float = DEFAULTS.emd
     samples_per_device: int | None = None
 
+    def shard_plan(self) -> dict[str, Any]:
+        """The keyword arguments of :func:`fedoracle.learning.partition.plan_fleet` these settings fix."""
+        return {
+            "malicious": self.malicious,
+            "unreliable": self.unreliable,
+            "emd": self.emd,
+            "flip_rate": self.flip_rate,
+            "samples_per_device": self.samples_per_device,
+        }
+
 
 @dataclass(frozen=True)
 class TrainingSettings:

@@ -38,6 +38,17 @@ def registry_option(f: F) -> F:
     )(f)
 
 
+def from_block_option(f: F) -> F:
+    """``--from-block``: the first block a command reads the task's events from."""
+    return click.option(
+        "--from-block",
+        type=click.IntRange(min=0),
+        default=0,
+        show_default=True,
+        help="First block to read events from (the task's publish block makes it fast on a long chain).",
+    )(f)
+
+
 def key_option(f: F) -> F:
     """``--key`` / ``FEDORACLE_KEY``: where the signing key comes from (required)."""
     return click.option(

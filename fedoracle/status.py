@@ -6,7 +6,7 @@ from typing import Any
 
 from fedoracle.chain import Chain, Phase, Status, TaskRegistry
 from fedoracle.defaults import privacy_mode_name
-from fedoracle.errors import ConfigError, Reason
+from fedoracle.errors import Reason
 from fedoracle.units import decode_dp
 
 
@@ -14,10 +14,7 @@ async def task_status(rpc_url: str, registry_address: str, task_id: int, from_bl
     """Collects everything ``fedoracle status`` shows, from views and events."""
     chain = Chain(rpc_url)
     registry = TaskRegistry(chain, registry_address)
-    state = await registry.get_state(task_id)
-    if state["phase"] == Phase.NONE:
-        count = await registry.task_count()
-        raise ConfigError(f"no task {task_id} on registry {registry_address} (it has tasks 1 to {count})")
+    state = await registry.get_known_state(task_id)
     cfg = await registry.get_task(task_id)
     head = await chain.block_number()
     found = await registry.get_events(from_block, head) if from_block <= head else []

@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from fedoracle.blobstore import BlobStore
-from fedoracle.chain import Chain, ChainEvent, Phase, Submission, TaskRegistry
+from fedoracle.chain import Chain, ChainEvent, Submission, TaskRegistry
 from fedoracle.defaults import DEFAULTS
 from fedoracle.errors import ConfigError, ModelRejected, Reason
 from fedoracle.hashing import normalize_hash
@@ -142,10 +142,7 @@ async def read_task(rpc_url: str, registry_address: str, task_id: int, from_bloc
     chain = Chain(rpc_url)
     try:
         registry = TaskRegistry(chain, registry_address)
-        state = await registry.get_state(task_id)
-        if state["phase"] == Phase.NONE:
-            count = await registry.task_count()
-            raise ConfigError(f"no task {task_id} on registry {registry_address} (it has tasks 1 to {count})")
+        state = await registry.get_known_state(task_id)
         cfg = await registry.get_task(task_id)
         rounds: dict[int, RoundFacts] = {}
         for r in range(1, state["round"] + 1):
