@@ -1,7 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 pragma solidity ^0.8.24;
 
-import {ReentrancyGuard} from "@openzeppelin/contracts/utils/ReentrancyGuard.sol";
 import {Address} from "@openzeppelin/contracts/utils/Address.sol";
 import {MerkleProof} from "@openzeppelin/contracts/utils/cryptography/MerkleProof.sol";
 import {IFLTaskRegistry} from "./IFLTaskRegistry.sol";
@@ -28,7 +27,7 @@ import {IFLTaskRegistry} from "./IFLTaskRegistry.sol";
  * accuracy differences that local-DP noise dominates, and a settled round's earnings can no longer be
  * taken away by a later failure of the oracle or the publisher.
  */
-contract FLTaskRegistry is IFLTaskRegistry, ReentrancyGuard {
+contract FLTaskRegistry is IFLTaskRegistry {
     // ------------------------------------------------------------------------------------------------
     // Constants (reason codes: the table in {IFLTaskRegistry}'s `@custom:reason-codes`)
     // ------------------------------------------------------------------------------------------------
@@ -38,13 +37,19 @@ contract FLTaskRegistry is IFLTaskRegistry, ReentrancyGuard {
     /// @inheritdoc IFLTaskRegistry
     uint8 public constant REASON_BELOW_THRESHOLD = 1;
     /// @inheritdoc IFLTaskRegistry
-    uint8 public constant REASON_MAX = 10;
+    uint8 public constant REASON_MAX = 11;
+    /// @dev Reason code LOSS_ABOVE_MARGIN: only for tasks with a loss gate.
+    uint8 private constant _REASON_LOSS_ABOVE_MARGIN = 11;
     /// @inheritdoc IFLTaskRegistry
     uint16 public constant MAX_BP = 10_000;
     /// @inheritdoc IFLTaskRegistry
     uint8 public constant PRIVACY_MODE_MAX = 2;
     /// @inheritdoc IFLTaskRegistry
+    uint8 public constant AGGREGATION_RULE_MAX = 4;
+    /// @inheritdoc IFLTaskRegistry
     uint8 public constant SHUFFLE_ROUNDS = 90;
+    /// @dev Clears a commitment's top byte, where a packed verdict keeps its (non-zero) status.
+    bytes32 private constant _COMMITMENT_MASK = bytes32(type(uint256).max >> 8);
 
     // ------------------------------------------------------------------------------------------------
     // Storage (private, with getters below)
@@ -54,9 +59,10 @@ contract FLTaskRegistry is IFLTaskRegistry, ReentrancyGuard {
     mapping(uint256 taskId => TaskConfig) private _configs;
     mapping(uint256 taskId => TaskState) private _states;
     mapping(uint256 taskId => mapping(uint16 round => RoundRecord)) private _rounds;
-    /// @dev keccak256(abi.encode(modelHash, payee, thresholdBp, numSamples)); one slot per submission.
-    mapping(uint256 taskId => mapping(uint16 round => mapping(address device => bytes32))) private _commitments;
-    mapping(uint256 taskId => mapping(uint16 round => mapping(address device => Verdict))) private _verdicts;
+    /// @dev One slot per submission. Before its verdict: the commitment, top byte zero
+    /// ({submissionCommitment}). After: the verdict packed as status (bits 248-255, non-zero),
+    /// reason (240-247), accuracyBp (224-239) and payee (0-159); see {_pack} and {_unpack}.
+    mapping(uint256 taskId => mapping(uint16 round => mapping(address device => bytes32))) private _slots;
     mapping(uint256 taskId => mapping(address device => bool)) private _allowed;
 
     // ------------------------------------------------------------------------------------------------
@@ -105,6 +111,12 @@ contract FLTaskRegistry is IFLTaskRegistry, ReentrancyGuard {
         c.deltaE18 = p.deltaE18;
         c.clipMicro = p.clipMicro;
         c.privacyMode = p.privacyMode;
+        c.aggregationRule = p.aggregationRule;
+        c.aggregationParam = p.aggregationParam;
+        c.aggregationParam2 = p.aggregationParam2;
+        c.lossMarginBp = p.lossMarginBp;
+        c.claimWindow = p.claimWindow;
+        if (p.rootSetHash != bytes32(0)) c.rootSetHash = p.rootSetHash;
         TaskState storage s = _states[taskId];
         s.thresholdBp = p.thresholdBp;
         s.allowlistOnly = p.allowlistOnly;
@@ -156,7 +168,8 @@ contract FLTaskRegistry is IFLTaskRegistry, ReentrancyGuard {
         string calldata modelURI,
         address payee,
         uint32 numSamples,
-        uint16 maxThresholdBp
+        uint16 maxThresholdBp,
+        uint32 epsilonSpentMilli
     ) external {
         TaskState storage s = _states[taskId];
         TaskState memory st = s;
@@ -170,15 +183,17 @@ contract FLTaskRegistry is IFLTaskRegistry, ReentrancyGuard {
         if (payee == address(0)) revert FLTaskInvalidParameter("payee");
         if (numSamples == 0 || numSamples > st.maxSamples) revert FLTaskInvalidParameter("numSamples");
         if (st.thresholdBp > maxThresholdBp) revert FLTaskThresholdAboveLimit(st.thresholdBp, maxThresholdBp);
-        bytes32 slot = _commitments[taskId][st.round][msg.sender];
-        if (slot != bytes32(0)) revert FLTaskDuplicateSubmission(taskId, st.round, msg.sender);
+        if (st.maxSubmissions != 0 && st.submissions >= st.maxSubmissions) {
+            revert FLTaskRoundFull(taskId, st.round, st.maxSubmissions);
+        }
+        mapping(address device => bytes32) storage slots = _slots[taskId][st.round];
+        if (slots[msg.sender] != bytes32(0)) revert FLTaskDuplicateSubmission(taskId, st.round, msg.sender);
 
-        _commitments[taskId][st.round][msg.sender] = _commitment(modelHash, payee, st.thresholdBp, numSamples);
-        uint32 count = st.submissions + 1;
-        s.submissions = count;
-        emit ModelSubmitted(taskId, st.round, msg.sender, payee, modelHash, modelURI, st.thresholdBp, numSamples);
-
-        if (st.maxSubmissions != 0 && count >= st.maxSubmissions) _close(taskId, s);
+        slots[msg.sender] = _commitment(modelHash, payee, st.thresholdBp, numSamples);
+        s.submissions = st.submissions + 1;
+        emit ModelSubmitted(
+            taskId, st.round, msg.sender, payee, modelHash, modelURI, st.thresholdBp, numSamples, epsilonSpentMilli
+        );
     }
 
     // ------------------------------------------------------------------------------------------------
@@ -189,7 +204,8 @@ contract FLTaskRegistry is IFLTaskRegistry, ReentrancyGuard {
     function closeSubmissions(uint256 taskId) external known(taskId) {
         TaskState storage s = _states[taskId];
         if (s.phase != Phase.Open) revert FLTaskWrongPhase(taskId, s.phase, Phase.Open);
-        if (msg.sender != _configs[taskId].oracle && block.timestamp <= s.deadline) {
+        bool full = s.maxSubmissions != 0 && s.submissions >= s.maxSubmissions;
+        if (!full && msg.sender != _configs[taskId].oracle && block.timestamp <= s.deadline) {
             revert FLTaskDeadlineNotReached(taskId, s.deadline);
         }
         _close(taskId, s);
@@ -247,31 +263,29 @@ contract FLTaskRegistry is IFLTaskRegistry, ReentrancyGuard {
         bytes32 evaluatorHash
     ) external known(taskId) onlyOracle(taskId) {
         TaskState storage s = _states[taskId];
-        if (s.phase != Phase.Closed) revert FLTaskWrongPhase(taskId, s.phase, Phase.Closed);
-        uint16 round = s.round;
-        if (!_rounds[taskId][round].disclosed) revert FLTaskNotDisclosed(taskId, round);
-        bytes32 stored = _commitments[taskId][round][device];
-        if (stored == bytes32(0)) revert FLTaskNoSubmission(taskId, round, device);
-        if (stored != _commitment(sub.modelHash, sub.payee, sub.thresholdBp, sub.numSamples)) {
-            revert FLTaskCommitmentMismatch(taskId, round, device);
-        }
-        Verdict storage v = _verdicts[taskId][round][device];
-        if (v.status != Status.None) revert FLTaskVerdictAlreadyPosted(taskId, round, device);
-        if (accuracyBp > MAX_BP || reason > REASON_MAX) revert FLTaskInvalidVerdict(accuracyBp, reason);
-        // A "below threshold" verdict must be: it would otherwise reject a model that qualified.
-        if (reason == REASON_BELOW_THRESHOLD && accuracyBp >= sub.thresholdBp) {
-            revert FLTaskInvalidVerdict(accuracyBp, reason);
-        }
-
-        if (reason == REASON_OK && accuracyBp < sub.thresholdBp) reason = REASON_BELOW_THRESHOLD;
-        bool accepted = reason == REASON_OK;
-        v.payee = sub.payee;
-        v.accuracyBp = accuracyBp;
-        v.reason = reason;
-        v.status = accepted ? Status.Accepted : Status.Rejected;
+        uint16 round = _checkVerdictPhase(taskId, s);
+        bool accepted = _recordVerdict(taskId, round, device, sub, accuracyBp, reason, evaluatorHash);
         ++s.verdicts;
         if (accepted) ++s.accepted;
-        emit VerdictPosted(taskId, round, device, sub.modelHash, accuracyBp, reason, accepted, evaluatorHash);
+    }
+
+    /// @inheritdoc IFLTaskRegistry
+    function postVerdicts(uint256 taskId, VerdictInput[] calldata verdicts, bytes32 evaluatorHash)
+        external
+        known(taskId)
+        onlyOracle(taskId)
+    {
+        TaskState storage s = _states[taskId];
+        uint16 round = _checkVerdictPhase(taskId, s);
+        uint32 accepted = 0;
+        uint256 n = verdicts.length;
+        for (uint256 i = 0; i < n; ++i) {
+            VerdictInput calldata v = verdicts[i];
+            if (_recordVerdict(taskId, round, v.device, v.sub, v.accuracyBp, v.reason, evaluatorHash)) ++accepted;
+        }
+        // n <= submissions < 2^32: a batch can hold each submission at most once (a repeat reverts).
+        s.verdicts += uint32(n);
+        s.accepted += accepted;
     }
 
     // ------------------------------------------------------------------------------------------------
@@ -312,6 +326,7 @@ contract FLTaskRegistry is IFLTaskRegistry, ReentrancyGuard {
         if (s.phase != Phase.AwaitingFinalize) revert FLTaskWrongPhase(taskId, s.phase, Phase.AwaitingFinalize);
         if (finalAccuracyBp > MAX_BP) revert FLTaskInvalidParameter("finalAccuracyBp");
         s.phase = Phase.Finalized;
+        s.deadline = uint40(block.timestamp) + _configs[taskId].claimWindow;
         emit TaskFinalized(taskId, s.round, finalAccuracyBp, reportHash, reportURI);
     }
 
@@ -341,34 +356,69 @@ contract FLTaskRegistry is IFLTaskRegistry, ReentrancyGuard {
             revert FLTaskCannotCancel(taskId, phase);
         }
         s.phase = Phase.Cancelled;
+        s.deadline = uint40(block.timestamp) + _configs[taskId].claimWindow;
         emit TaskCancelled(taskId, s.round, phase, msg.sender);
     }
 
     /// @inheritdoc IFLTaskRegistry
-    function claim(uint256 taskId, uint16 round, address device) external nonReentrant known(taskId) {
-        RoundRecord storage rec = _rounds[taskId][round];
-        if (!rec.settled) revert FLTaskRoundNotSettled(taskId, round);
-        Verdict storage v = _verdicts[taskId][round][device];
-        uint256 amount = rec.rewardPerAccepted;
-        if (v.status != Status.Accepted || amount == 0) revert FLTaskNothingToClaim(taskId, round, device);
-        v.status = Status.Claimed;
-        address payee = v.payee;
-        emit RewardClaimed(taskId, round, device, payee, amount);
+    function claim(uint256 taskId, uint16 round, address device) external {
+        // No reentrancy guard: the share is marked claimed before the transfer (checks-effects-
+        // interactions), and no other state is written after it.
+        _checkClaimWindow(taskId);
+        (address payee, uint256 amount) = _takeShare(taskId, round, device);
         Address.sendValue(payable(payee), amount);
     }
 
     /// @inheritdoc IFLTaskRegistry
-    function setPayee(uint256 taskId, uint16 round, address newPayee) external known(taskId) {
+    function claimMany(uint256 taskId, uint16[] calldata rounds, address device) external {
+        _checkClaimWindow(taskId);
+        uint256 n = rounds.length;
+        // Effects first: every share is marked claimed, consecutive shares of one payee summed ...
+        address[] memory payees = new address[](n);
+        uint256[] memory owed = new uint256[](n);
+        uint256 transfers = 0;
+        for (uint256 i = 0; i < n; ++i) {
+            (address payee, uint256 amount) = _takeShare(taskId, rounds[i], device);
+            if (transfers == 0 || payees[transfers - 1] != payee) {
+                payees[transfers] = payee;
+                ++transfers;
+            }
+            owed[transfers - 1] += amount;
+        }
+        // ... then the interactions, with nothing written after them.
+        for (uint256 k = 0; k < transfers; ++k) {
+            Address.sendValue(payable(payees[k]), owed[k]);
+        }
+    }
+
+    /// @inheritdoc IFLTaskRegistry
+    function setPayee(uint256 taskId, uint16 round, address newPayee) external {
         if (newPayee == address(0)) revert FLTaskInvalidParameter("newPayee");
-        Verdict storage v = _verdicts[taskId][round][msg.sender];
+        _checkClaimWindow(taskId);
+        bytes32 packed = _slots[taskId][round][msg.sender];
+        Verdict memory v = _unpack(packed);
         if (v.status != Status.Accepted) revert FLTaskNothingToClaim(taskId, round, msg.sender);
         address previous = v.payee;
         v.payee = newPayee;
+        _slots[taskId][round][msg.sender] = _pack(v);
         emit PayeeChanged(taskId, round, msg.sender, previous, newPayee);
     }
 
     /// @inheritdoc IFLTaskRegistry
-    function refund(uint256 taskId) external nonReentrant known(taskId) {
+    function reclaimExpired(uint256 taskId, uint16 round, address[] calldata devices) external known(taskId) {
+        TaskState storage s = _states[taskId];
+        bool ended = s.phase == Phase.Finalized || s.phase == Phase.Cancelled;
+        if (!ended || block.timestamp <= s.deadline) revert FLTaskClaimWindowOpen(taskId, ended ? s.deadline : 0);
+        uint256 amount = _rounds[taskId][round].rewardPerAccepted;
+        for (uint256 i = 0; i < devices.length; ++i) {
+            _expire(taskId, round, devices[i], amount);
+        }
+        _configs[taskId].allocated -= amount * devices.length;
+    }
+
+    /// @inheritdoc IFLTaskRegistry
+    function refund(uint256 taskId) external known(taskId) {
+        // Checks-effects-interactions: `refunded` grows before the transfer (no reentrancy guard).
         Phase phase = _states[taskId].phase;
         if (phase != Phase.Finalized && phase != Phase.Cancelled) {
             revert FLTaskWrongPhase(taskId, phase, Phase.Finalized);
@@ -408,12 +458,13 @@ contract FLTaskRegistry is IFLTaskRegistry, ReentrancyGuard {
 
     /// @inheritdoc IFLTaskRegistry
     function getCommitment(uint256 taskId, uint16 round, address device) external view returns (bytes32) {
-        return _commitments[taskId][round][device];
+        bytes32 slot = _slots[taskId][round][device];
+        return _isVerdict(slot) ? bytes32(0) : slot;
     }
 
     /// @inheritdoc IFLTaskRegistry
     function getVerdict(uint256 taskId, uint16 round, address device) external view returns (Verdict memory) {
-        return _verdicts[taskId][round][device];
+        return _unpack(_slots[taskId][round][device]);
     }
 
     /// @inheritdoc IFLTaskRegistry
@@ -424,7 +475,10 @@ contract FLTaskRegistry is IFLTaskRegistry, ReentrancyGuard {
     /// @inheritdoc IFLTaskRegistry
     function claimable(uint256 taskId, uint16 round, address device) external view returns (uint256) {
         RoundRecord storage rec = _rounds[taskId][round];
-        if (!rec.settled || _verdicts[taskId][round][device].status != Status.Accepted) return 0;
+        if (!rec.settled || _unpack(_slots[taskId][round][device]).status != Status.Accepted) return 0;
+        TaskState storage s = _states[taskId];
+        bool ended = s.phase == Phase.Finalized || s.phase == Phase.Cancelled;
+        if (ended && block.timestamp > s.deadline) return 0;
         return rec.rewardPerAccepted;
     }
 
@@ -494,7 +548,113 @@ contract FLTaskRegistry is IFLTaskRegistry, ReentrancyGuard {
         pure
         returns (bytes32)
     {
-        return keccak256(abi.encode(modelHash, payee, thresholdBp, numSamples));
+        // The top byte is cleared so that a commitment never reads as a packed verdict.
+        return keccak256(abi.encode(modelHash, payee, thresholdBp, numSamples)) & _COMMITMENT_MASK;
+    }
+
+    /// @dev Whether a submission slot holds a verdict (its status byte is set) rather than a commitment.
+    function _isVerdict(bytes32 slot) private pure returns (bool) {
+        return uint256(slot) >> 248 != 0;
+    }
+
+    function _pack(Verdict memory v) private pure returns (bytes32) {
+        return bytes32(
+            (uint256(uint8(v.status)) << 248) | (uint256(v.reason) << 240) | (uint256(v.accuracyBp) << 224)
+                | uint256(uint160(v.payee))
+        );
+    }
+
+    /// @dev A slot without a verdict (empty, or a commitment) reads as status None.
+    function _unpack(bytes32 slot) private pure returns (Verdict memory v) {
+        uint256 w = uint256(slot);
+        if (w >> 248 == 0) return v;
+        v.status = Status(uint8(w >> 248));
+        v.reason = uint8(w >> 240);
+        v.accuracyBp = uint16(w >> 224);
+        v.payee = address(uint160(w));
+    }
+
+    /// @dev Reverts for an unknown task and once the task has ended and its claim window has passed.
+    function _checkClaimWindow(uint256 taskId) private view {
+        TaskState storage s = _states[taskId];
+        Phase phase = s.phase;
+        // An enum tag, not a balance or a time: slither's strict-equality warning does not apply.
+        // slither-disable-next-line incorrect-equality
+        if (phase == Phase.None) revert FLTaskUnknown(taskId);
+        if ((phase == Phase.Finalized || phase == Phase.Cancelled) && block.timestamp > s.deadline) {
+            revert FLTaskClaimWindowClosed(taskId, s.deadline);
+        }
+    }
+
+    /// @dev {claim}'s checks and effects for one round: marks the share claimed and returns it.
+    function _takeShare(uint256 taskId, uint16 round, address device) private returns (address payee, uint256 amount) {
+        RoundRecord storage rec = _rounds[taskId][round];
+        if (!rec.settled) revert FLTaskRoundNotSettled(taskId, round);
+        bytes32 packed = _slots[taskId][round][device];
+        Verdict memory v = _unpack(packed);
+        amount = rec.rewardPerAccepted;
+        if (v.status != Status.Accepted || amount == 0) revert FLTaskNothingToClaim(taskId, round, device);
+        v.status = Status.Claimed;
+        _slots[taskId][round][device] = _pack(v);
+        payee = v.payee;
+        emit RewardClaimed(taskId, round, device, payee, amount);
+    }
+
+    /// @dev Marks one accepted, unclaimed share of `amount` wei expired.
+    function _expire(uint256 taskId, uint16 round, address device, uint256 amount) private {
+        Verdict memory v = _unpack(_slots[taskId][round][device]);
+        if (v.status != Status.Accepted || amount == 0) revert FLTaskNothingToClaim(taskId, round, device);
+        v.status = Status.Expired;
+        _slots[taskId][round][device] = _pack(v);
+        emit RewardExpired(taskId, round, device, amount);
+    }
+
+    /// @dev The phase checks {postVerdict} and {postVerdicts} share; returns the closed round.
+    function _checkVerdictPhase(uint256 taskId, TaskState storage s) private view returns (uint16 round) {
+        if (s.phase != Phase.Closed) revert FLTaskWrongPhase(taskId, s.phase, Phase.Closed);
+        round = s.round;
+        if (!_rounds[taskId][round].disclosed) revert FLTaskNotDisclosed(taskId, round);
+    }
+
+    /// @dev Checks one verdict against the device's commitment and writes it over it; returns
+    /// whether it is accepted. The caller updates the task's counters.
+    function _recordVerdict(
+        uint256 taskId,
+        uint16 round,
+        address device,
+        Submission calldata sub,
+        uint16 accuracyBp,
+        uint8 reason,
+        bytes32 evaluatorHash
+    ) private returns (bool accepted) {
+        mapping(address device => bytes32) storage slots = _slots[taskId][round];
+        bytes32 stored = slots[device];
+        if (stored == bytes32(0)) revert FLTaskNoSubmission(taskId, round, device);
+        if (_isVerdict(stored)) revert FLTaskVerdictAlreadyPosted(taskId, round, device);
+        if (stored != _commitment(sub.modelHash, sub.payee, sub.thresholdBp, sub.numSamples)) {
+            revert FLTaskCommitmentMismatch(taskId, round, device);
+        }
+        if (accuracyBp > MAX_BP || reason > REASON_MAX) revert FLTaskInvalidVerdict(accuracyBp, reason);
+        // A "below threshold" verdict must be: it would otherwise reject a model that qualified.
+        if (reason == REASON_BELOW_THRESHOLD && accuracyBp >= sub.thresholdBp) {
+            revert FLTaskInvalidVerdict(accuracyBp, reason);
+        }
+        // The loss gate exists only where the task declared one.
+        if (reason == _REASON_LOSS_ABOVE_MARGIN && _configs[taskId].lossMarginBp == 0) {
+            revert FLTaskInvalidVerdict(accuracyBp, reason);
+        }
+
+        if (reason == REASON_OK && accuracyBp < sub.thresholdBp) reason = REASON_BELOW_THRESHOLD;
+        accepted = reason == REASON_OK;
+        slots[device] = _pack(
+            Verdict({
+                payee: sub.payee,
+                accuracyBp: accuracyBp,
+                reason: reason,
+                status: accepted ? Status.Accepted : Status.Rejected
+            })
+        );
+        emit VerdictPosted(taskId, round, device, sub.modelHash, accuracyBp, reason, accepted, evaluatorHash);
     }
 
     /// @dev Reverts with {FLTaskInvalidParameter} naming the first field of `p` that is out of range.
@@ -514,6 +674,23 @@ contract FLTaskRegistry is IFLTaskRegistry, ReentrancyGuard {
         if (p.evaluationWindow == 0) revert FLTaskInvalidParameter("evaluationWindow");
         if (p.maxSamplesPerDevice == 0) revert FLTaskInvalidParameter("maxSamplesPerDevice");
         if (p.privacyMode > PRIVACY_MODE_MAX) revert FLTaskInvalidParameter("privacyMode");
+        if (p.claimWindow == 0) revert FLTaskInvalidParameter("claimWindow");
+        if (p.lossMarginBp > MAX_BP) revert FLTaskInvalidParameter("lossMarginBp");
+        _checkRule(p);
+    }
+
+    /// @dev The table of `@custom:aggregation-rules`: each rule's parameters and root set.
+    function _checkRule(TaskParams calldata p) private pure {
+        uint8 rule = p.aggregationRule;
+        if (rule > AGGREGATION_RULE_MAX) revert FLTaskInvalidParameter("aggregationRule");
+        bool a = rule == 2 || rule == 3; // trimmed_mean and multi_krum take a first parameter
+        bool b = rule == 3; // multi_krum takes a second one
+        if (!a && p.aggregationParam != 0) revert FLTaskInvalidParameter("aggregationParam");
+        if (!b && p.aggregationParam2 != 0) revert FLTaskInvalidParameter("aggregationParam2");
+        if (rule == 2 && (p.aggregationParam == 0 || p.aggregationParam >= MAX_BP / 2)) {
+            revert FLTaskInvalidParameter("aggregationParam");
+        }
+        if ((rule == 4) != (p.rootSetHash != bytes32(0))) revert FLTaskInvalidParameter("rootSetHash");
     }
 
     /// @dev Opens `round` from the global model `modelHash`; a non-zero `sealKey` keys it at once.

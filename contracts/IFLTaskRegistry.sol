@@ -48,6 +48,8 @@ pragma solidity ^0.8.24;
  *   8    | DUPLICATE       | the same model bytes as an earlier submission of the round (a free rider)
  *   9    | SEAL_INVALID    | the bytes do not open with the round's seal key for this device (a copy)
  *   10   | NEAR_DUPLICATE  | the update is a near-copy of an earlier one of the round (cosine bound)
+ *   11   | LOSS_ABOVE_MARGIN | the candidate's loss on the round's test groups exceeds the round's
+ *        |                 | global model's by more than the task's `lossMarginBp` (relative)
  *
  * @custom:privacy-modes What a task's (epsilonMilli, deltaE18) protect (`TaskParams.privacyMode`,
  * mirrored by `fedoracle.defaults.DP_SCALINGS`); devices train in the task's mode or not at all.
@@ -57,6 +59,21 @@ pragma solidity ^0.8.24;
  *   1    | sample | the paper's noise sigma*S/D on the update (D: the device's samples): no
  *        |        | formal guarantee (kept to reproduce the paper)
  *   2    | update | one device's whole update, added or removed, per round (noise sigma*S)
+ *
+ * @custom:aggregation-rules How the oracle combines a round's accepted updates into the next global
+ * model (`TaskParams.aggregationRule`, with `aggregationParam` and `aggregationParam2`; mirrored by
+ * `fedoracle.learning.robust`). Committed at publish, so devices, attackers and anyone re-checking a
+ * round know it.
+ *   code | name         | param                     | param2
+ *   0    | fedavg       | 0                         | 0     (mean weighted by numSamples)
+ *   1    | median       | 0                         | 0     (coordinate-wise)
+ *   2    | trimmed_mean | beta per side, in bp      | 0     (0 < beta < 5000)
+ *   3    | multi_krum   | f, attackers assumed      | m, updates averaged (0: n - f)
+ *   4    | fltrust      | 0                         | 0     (root set: `rootSetHash`, non-zero)
+ *
+ * Claim window: a share not claimed within `claimWindow` seconds of the task's end (finalize or
+ * cancel) can be expired by anyone ({reclaimExpired}) and is then refunded to the publisher, so no
+ * wei stays in the contract for good.
  */
 interface IFLTaskRegistry {
     // ------------------------------------------------------------------------------------------------
@@ -84,13 +101,15 @@ interface IFLTaskRegistry {
      * @notice Outcome of one submission's verdict.
      * @dev Values travel as uint8 (mirrored by `fedoracle.chain.Status`): append, never reorder.
      * None: no verdict yet; Accepted: earns a share of the round's pool; Rejected: earns nothing;
-     * Claimed: accepted and paid.
+     * Claimed: accepted and paid; Expired: accepted, not claimed within the claim window, and
+     * returned to the escrow (see {reclaimExpired}).
      */
     enum Status {
         None,
         Accepted,
         Rejected,
-        Claimed
+        Claimed,
+        Expired
     }
 
     /**
@@ -118,6 +137,17 @@ interface IFLTaskRegistry {
      * FedAvg weight an unproven `numSamples` can claim.
      * @param privacyMode What the declared (epsilon, delta) protect and how devices must train
      * (`@custom:privacy-modes`; at most PRIVACY_MODE_MAX).
+     * @param aggregationRule How accepted updates are combined (`@custom:aggregation-rules`; at most
+     * AGGREGATION_RULE_MAX).
+     * @param aggregationParam The rule's first parameter (zero where the rule has none).
+     * @param aggregationParam2 The rule's second parameter (zero where the rule has none).
+     * @param lossMarginBp The loss gate (0: off): a candidate whose loss on the round's test groups
+     * exceeds the round's global model's by more than this relative margin is rejected with
+     * LOSS_ABOVE_MARGIN.
+     * @param rootSetHash keccak256 of the public root data set an FLTrust task's oracle trains on
+     * (non-zero exactly when the rule is fltrust).
+     * @param claimWindow Seconds after the task ends (finalize or cancel) during which shares can be
+     * claimed (>= 1); afterwards unclaimed shares can be expired and refunded.
      */
     // Only ever in calldata, where every field takes a full word whatever the order.
     // solhint-disable-next-line gas-struct-packing
@@ -142,6 +172,12 @@ interface IFLTaskRegistry {
         bool allowlistOnly;
         uint32 maxSamplesPerDevice;
         uint8 privacyMode;
+        uint8 aggregationRule;
+        uint16 aggregationParam;
+        uint16 aggregationParam2;
+        uint16 lossMarginBp;
+        bytes32 rootSetHash;
+        uint32 claimWindow;
     }
 
     /**
@@ -168,6 +204,12 @@ interface IFLTaskRegistry {
      * @param allocated Wei promised to accepted submissions of settled rounds.
      * @param refunded Wei returned to the publisher.
      * @param privacyMode The task's privacy mode (`@custom:privacy-modes`).
+     * @param aggregationRule The task's aggregation rule (`@custom:aggregation-rules`).
+     * @param aggregationParam The rule's first parameter.
+     * @param aggregationParam2 The rule's second parameter.
+     * @param lossMarginBp The loss gate's relative margin in bp (0: off).
+     * @param claimWindow Seconds after the task's end during which shares can be claimed.
+     * @param rootSetHash keccak256 of an FLTrust task's public root data set (zero otherwise).
      */
     // Repacking would save a storage slot per task but reorders `getTask`'s returned tuple: an
     // interface change to make on purpose, not on a linter's hint.
@@ -194,6 +236,12 @@ interface IFLTaskRegistry {
         uint256 allocated;
         uint256 refunded;
         uint8 privacyMode;
+        uint8 aggregationRule;
+        uint16 aggregationParam;
+        uint16 aggregationParam2;
+        uint16 lossMarginBp;
+        uint32 claimWindow;
+        bytes32 rootSetHash;
     }
 
     /**
@@ -206,8 +254,10 @@ interface IFLTaskRegistry {
      * @param submissions Submissions in the current round.
      * @param verdicts Verdicts posted in the current round.
      * @param accepted Accepted verdicts in the current round.
-     * @param maxSubmissions Submissions that close a round when reached (0: unlimited).
-     * @param deadline End of the current phase (a block timestamp).
+     * @param maxSubmissions Submissions a round takes at most (0: unlimited); a full round can be
+     * closed by anyone.
+     * @param deadline End of the current phase (a block timestamp); once the task is finalized or
+     * cancelled, the end of its claim window.
      * @param maxSamples The most local samples a submission may declare (`maxSamplesPerDevice`).
      */
     struct TaskState {
@@ -248,6 +298,8 @@ interface IFLTaskRegistry {
 
     /**
      * @notice The oracle's verdict on one submission (see {getVerdict}).
+     * @dev Stored packed into the submission's own slot, over its commitment (one slot per
+     * submission, written once by `submit` and once by the verdict).
      * @param payee Who receives the submission's reward.
      * @param accuracyBp The candidate model's accuracy on the round's test groups.
      * @param reason A reason code (table in the interface's `@custom:reason-codes`).
@@ -273,6 +325,22 @@ interface IFLTaskRegistry {
         address payee;
         uint16 thresholdBp;
         uint32 numSamples;
+    }
+
+    /**
+     * @notice One verdict of a {postVerdicts} batch: the arguments {postVerdict} takes for one device.
+     * @param device The submitting device.
+     * @param sub The submission as emitted in {ModelSubmitted}.
+     * @param accuracyBp Accuracy of the candidate model on the round's test groups.
+     * @param reason A reason code (`@custom:reason-codes`).
+     */
+    // Only ever in calldata, where every field takes a full word whatever the order.
+    // solhint-disable-next-line gas-struct-packing
+    struct VerdictInput {
+        address device;
+        Submission sub;
+        uint16 accuracyBp;
+        uint8 reason;
     }
 
     /**
@@ -375,6 +443,8 @@ interface IFLTaskRegistry {
      * @param modelURI Where those bytes can be fetched (emitted only, never stored).
      * @param thresholdBp The threshold in force, which the submission will be judged against.
      * @param numSamples Declared number of local training samples.
+     * @param epsilonSpentMilli The privacy budget the device declares it has spent on this task so
+     * far, this round's training included (x 1e3, in the task's unit and delta; emitted only).
      */
     event ModelSubmitted(
         uint256 indexed taskId,
@@ -384,7 +454,8 @@ interface IFLTaskRegistry {
         bytes32 modelHash,
         string modelURI,
         uint16 thresholdBp,
-        uint32 numSamples
+        uint32 numSamples,
+        uint32 epsilonSpentMilli
     );
 
     /**
@@ -511,6 +582,16 @@ interface IFLTaskRegistry {
      * @param amount Wei paid.
      */
     event Refunded(uint256 indexed taskId, address indexed publisher, uint256 amount);
+
+    /**
+     * @notice An accepted share was not claimed within the claim window and went back to the
+     * escrow (refundable to the publisher).
+     * @param taskId The task.
+     * @param round The round.
+     * @param device The device whose share expired.
+     * @param amount Wei returned to the escrow.
+     */
+    event RewardExpired(uint256 indexed taskId, uint16 indexed round, address indexed device, uint256 amount);
 
     // ------------------------------------------------------------------------------------------------
     // Errors (domain-prefixed, carrying what a caller needs to understand the revert)
@@ -703,6 +784,28 @@ interface IFLTaskRegistry {
      */
     error FLTaskSealKeyAlreadySet(uint256 taskId, uint16 round);
 
+    /**
+     * @notice The open round already took `maxSubmissionsPerRound` submissions (anyone may close it).
+     * @param taskId The task.
+     * @param round The round.
+     * @param maxSubmissions Its cap.
+     */
+    error FLTaskRoundFull(uint256 taskId, uint16 round, uint32 maxSubmissions);
+
+    /**
+     * @notice The task's claim window has ended: unclaimed shares can only be expired.
+     * @param taskId The task.
+     * @param claimDeadline The end of the window.
+     */
+    error FLTaskClaimWindowClosed(uint256 taskId, uint64 claimDeadline);
+
+    /**
+     * @notice Shares can be expired only once the task has ended and its claim window has passed.
+     * @param taskId The task.
+     * @param claimDeadline The end of the window (zero while the task runs).
+     */
+    error FLTaskClaimWindowOpen(uint256 taskId, uint64 claimDeadline);
+
     // ------------------------------------------------------------------------------------------------
     // Publisher: init() — Steps 1-3 of the paper
     // ------------------------------------------------------------------------------------------------
@@ -743,8 +846,9 @@ interface IFLTaskRegistry {
      * @notice Submits a commitment to a (noisy) model update for the task's open round (the paper's
      * `submit_model_update`). The weights stay off-chain under their content hash; gas does not
      * depend on the model's size. One submission per device per round.
-     * @dev Stores {submissionCommitment} of the submission with the threshold in force; reaching
-     * `maxSubmissionsPerRound` closes the round. A `numSamples` of 0 or above the task's
+     * @dev Stores {submissionCommitment} of the submission with the threshold in force. A round
+     * that has taken `maxSubmissionsPerRound` refuses more ({FLTaskRoundFull}) and anyone may close
+     * it, so the last submitter pays what every other does. A `numSamples` of 0 or above the task's
      * `maxSamples` reverts with {FLTaskInvalidParameter}("numSamples").
      * @param taskId The task.
      * @param modelHash keccak256 of the sealed blob (see "Sealed submissions" above).
@@ -754,6 +858,8 @@ interface IFLTaskRegistry {
      * @param maxThresholdBp The highest threshold the device accepts to be judged against (slippage
      * protection: usually the threshold it read before training). If a threshold raise lands first,
      * the call reverts with {FLTaskThresholdAboveLimit} and the device loses only the failed call's gas.
+     * @param epsilonSpentMilli The privacy budget the device has spent on the task so far, this
+     * round included (x 1e3; emitted in {ModelSubmitted} for `status` and audits, not checked).
      */
     function submit(
         uint256 taskId,
@@ -761,7 +867,8 @@ interface IFLTaskRegistry {
         string calldata modelURI,
         address payee,
         uint32 numSamples,
-        uint16 maxThresholdBp
+        uint16 maxThresholdBp,
+        uint32 epsilonSpentMilli
     )
         external;
 
@@ -771,7 +878,8 @@ interface IFLTaskRegistry {
 
     /**
      * @notice Closes the open round to submissions: evaluation starts, no more updates are taken.
-     * @dev The oracle may close at any time; anyone may close once the round's deadline has passed.
+     * @dev The oracle may close at any time; anyone may close once the round's deadline has passed
+     * or once it has taken `maxSubmissionsPerRound` submissions.
      * @param taskId The task.
      */
     function closeSubmissions(uint256 taskId) external;
@@ -819,6 +927,16 @@ interface IFLTaskRegistry {
         uint8 reason,
         bytes32 evaluatorHash
     ) external;
+
+    /**
+     * @notice Posts many verdicts of the closed round in one transaction, each under the rules of
+     * {postVerdict} (the whole batch reverts if one of them would).
+     * @dev Oracle only. The task's counters are written once per batch.
+     * @param taskId The task.
+     * @param verdicts The verdicts, one per device (a device at most once).
+     * @param evaluatorHash Identifies the evaluation code and configuration, for re-checking.
+     */
+    function postVerdicts(uint256 taskId, VerdictInput[] calldata verdicts, bytes32 evaluatorHash) external;
 
     // ------------------------------------------------------------------------------------------------
     // Oracle: aggregate_model_update + evaluate_model, finalize_contract + post_evaluation
@@ -886,10 +1004,30 @@ interface IFLTaskRegistry {
     function claim(uint256 taskId, uint16 round, address device) external;
 
     /**
+     * @notice Pays a device's rewards for several settled rounds in one transfer to each round's
+     * recorded payee (one transfer when they are the same), e.g. once at the end of a task.
+     * Anyone may trigger it. Reverts with {FLTaskNothingToClaim} if one of the rounds has nothing.
+     * @param taskId The task.
+     * @param rounds The rounds (each at most once).
+     * @param device The device that submitted.
+     */
+    function claimMany(uint256 taskId, uint16[] calldata rounds, address device) external;
+
+    /**
+     * @notice Expires the unclaimed accepted shares of `devices` in `round` once the task has ended
+     * and its claim window has passed; their wei becomes refundable to the publisher. Anyone may
+     * trigger it.
+     * @param taskId The task.
+     * @param round The round.
+     * @param devices Devices whose verdict in the round is accepted and unclaimed.
+     */
+    function reclaimExpired(uint256 taskId, uint16 round, address[] calldata devices) external;
+
+    /**
      * @notice Redirects a device's unclaimed reward to another payee, e.g. when the payee it named
      * cannot receive ETH (a contract that reverts on receive would otherwise lock the share for good).
      * @dev Only the device that made the submission (the `device` of {getVerdict}), only while the
-     * verdict is accepted and unclaimed.
+     * verdict is accepted and unclaimed and the claim window is open.
      * @param taskId The task.
      * @param round The round.
      * @param newPayee The new payee (non-zero).
@@ -940,7 +1078,9 @@ interface IFLTaskRegistry {
      * @param taskId The task.
      * @param round The round.
      * @param device The device.
-     * @return The commitment (zero if none), as {submissionCommitment} computes it.
+     * @return The commitment as {submissionCommitment} computes it; zero if there is no submission
+     * or once its verdict is posted (the verdict takes the commitment's slot; {ModelSubmitted}
+     * keeps what it bound).
      */
     function getCommitment(uint256 taskId, uint16 round, address device) external view returns (bytes32);
 
@@ -979,7 +1119,8 @@ interface IFLTaskRegistry {
 
     /**
      * @notice The commitment stored for a submission.
-     * @dev keccak256(abi.encode(modelHash, payee, thresholdBp, numSamples)).
+     * @dev keccak256(abi.encode(modelHash, payee, thresholdBp, numSamples)) with its top byte
+     * cleared (the verdict that later takes the slot sets it).
      * @param modelHash keccak256 of the candidate model's bytes.
      * @param payee Who receives the submission's reward.
      * @param thresholdBp The threshold in force at submission.
@@ -1051,6 +1192,12 @@ interface IFLTaskRegistry {
      * @return The highest code.
      */
     function PRIVACY_MODE_MAX() external view returns (uint8);
+
+    /**
+     * @notice The highest aggregation-rule code (the last row of `@custom:aggregation-rules`).
+     * @return The highest code.
+     */
+    function AGGREGATION_RULE_MAX() external view returns (uint8);
 
     /**
      * @notice Rounds of the swap-or-not shuffle in {shuffledIndex} (as in the Ethereum consensus spec).

@@ -1,9 +1,10 @@
 """Claiming rewards after the fact: one device, or a whole fleet, for every settled round of a task.
 
-A fleet running ``devices run`` claims by itself as rounds settle; ``fedoracle devices claim`` is
-for what it missed (stopped early, crashed, ran on another host). ``claim`` is permissionless on
-the contract and always pays the payee recorded with the submission, so the sender only pays gas:
-each device sends its own claims unless a ``sender`` is given.
+A fleet running ``devices run`` claims by itself when a task ends, every round it was accepted in
+with one ``claimMany`` (one transfer); ``fedoracle devices claim`` is for what it missed (stopped
+early, crashed, ran on another host). Claiming is permissionless on the contract and always pays
+the payee recorded with the submission, so the sender only pays gas: each device sends its own
+claims unless a ``sender`` is given. Claims close ``claimWindow`` seconds after the task ends.
 """
 
 from __future__ import annotations
@@ -67,6 +68,18 @@ async def claim_task(
         due = probe = rounds
     out: list[Claimed | NothingClaimed] = []
     refused: list[NothingClaimed] = []
+    if rounds is None and len(due) > 1:
+        try:  # every due round in one transaction and (one payee) one transfer
+            receipt = await registry.claim_many(task_id, due, device)
+        except ChainReverted:
+            pass  # a round was claimed meanwhile: claim one by one below, each revert saying why
+        else:
+            tx = normalize_hash(receipt["transactionHash"])
+            return [
+                Claimed(device, e.args["round"], e.args["amount"], e.args["payee"], tx)
+                for e in registry.events_of(receipt)
+                if e.name == "RewardClaimed"
+            ]
     for r in probe:
         try:
             receipt = await registry.claim(task_id, r, device)  # a claim that would revert is never sent

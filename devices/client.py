@@ -9,7 +9,9 @@ against the announced threshold to save gas, seals the update to the round's ora
 address (:mod:`fedoracle.seal`: nobody else can read it before the round is settled, and a copy
 submitted by another address does not open), stores the sealed blob and submits its hash
 (``submit_model_update``).
-When a round it was accepted in is settled, it claims its reward to its payee.
+When the task ends (finalized or cancelled) it claims every round it was accepted in with one
+``claimMany`` (one transfer), so claims never hold up the next round's training. With each
+submission it declares the privacy budget it has spent on the task so far (``epsilonSpentMilli``).
 
 Robustness: a message is marked handled only once the chain has confirmed it (so a forged round
 message with a wrong global hash cannot shadow the genuine one), malformed payloads and messages
@@ -288,8 +290,6 @@ class Device:
                 self._drop(mqtt.round_topic(*key), f"chain id {msg.chain_id} is not ours ({self._chain_id})")
                 return
             await self._catch_up(msg.block_number)
-            if msg.round > 1:
-                await self._claim_settled(msg.task_id, msg.round - 1)
             state = await self.registry.get_state(msg.task_id)
             if state["round"] > msg.round or (state["round"] == msg.round and state["phase"] != Phase.OPEN):
                 self._handled.add(key)
@@ -357,7 +357,8 @@ class Device:
             self.blobs.put(sealed)
             # The contract takes 1..maxSamples: a device with more data than the task's cap declares the cap.
             declared = max(1, min(num_samples, state["maxSamples"]))
-            if await self._submit(key, digest, declared, state["thresholdBp"]):
+            spent = getattr(self.train, "epsilon_spent", None) or 0.0
+            if await self._submit(key, digest, declared, state["thresholdBp"], spent):
                 self.stats.submitted.append(key)
                 log.info("%s: submitted %s for task %d round %d", self.name, digest[:10], *key)
 
@@ -386,7 +387,9 @@ class Device:
         previous = await self.registry.get_round(key[0], key[1] - 1)
         return int(state["thresholdBp"]) if state["thresholdBp"] <= previous["globalAccuracyBp"] else None
 
-    async def _submit(self, key: tuple[int, int], digest: str, num_samples: int, threshold_bp: int) -> bool:
+    async def _submit(
+        self, key: tuple[int, int], digest: str, num_samples: int, threshold_bp: int, epsilon_spent: float = 0.0
+    ) -> bool:
         """Submits, retrying with backoff while the round is still open; ``True`` once on-chain.
 
         ``threshold_bp`` is the threshold the device trained and pre-evaluated for: the submission
@@ -395,13 +398,20 @@ class Device:
         afresh: a raise the protocol's dynamic rule can make (at most the previous round's global
         accuracy, :func:`fedoracle.learning.rounds.next_threshold`) it accepts and submits against
         once; anything higher (e.g. a front-run ``announceThreshold(10000)``) it refuses.
+        ``epsilon_spent`` is the budget declared spent with the submission.
         """
         backoff = Backoff(0.5, cap=5.0, jitter=1.0)
         for attempt in range(1, self.submit_retries + 1):
             self.stats.submit_attempts[key] = attempt
             try:
                 await self.registry.submit(
-                    key[0], digest, self.blobs.uri(digest), self.payee, num_samples, max_threshold_bp=threshold_bp
+                    key[0],
+                    digest,
+                    self.blobs.uri(digest),
+                    self.payee,
+                    num_samples,
+                    max_threshold_bp=threshold_bp,
+                    epsilon_spent=epsilon_spent,
                 )
                 return True
             except ChainError as exc:
@@ -442,20 +452,19 @@ class Device:
         return False
 
     async def claim_all(self, task_id: int) -> None:
-        """Claims every settled round of a task this device was accepted in."""
-        task = await self.registry.get_task(task_id)
-        for r in range(1, task["maxRounds"] + 1):
-            await self._claim_settled(task_id, r)
+        """Claims every settled round of a task this device was accepted in, in one ``claimMany``."""
+        from devices.claims import Claimed, claim_task
 
-    async def _claim_settled(self, task_id: int, round_: int) -> None:
         async with self._claiming:  # one claim at a time: a second would race the first
-            if (task_id, round_) in self.stats.claims:
-                return
-            amount = await self.registry.claimable(task_id, round_, self.address)
-            if amount:
-                await self.registry.claim(task_id, round_, self.address)
-                self.stats.claims.append((task_id, round_))
-                self.stats.claimed_wei += amount
-                log.info(
-                    "%s: claimed %d wei for task %d round %d to %s", self.name, amount, task_id, round_, self.payee
-                )
+            for paid in await claim_task(self.registry, task_id, self.address):
+                if isinstance(paid, Claimed) and (task_id, paid.round) not in self.stats.claims:
+                    self.stats.claims.append((task_id, paid.round))
+                    self.stats.claimed_wei += paid.amount_wei
+                    log.info(
+                        "%s: claimed %d wei for task %d round %d to %s",
+                        self.name,
+                        paid.amount_wei,
+                        task_id,
+                        paid.round,
+                        paid.payee,
+                    )

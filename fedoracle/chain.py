@@ -46,7 +46,8 @@ from fedoracle.errors import (
 )
 from fedoracle.hashing import normalize_hash, to_bytes32
 from fedoracle.retry import Backoff, retry_async
-from fedoracle.units import encode_dp
+from fedoracle.rules import AggregationRule
+from fedoracle.units import encode_dp, epsilon_milli
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,7 @@ class Status(IntEnum):
     ACCEPTED = 1
     REJECTED = 2
     CLAIMED = 3
+    EXPIRED = 4
 
 
 def project_root() -> Path:
@@ -458,6 +460,10 @@ class TaskParams:
     allowlist_only: bool = False
     max_samples_per_device: int = DEFAULTS.max_samples_per_device
     privacy_mode: str = DEFAULTS.dp_scaling
+    aggregation: AggregationRule = AggregationRule()
+    loss_margin_bp: int = 0
+    root_set_hash: bytes = bytes(32)
+    claim_window: int = DEFAULTS.claim_window
 
     def as_tuple(self) -> tuple[Any, ...]:
         """The ABI tuple ``publish`` takes (``FLTaskRegistry.TaskParams``, fields in its order).
@@ -484,6 +490,10 @@ class TaskParams:
             self.allowlist_only,
             self.max_samples_per_device,
             privacy_mode_code(self.privacy_mode),
+            *self.aggregation.to_chain(),
+            self.loss_margin_bp,
+            self.root_set_hash,
+            self.claim_window,
         )
 
 
@@ -499,6 +509,7 @@ class Submission:
     model_uri: str
     threshold_bp: int
     num_samples: int
+    epsilon_spent_milli: int = 0
 
     @classmethod
     def from_event(cls, ev: ChainEvent) -> Submission:
@@ -517,6 +528,7 @@ class Submission:
             model_uri=a["modelURI"],
             threshold_bp=a["thresholdBp"],
             num_samples=a["numSamples"],
+            epsilon_spent_milli=a["epsilonSpentMilli"],
         )
 
     def as_tuple(self) -> tuple[bytes, str, int, int]:
@@ -624,7 +636,15 @@ class TaskRegistry:
         return ev.args["taskId"], receipt
 
     async def submit(
-        self, task_id: int, model_hash: str, model_uri: str, payee: str, num_samples: int, *, max_threshold_bp: int
+        self,
+        task_id: int,
+        model_hash: str,
+        model_uri: str,
+        payee: str,
+        num_samples: int,
+        *,
+        max_threshold_bp: int,
+        epsilon_spent: float = 0.0,
     ) -> dict[str, Any]:
         """Submits a model-update commitment (``submit_model_update``); returns the receipt.
 
@@ -637,12 +657,20 @@ class TaskRegistry:
             max_threshold_bp: the highest threshold the device accepts to be judged against,
                 normally the one it read before training: a raise that lands first makes the
                 call revert (``FLTaskThresholdAboveLimit``) instead of binding the device to it.
+            epsilon_spent: the privacy budget the device has spent on the task so far, this
+                round's training included (emitted in ``ModelSubmitted`` in 1e-3 units).
 
         Raises:
             ChainError: the call reverts (the message names the custom error), or the RPC fails.
         """
         fn = self.contract.functions.submit(
-            task_id, to_bytes32(model_hash), model_uri, to_checksum_address(payee), num_samples, max_threshold_bp
+            task_id,
+            to_bytes32(model_hash),
+            model_uri,
+            to_checksum_address(payee),
+            num_samples,
+            max_threshold_bp,
+            epsilon_milli(epsilon_spent),
         )
         return await self._tx(fn)
 
@@ -720,6 +748,26 @@ class TaskRegistry:
         )
         return await self.chain.send(fn, decoder=self._errors)
 
+    async def post_verdicts(
+        self, verdicts: Sequence[tuple[Submission, int, int]], evaluator_hash: str
+    ) -> dict[str, Any]:
+        """Posts many verdicts of one task's closed round in one transaction (``postVerdicts``).
+
+        Args:
+            verdicts: ``(submission, accuracy_bp, reason)`` per device, all of one task.
+            evaluator_hash: identifies the evaluation code and configuration.
+
+        Raises:
+            ValueError: for an empty batch or one that mixes tasks.
+            ChainError: the call reverts (one bad verdict reverts the batch), or the RPC fails.
+        """
+        tasks = {sub.task_id for sub, _, _ in verdicts}
+        if len(tasks) != 1:
+            raise ValueError(f"a batch of verdicts needs exactly one task, got {sorted(tasks)}")
+        batch = [(to_checksum_address(sub.device), sub.as_tuple(), acc, reason) for sub, acc, reason in verdicts]
+        fn = self.contract.functions.postVerdicts(tasks.pop(), batch, to_bytes32(evaluator_hash))
+        return await self._tx(fn)
+
     async def aggregate(
         self,
         task_id: int,
@@ -789,6 +837,35 @@ class TaskRegistry:
             ChainError: the call reverts (the message names the custom error), or the RPC fails.
         """
         return await self._tx(self.contract.functions.claim(task_id, round_, to_checksum_address(device)))
+
+    async def claim_many(self, task_id: int, rounds: Sequence[int], device: str) -> dict[str, Any]:
+        """Pays a device's rewards for several settled rounds at once (``claimMany``); returns the receipt.
+
+        One transfer per run of rounds with the same payee: the cheap way to claim at the end of a task.
+
+        Args:
+            task_id: the task.
+            rounds: the rounds, each at most once, each with an unclaimed accepted verdict.
+            device: the device that submitted (``0x``-hex, any case).
+
+        Raises:
+            ChainError: the call reverts (``FLTaskNothingToClaim`` names the first round with
+                nothing), or the RPC fails.
+        """
+        fn = self.contract.functions.claimMany(task_id, list(rounds), to_checksum_address(device))
+        return await self._tx(fn)
+
+    async def reclaim_expired(self, task_id: int, round_: int, devices: Iterable[str]) -> dict[str, Any]:
+        """Expires unclaimed shares after the task's claim window (``reclaimExpired``); returns the receipt.
+
+        Their wei becomes refundable to the publisher (:meth:`refund`).
+
+        Raises:
+            ChainError: the call reverts (``FLTaskClaimWindowOpen`` before the window ends,
+                ``FLTaskNothingToClaim`` for a device without an unclaimed share).
+        """
+        fn = self.contract.functions.reclaimExpired(task_id, round_, [to_checksum_address(d) for d in devices])
+        return await self._tx(fn)
 
     async def refund(self, task_id: int) -> dict[str, Any]:
         """Returns the unallocated escrow to the publisher (``refund``); returns the receipt.

@@ -4,7 +4,8 @@ The byte-level scheme is shared with ``contracts/FLTaskRegistry.sol`` and tested
 (``tests/contracts/test_views.py``); every role calls these functions and none encodes its own:
 
 - a submission's commitment is ``keccak256(abi.encode(bytes32 modelHash, address payee, uint16
-  thresholdBp, uint32 numSamples))`` (:func:`submission_commitment`);
+  thresholdBp, uint32 numSamples))`` with its top byte cleared (the contract later writes the
+  verdict into the same slot, marked by a non-zero top byte) (:func:`submission_commitment`);
 
 - a group's hash is ``keccak256(group bytes)`` (the canonical bytes of ``fedoracle.learning.data``);
 - leaf ``i`` is ``keccak256(abi.encode(uint32 i, bytes32 salt_i, bytes32 groupHash_i))`` (96 bytes,
@@ -33,7 +34,7 @@ SHUFFLE_ROUNDS = 90
 
 
 def submission_commitment(model_hash: bytes | str, payee: str, threshold_bp: int, num_samples: int) -> bytes:
-    """keccak256(abi.encode(bytes32 modelHash, address payee, uint16 thresholdBp, uint32 numSamples)).
+    """keccak256(abi.encode(bytes32 modelHash, address payee, uint16 thresholdBp, uint32 numSamples)), top byte cleared.
 
     Args:
         model_hash: the update's content hash (32 bytes, or ``0x``-hex).
@@ -51,9 +52,10 @@ def submission_commitment(model_hash: bytes | str, payee: str, threshold_bp: int
         raise ValueError("a submission commitment needs a 32-byte model hash and a 20-byte payee")
     if not (0 <= threshold_bp < 2**16 and 0 <= num_samples < 2**32):
         raise ValueError("thresholdBp is a uint16 and numSamples a uint32")
-    return keccak(
+    full = keccak(
         digest + address.rjust(32, b"\0") + threshold_bp.to_bytes(32, "big") + num_samples.to_bytes(32, "big")
     )
+    return b"\0" + full[1:]
 
 
 def seed_commitment(seed: bytes) -> bytes:

@@ -24,9 +24,10 @@ DATASETS = ("mnist", "fashion_mnist", "cifar10")
 ARCHITECTURES = ("small_cnn", "small_cnn_tanh", "small_cnn_gn", "alexnet")
 OPTIMIZERS = ("adam", "sgd")
 DP_SCALINGS = ("record", "sample", "update")
-AGGREGATIONS = ("fedavg", "median", "trimmed_mean")
+AGGREGATIONS = ("fedavg", "median", "trimmed_mean", "multi_krum", "fltrust")
 # DP_SCALINGS doubles as the on-chain table of privacy modes (TaskParams.privacyMode = its index;
-# the interface's @custom:privacy-modes): append only.
+# the interface's @custom:privacy-modes), AGGREGATIONS as that of aggregation rules
+# (TaskParams.aggregationRule; @custom:aggregation-rules): append only.
 
 
 def privacy_mode_code(mode: str) -> int:
@@ -43,6 +44,22 @@ def privacy_mode_code(mode: str) -> int:
 def privacy_mode_name(code: int) -> str:
     """The privacy mode a task declares on-chain (``TaskConfig.privacyMode``), by name."""
     return DP_SCALINGS[code]
+
+
+def aggregation_rule_code(rule: str) -> int:
+    """The on-chain code of an aggregation rule (``TaskParams.aggregationRule``; ``@custom:aggregation-rules``).
+
+    Raises:
+        ValueError: for a rule the protocol does not know.
+    """
+    if rule not in AGGREGATIONS:
+        raise ValueError(f"unknown aggregation rule {rule!r} (one of {', '.join(AGGREGATIONS)})")
+    return AGGREGATIONS.index(rule)
+
+
+def aggregation_rule_name(code: int) -> str:
+    """The aggregation rule a task declares on-chain (``TaskConfig.aggregationRule``), by name."""
+    return AGGREGATIONS[code]
 
 
 # Round-1 accuracy threshold per data set: what an honest round-1 update of small_cnn clears with
@@ -94,8 +111,15 @@ class ProtocolDefaults:
         optimizer: local optimiser (SGD with momentum 0.9, as DP-SGD's calibration assumes).
         fleet_seed: seeds the fleet's kinds, shards and training.
         key_seed: seeds the fleet's keys and payees.
-        aggregation: the oracle's aggregation rule.
-        trim_fraction: share trimmed at each end by ``trimmed_mean``.
+        aggregation: the task's aggregation rule (committed at publish; ``AGGREGATIONS``).
+        trim_fraction: share trimmed at each end by ``trimmed_mean`` (β).
+        krum_f: attackers Multi-Krum assumes (f).
+        krum_m: updates Multi-Krum averages (m; 0: n − f).
+        loss_margin: the loss gate's relative margin (0: off): a candidate whose test loss exceeds
+            the round's global model's by more than this share is rejected.
+        claim_window: seconds after a task ends during which rewards can be claimed (30 days);
+            afterwards unclaimed shares can be expired and refunded to the publisher.
+        root_examples: training examples in an FLTrust task's public root set (FLTrust's 100).
         devices: devices in the demo's fleet (P).
     """
 
@@ -131,6 +155,11 @@ class ProtocolDefaults:
     key_seed: str = "fedoracle-fleet"
     aggregation: str = "fedavg"
     trim_fraction: float = 0.2
+    krum_f: int = 1
+    krum_m: int = 0
+    loss_margin: float = 0.0
+    claim_window: int = 30 * 24 * 3600
+    root_examples: int = 100
     devices: int = 20
 
     def threshold(self, dataset: str) -> float:

@@ -54,6 +54,7 @@ class Reason(IntEnum):
     DUPLICATE = 8  # the same model bytes as an earlier submission of the round (a free rider)
     SEAL_INVALID = 9  # does not open with the round's seal key for this device (a copied hash or blob)
     NEAR_DUPLICATE = 10  # a near-copy of an earlier update of the round (cosine above the bound)
+    LOSS_ABOVE_MARGIN = 11  # the candidate's test loss exceeds the global model's by more than the task's margin
 
 
 class FedoracleError(Exception):

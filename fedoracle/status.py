@@ -7,7 +7,8 @@ from typing import Any
 from fedoracle.chain import Chain, Phase, Status, TaskRegistry
 from fedoracle.defaults import privacy_mode_name
 from fedoracle.errors import Reason
-from fedoracle.units import decode_dp
+from fedoracle.rules import AggregationRule
+from fedoracle.units import EPSILON_SCALE, decode_dp, from_bp
 
 
 async def task_status(rpc_url: str, registry_address: str, task_id: int, from_block: int = 0) -> dict[str, Any]:
@@ -27,6 +28,7 @@ async def task_status(rpc_url: str, registry_address: str, task_id: int, from_bl
                 "device": ev.args["device"],
                 "payee": ev.args["payee"],
                 "model_hash": "0x" + ev.args["modelHash"].hex(),
+                "epsilon_spent": ev.args["epsilonSpentMilli"] / EPSILON_SCALE,
                 "verdict": None,
             }
         elif ev.name == "VerdictPosted":
@@ -59,6 +61,9 @@ async def task_status(rpc_url: str, registry_address: str, task_id: int, from_bl
     }
     now = (await chain.w3.eth.get_block("latest"))["timestamp"]
     epsilon, delta, clip = decode_dp(cfg)
+    spent: dict[str, float] = {}  # device -> the most it declared spent (its latest submission's figure)
+    for sub in submissions.values():
+        spent[sub["device"]] = max(spent.get(sub["device"], 0.0), sub["epsilon_spent"])
     return {
         "task_id": task_id,
         "phase": state["phase"].name.lower(),
@@ -73,7 +78,15 @@ async def task_status(rpc_url: str, registry_address: str, task_id: int, from_bl
             "clip": clip,
             "rounds": cfg["maxRounds"],
             "mode": privacy_mode_name(cfg["privacyMode"]),
+            "declared_spent": spent,
+            "devices_over_budget": sorted(d for d, e in spent.items() if e > epsilon + 1e-3),
         },
+        "aggregation": {
+            "rule": AggregationRule.of_task(cfg).describe(),
+            "loss_margin": from_bp(cfg["lossMarginBp"]),
+            "root_set_hash": cfg["rootSetHash"] if int(cfg["rootSetHash"], 16) else None,
+        },
+        "claim_window_s": cfg["claimWindow"],
         "summary": summary,
         "publisher": cfg["publisher"],
         "oracle": cfg["oracle"],
@@ -126,6 +139,20 @@ def render_status(report: dict[str, Any]) -> None:
 
     budget = describe_epsilon(p["epsilon"], p["delta"], p["rounds"], p["mode"])
     console.print(f"privacy mode {p['mode']}; budget declared on-chain: {budget} (clip {p['clip']:g})")
+    if p["declared_spent"]:
+        values = sorted(p["declared_spent"].values())
+        over = p["devices_over_budget"]
+        console.print(
+            f"spent, as {len(values)} devices declare it with their submissions: ε = {values[0]:.2f} to "
+            f"{values[-1]:.2f} of {p['epsilon']:g}" + (f"; [red]over budget: {', '.join(over)}[/]" if over else "")
+        )
+    a = report["aggregation"]
+    gate = (
+        f"loss gate: candidate loss at most {a['loss_margin']:.0%} above the global model's"
+        if a["loss_margin"]
+        else "no loss gate"
+    )
+    console.print(f"aggregation {a['rule']}; {gate}; claims close {report['claim_window_s']} s after the task ends")
     console.print(
         f"reward {_eth(report['reward_wei'])}  allocated {_eth(report['allocated_wei'])}  "
         f"refunded {_eth(report['refunded_wei'])}  refundable {_eth(report['refundable_wei'])}  "
@@ -148,7 +175,7 @@ def render_status(report: dict[str, Any]) -> None:
             str(r["settled"]),
         )
     console.print(rounds)
-    subs = Table("round", "device", "verdict", "accuracy", "reason", "claimable", "claimed")
+    subs = Table("round", "device", "verdict", "accuracy", "reason", "ε spent", "claimable", "claimed")
     for s in report["submissions"]:
         v = s["verdict"] or {}
         subs.add_row(
@@ -157,6 +184,7 @@ def render_status(report: dict[str, Any]) -> None:
             _verdict_word(v),
             f"{v['accuracy_bp'] / 100:.2f}%" if v else "-",
             v.get("reason", "-"),
+            f"{s['epsilon_spent']:.2f}",
             _eth(s["claimable_wei"]),
             str(s["claimed"]),
         )

@@ -41,6 +41,16 @@ def encode_dp(epsilon: float, delta: float, clip: float) -> tuple[int, int, int]
     return round(epsilon * EPSILON_SCALE), round(delta * DELTA_SCALE), round(clip * CLIP_SCALE)
 
 
+def epsilon_milli(epsilon: float) -> int:
+    """ε in the registry's 1e-3 units (``uint32``; a spent budget in ``submit``), rounded up.
+
+    Rounding up never under-reports what a device spent.
+    """
+    if not 0.0 <= epsilon < 2**32 / EPSILON_SCALE:
+        raise ValueError(f"epsilon {epsilon} is out of range")
+    return min(math.ceil(epsilon * EPSILON_SCALE - 1e-9), 2**32 - 1)
+
+
 def decode_dp(task: Mapping[str, Any]) -> tuple[float, float, float]:
     """``(ε, δ, S)`` from the registry's ``getTask`` view."""
     return task["epsilonMilli"] / EPSILON_SCALE, task["deltaE18"] / DELTA_SCALE, task["clipMicro"] / CLIP_SCALE

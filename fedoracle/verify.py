@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from fedoracle.blobstore import BlobStore
-from fedoracle.chain import Chain, ChainEvent, Submission, TaskRegistry
+from fedoracle.chain import Chain, ChainEvent, Phase, Submission, TaskRegistry
 from fedoracle.defaults import DEFAULTS
 from fedoracle.errors import ConfigError, ModelRejected, Reason
 from fedoracle.hashing import normalize_hash
@@ -67,21 +67,30 @@ class RoundCheck:
         disagreements: what differs (empty when everything agrees).
         global_model_agrees: whether the posted global model and accuracy were reproduced.
         checked: whether the round's submissions could be opened and scored at all.
+        cancelled: the round was settled by ``cancel`` (the oracle stalled), not by ``aggregate``:
+            its secret was never disclosed and it has no global model, so there is nothing to
+            reproduce; its payout is the stall rule's, which the contract itself computed.
     """
 
     round: int
     verdicts: int = 0
     checked: bool = False
+    cancelled: bool = False
     disagreements: list[Disagreement] = field(default_factory=list)
     global_model_agrees: bool = False
 
     @property
     def agrees(self) -> bool:
         """Everything posted for the round was reproduced."""
-        return not self.disagreements and self.global_model_agrees
+        return not self.disagreements and (self.global_model_agrees or self.cancelled)
 
     def summary(self) -> str:
         """``round 1: 20 verdicts re-checked, all agree; global model agrees`` and the like."""
+        if self.cancelled:
+            return (
+                f"round {self.round}: settled by cancel (the oracle stalled): no secret, no global model to "
+                "re-check; the contract paid it by the stall rule"
+            )
         if not self.checked:
             return f"round {self.round}: cannot be re-checked"
         bad = len({d.device for d in self.disagreements if d.device})
@@ -96,6 +105,7 @@ class RoundCheck:
             "verdicts": self.verdicts,
             "agrees": self.agrees,
             "checked": self.checked,
+            "cancelled": self.cancelled,
             "global_model_agrees": self.global_model_agrees,
             "disagreements": [asdict(d) for d in self.disagreements],
         }
@@ -114,6 +124,7 @@ class RoundFacts:
     submissions: list[Submission] = field(default_factory=list)  # in chain order
     verdicts: dict[str, dict[str, Any]] = field(default_factory=dict)  # device (lower) -> VerdictPosted args
     updated: dict[str, Any] | None = None  # GlobalModelUpdated args
+    by_cancel: bool = False  # settled by cancel: the task is cancelled in this round, no global model recorded
 
 
 @dataclass
@@ -148,6 +159,9 @@ async def read_task(rpc_url: str, registry_address: str, task_id: int, from_bloc
         for r in range(1, state["round"] + 1):
             rec = await registry.get_round(task_id, r)
             rounds[r] = RoundFacts(r, bool(rec["settled"]), _hex(rec["sealKey"]))
+            rounds[r].by_cancel = (
+                state["phase"] == Phase.CANCELLED and r == state["round"] and not int(_hex(rec["globalModelHash"]), 16)
+            )
         head = await chain.block_number()
         events = await registry.get_events(from_block, head) if from_block <= head else []
         facts = TaskFacts(
@@ -205,6 +219,9 @@ def check_round(facts: TaskFacts, rf: RoundFacts, blobs: BlobStore, aggregation:
     def differs(device: str | None, what: str) -> None:
         out.disagreements.append(Disagreement(rf.round, device, what))
 
+    if rf.by_cancel:
+        out.cancelled = True  # settled by cancel: the contract's own stall rule, nothing posted to re-check
+        return out
     if rf.seal_secret is None:
         differs(None, "no seal secret was disclosed (SealKeyDisclosed): its submissions cannot be opened")
         return out

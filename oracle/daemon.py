@@ -10,7 +10,7 @@ phase on-chain         step
 Open                   set the round's seal key if it has none (round 1: ``setSealKey``); score
                        submissions as they arrive (eagerly, off-chain, opening each sealed blob
                        with the round's key for its submitter); close submissions when the
-                       round's deadline has passed
+                       round's deadline has passed or it is full (``maxSubmissionsPerRound``)
 Closed                 disclose the round's test groups (``disclosure_test_data``); post one
                        verdict per submission that has none (``evaluate_local_model``), copies
                        and near-copies paid as one (:mod:`fedoracle.learning.copies`), sent with
@@ -56,15 +56,17 @@ from fedoracle.blobstore import BlobStore
 from fedoracle.chain import Chain, PendingTx, Phase, Status, Submission, TaskRegistry
 from fedoracle.codec import encode_with_hash
 from fedoracle.commitments import submission_commitment
-from fedoracle.defaults import DEFAULTS
+from fedoracle.defaults import DEFAULTS, privacy_mode_name
 from fedoracle.errors import ChainError, ConfigError, ModelRejected, Reason
 from fedoracle.follow import Batch, LogFollower
 from fedoracle.hashing import normalize_hash
 from fedoracle.hidden import HiddenTestSet
 from fedoracle.learning.copies import find_copies
+from fedoracle.learning.privacy import describe_epsilon
 from fedoracle.learning.rounds import aggregate_accepted, is_accepted, next_threshold, verdict_reason
 from fedoracle.retry import Backoff, retry_async
 from fedoracle.seal import open_update, round_keypair
+from fedoracle.units import EPSILON_SCALE, decode_dp
 from oracle.faults import crash_point
 from oracle.logs import emit
 from oracle.pool import EvaluationPool
@@ -546,7 +548,9 @@ class Oracle:
             await self._key_round(task_id, round_)
             await self._follow_threshold(task_id, round_, state["thresholdBp"])
             await self._prefetch(view, round_)
-            if time.time() > state["deadline"]:
+            # A full round takes no more submissions (the contract refuses them): close it at once.
+            full = 0 < state["maxSubmissions"] <= state["submissions"]
+            if full or time.time() > state["deadline"]:
                 await self._send(task_id, round_, "close", "", self.registry.close_submissions(task_id))
             return
         if phase == Phase.CLOSED:
@@ -908,6 +912,27 @@ class Oracle:
         data, digest = encode_with_hash(new, ctx.spec)
         return new, digest, data
 
+    async def _privacy_report(self, task_id: int) -> dict[str, Any]:
+        """The task's declared budget and the ε each device declared spent (its ``ModelSubmitted`` events)."""
+        cfg = await self.registry.get_task(task_id)
+        epsilon, delta, _ = decode_dp(cfg)
+        first = [b for b in (self.checkpoint.submission_block(s) for s in self.checkpoint.submissions(task_id, 1)) if b]
+        start = min(first, default=self.config.from_block)
+        events = await self.registry.get_events(start, await self.registry.chain.block_number())
+        spent: dict[str, float] = {}
+        for ev in events:
+            if ev.name == "ModelSubmitted" and ev.args["taskId"] == task_id:
+                device = ev.args["device"]
+                spent[device] = max(spent.get(device, 0.0), ev.args["epsilonSpentMilli"] / EPSILON_SCALE)
+        return {
+            "budget": describe_epsilon(epsilon, delta, cfg["maxRounds"], privacy_mode_name(cfg["privacyMode"])),
+            "epsilon": epsilon,
+            "delta": delta,
+            "mode": privacy_mode_name(cfg["privacyMode"]),
+            "declared_spent": spent,
+            "over_budget": sorted(d for d, e in spent.items() if e > epsilon + 1e-3),
+        }
+
     async def _finalize(self, view: TaskView, round_: int) -> None:
         task_id = view.task_id
         rounds = []
@@ -931,6 +956,7 @@ class Oracle:
                 "oracle": self.address,
                 "final_accuracy_bp": final,
                 "rounds": rounds,
+                "privacy": await self._privacy_report(task_id),
             },
             indent=1,
             sort_keys=True,

@@ -20,7 +20,9 @@ from fedoracle.chain import TaskParams, TaskRegistry
 from fedoracle.codec import encode_with_hash
 from fedoracle.defaults import DEFAULTS, TaskSettings
 from fedoracle.errors import BlobHashMismatch
+from fedoracle.hashing import to_bytes32
 from fedoracle.hidden import HiddenTestSet
+from fedoracle.rules import AggregationRule, loss_margin_bp
 from fedoracle.units import to_bp
 
 
@@ -32,6 +34,12 @@ class TaskPlan(TaskSettings):
     :class:`~fedoracle.defaults.TaskSettings`'.
 
     Attributes:
+        aggregation, trim_fraction, krum_f, krum_m: the task's aggregation rule
+            (:class:`~fedoracle.rules.AggregationRule`), committed at publish.
+        loss_margin: the loss gate's relative margin (0: off).
+        claim_window: seconds after the task's end during which rewards can be claimed.
+        root_examples: examples of an FLTrust task's public root set (drawn from the training
+            split by ``seed``; never from the hidden test set).
         seed: the publisher's seed (initial model, test-set sample); the test set's secrets
             (salts, the disclosure seed) come from the OS, never from it.
     """
@@ -43,7 +51,21 @@ class TaskPlan(TaskSettings):
     max_submissions_per_round: int = DEFAULTS.max_submissions
     max_samples_per_device: int = DEFAULTS.max_samples_per_device
     dp_scaling: str = DEFAULTS.dp_scaling
+    aggregation: str = DEFAULTS.aggregation
+    trim_fraction: float = DEFAULTS.trim_fraction
+    krum_f: int = DEFAULTS.krum_f
+    krum_m: int = DEFAULTS.krum_m
+    loss_margin: float = DEFAULTS.loss_margin
+    claim_window: int = DEFAULTS.claim_window
+    root_examples: int = DEFAULTS.root_examples
     seed: int = DEFAULTS.task_seed
+
+    @property
+    def rule(self) -> AggregationRule:
+        """The task's aggregation rule as the contract records it."""
+        return AggregationRule.from_options(
+            self.aggregation, trim_fraction=self.trim_fraction, krum_f=self.krum_f, krum_m=self.krum_m
+        )
 
     def validate(self) -> None:
         """Checks the plan before anything is built or sent.
@@ -55,6 +77,12 @@ class TaskPlan(TaskSettings):
             raise ValueError("threshold is an accuracy in [0, 1]")
         if self.rounds < 1 or self.groups_per_round < 1:
             raise ValueError("rounds and groups_per_round must be positive")
+        if self.claim_window < 1:
+            raise ValueError("claim_window must be at least one second")
+        if self.aggregation == "fltrust" and self.root_examples < 1:
+            raise ValueError("an FLTrust task needs a root set (root_examples >= 1)")
+        loss_margin_bp(self.loss_margin)
+        _ = self.rule  # raises ValueError for an unknown rule or a parameter out of range
 
 
 @dataclass
@@ -66,6 +94,7 @@ class PublishedTask:
     initial_model_hash: str
     hidden: HiddenTestSet
     block_number: int
+    root_set_hash: str | None = None
 
 
 def hidden_test_set(
@@ -121,6 +150,7 @@ async def publish_task(
     model_bytes, model_hash = encode_with_hash(weights, spec)
     blobs.put(model_bytes)
     hidden = hidden_test_set(data.x_test, data.y_test, plan, Path(vault))
+    root_hash = publish_root_set(data.x_train, data.y_train, plan, blobs) if plan.aggregation == "fltrust" else None
     params = TaskParams(
         oracle=oracle,
         model_spec_hash=spec.spec_hash,
@@ -141,6 +171,25 @@ async def publish_task(
         evaluation_window=plan.evaluation_window,
         max_samples_per_device=plan.max_samples_per_device,
         privacy_mode=plan.dp_scaling,
+        aggregation=plan.rule,
+        loss_margin_bp=loss_margin_bp(plan.loss_margin),
+        root_set_hash=to_bytes32(root_hash) if root_hash else bytes(32),
+        claim_window=plan.claim_window,
     )
     task_id, receipt = await registry.publish(params, int(plan.reward_eth * 10**18))
-    return PublishedTask(task_id, spec.spec_hash, model_hash, hidden, receipt["blockNumber"])
+    return PublishedTask(task_id, spec.spec_hash, model_hash, hidden, receipt["blockNumber"], root_hash)
+
+
+def publish_root_set(x_train: NDArray[Any], y_train: NDArray[Any], plan: TaskPlan, blobs: BlobStore) -> str:
+    """Draws an FLTrust task's root set from the training split and stores it publicly; returns its hash.
+
+    ``plan.root_examples`` examples drawn by ``plan.seed``, in the test groups' encoding
+    (:func:`fedoracle.learning.data.encode_group`). The root set is public from publish (attackers
+    may know it, as in FLTrust's adaptive-attack evaluation); its hash is ``TaskParams.rootSetHash``.
+    """
+    import numpy as np
+
+    from fedoracle.learning.data import encode_group
+
+    pick = np.random.default_rng(plan.seed).choice(len(y_train), size=plan.root_examples, replace=False)
+    return blobs.put(encode_group(x_train[np.sort(pick)], y_train[np.sort(pick)]))

@@ -18,8 +18,9 @@ from fedoracle.units import BP
 
 # Phase / Status enums of the contract.
 NONE, OPEN, CLOSED, AWAITING_FINALIZE, FINALIZED, CANCELLED = range(6)
-S_NONE, S_ACCEPTED, S_REJECTED, S_CLAIMED = range(4)
-REASON_OK, REASON_BELOW_THRESHOLD, REASON_MAX = 0, 1, 10
+S_NONE, S_ACCEPTED, S_REJECTED, S_CLAIMED, S_EXPIRED = range(5)
+REASON_OK, REASON_BELOW_THRESHOLD, REASON_MAX = 0, 1, 11
+REASON_LOSS_ABOVE_MARGIN = 11
 
 ROUND_DURATION = 3_600
 EVALUATION_WINDOW = 1_800
@@ -27,6 +28,7 @@ ZERO32 = b"\x00" * 32
 ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
 EVALUATOR = keccak(b"fedoracle-evaluator-v1")
 MAX_SAMPLES = 10_000
+CLAIM_WINDOW = 7 * 24 * 3_600
 
 
 def seal_secret(task_id: int, round_: int) -> bytes:
@@ -80,6 +82,12 @@ class Params:
     allowlistOnly: bool = False
     maxSamplesPerDevice: int = MAX_SAMPLES
     privacyMode: int = 0
+    aggregationRule: int = 0
+    aggregationParam: int = 0
+    aggregationParam2: int = 0
+    lossMarginBp: int = 0
+    rootSetHash: bytes = ZERO32
+    claimWindow: int = CLAIM_WINDOW
 
     def as_tuple(self) -> tuple:
         return tuple(getattr(self, f.name) for f in fields(self))
@@ -193,13 +201,23 @@ class TaskDriver:
     def round(self) -> int:
         return self.state.round
 
-    def submit(self, device, *, payee=None, model_hash=None, num_samples=100, max_threshold_bp=BP, **tx):
+    def submit(
+        self, device, *, payee=None, model_hash=None, num_samples=100, max_threshold_bp=BP, epsilon_milli=0, **tx
+    ):
         r = self.round
         payee = payee or device
         model_hash = model_hash or h(f"model-{self.task_id}-{r}-{device.address}")
         threshold = self.state.thresholdBp
         receipt = self.registry.submit(
-            self.task_id, model_hash, model_uri(model_hash), payee, num_samples, max_threshold_bp, sender=device, **tx
+            self.task_id,
+            model_hash,
+            model_uri(model_hash),
+            payee,
+            num_samples,
+            max_threshold_bp,
+            epsilon_milli,
+            sender=device,
+            **tx,
         )
         self.subs.setdefault(r, {})[device.address] = submission(model_hash, payee, threshold, num_samples)
         return receipt

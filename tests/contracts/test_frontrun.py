@@ -57,7 +57,7 @@ def test_a_threshold_raise_cannot_be_slipped_in_front_of_a_submission(setup):
     )
     assert registry.getState(t.task_id).thresholdBp == SEEN_BP  # what the device read before training
     mh = h("a 99% model")
-    submit = c.functions.submit(t.task_id, mh, model_uri(mh), device.address, 600, SEEN_BP).build_transaction(
+    submit = c.functions.submit(t.task_id, mh, model_uri(mh), device.address, 600, SEEN_BP, 0).build_transaction(
         {"from": device.address, "gas": 300_000, "gasPrice": 10**9}
     )
     raise_ = c.functions.announceThreshold(t.task_id, 10_000).build_transaction(
@@ -67,7 +67,7 @@ def test_a_threshold_raise_cannot_be_slipped_in_front_of_a_submission(setup):
     assert ra["status"] == 1 and registry.getState(t.task_id).thresholdBp == 10_000  # the raise landed first
     assert rv["status"] == 0  # and the submission reverted: FLTaskThresholdAboveLimit(10000, 5000)
     with reverts_with(registry.FLTaskThresholdAboveLimit, currentBp=10_000, maxBp=SEEN_BP):  # why it reverted
-        registry.submit(t.task_id, mh, model_uri(mh), device, 600, SEEN_BP, sender=device)
+        registry.submit(t.task_id, mh, model_uri(mh), device, 600, SEEN_BP, 0, sender=device)
     assert int.from_bytes(registry.getCommitment(t.task_id, 1, device), "big") == 0  # bound to nothing
     assert registry.getState(t.task_id).submissions == 0 and registry.getState(t.task_id).phase == OPEN
     # The device decides afresh: it may still submit, now knowingly, against the new bar.

@@ -42,6 +42,6 @@ def test_submit_gas_is_bounded_and_independent_of_model_size(task, registry, dev
 def test_submit_gas_only_grows_with_the_pointer(task, registry, devices, payees):
     """What does change gas is the URI's length (calldata + log data), never the model."""
     _, digest = model_blob(10 * KB)
-    short = registry.submit(task.task_id, digest, "x" * 32, payees[0], 1, BP, sender=devices[0])
-    long = registry.submit(task.task_id, digest, "x" * 64, payees[0], 1, BP, sender=devices[1])
+    short = registry.submit(task.task_id, digest, "x" * 32, payees[0], 1, BP, 0, sender=devices[0])
+    long = registry.submit(task.task_id, digest, "x" * 64, payees[0], 1, BP, 0, sender=devices[1])
     assert 0 < long.gas_used - short.gas_used <= 32 * (16 + 8) + 3 * 32  # calldata + LOG data + memory

@@ -85,6 +85,31 @@ def test_publish_at_the_limits_is_accepted(publish, registry, testset):
     assert registry.getTask(t.task_id).maxRounds == 1
 
 
+@pytest.mark.parametrize(
+    "rule,param,param2,root",
+    [
+        (0, 0, 0, ZERO32),
+        (1, 0, 0, ZERO32),
+        (2, 2_000, 0, ZERO32),
+        (3, 2, 0, ZERO32),
+        (3, 2, 7, ZERO32),
+        (4, 0, 0, b"\x07" * 32),
+    ],
+)
+def test_the_aggregation_rule_is_committed_at_publish(publish, registry, rule, param, param2, root):
+    t, _ = publish(
+        aggregationRule=rule, aggregationParam=param, aggregationParam2=param2, rootSetHash=root, lossMarginBp=500
+    )
+    c = registry.getTask(t.task_id)
+    assert (c.aggregationRule, c.aggregationParam, c.aggregationParam2, bytes(c.rootSetHash)) == (
+        rule,
+        param,
+        param2,
+        root,
+    )
+    assert c.lossMarginBp == 500 and c.claimWindow > 0
+
+
 def test_publish_without_reward_reverts(registry, publisher, params):
     with reverts_with(registry.FLTaskNoReward):
         registry.publish(params.as_tuple(), value=0, sender=publisher)
@@ -108,10 +133,21 @@ def test_publish_without_reward_reverts(registry, publisher, params):
         ("evaluationWindow", 0, "evaluationWindow"),
         ("maxSamplesPerDevice", 0, "maxSamplesPerDevice"),
         ("privacyMode", 3, "privacyMode"),
+        ("claimWindow", 0, "claimWindow"),
+        ("lossMarginBp", 10_001, "lossMarginBp"),
+        ("aggregationRule", 5, "aggregationRule"),
+        ({"aggregationParam": 1}, None, "aggregationParam"),  # fedavg takes no parameter
+        ({"aggregationRule": 1, "aggregationParam2": 3}, None, "aggregationParam2"),  # nor does the median
+        ({"aggregationRule": 2}, None, "aggregationParam"),  # trimmed mean needs 0 < beta
+        ({"aggregationRule": 2, "aggregationParam": 5_000}, None, "aggregationParam"),  # ... < 5000 bp
+        ({"aggregationRule": 2, "aggregationParam": 2_000, "aggregationParam2": 1}, None, "aggregationParam2"),
+        ({"aggregationRule": 4}, None, "rootSetHash"),  # FLTrust needs its root set
+        ({"rootSetHash": b"\x01" * 32}, None, "rootSetHash"),  # and only FLTrust takes one
     ],
 )
 def test_publish_rejects_invalid_parameter(registry, publisher, params, reward, field, value, name):
-    setattr(params, field, value)
+    for k, v in field.items() if isinstance(field, dict) else [(field, value)]:
+        setattr(params, k, v)
     with reverts_with(registry.FLTaskInvalidParameter, name=name):
         registry.publish(params.as_tuple(), value=reward, sender=publisher)
     assert registry.taskCount() == 0
@@ -127,7 +163,8 @@ def test_views_of_unknown_task_are_empty(registry):
 def test_constants(registry):
     assert registry.REASON_OK() == 0
     assert registry.REASON_BELOW_THRESHOLD() == 1
-    assert registry.REASON_MAX() == 10
+    assert registry.REASON_MAX() == 11
     assert registry.PRIVACY_MODE_MAX() == 2
+    assert registry.AGGREGATION_RULE_MAX() == 4
     assert registry.MAX_BP() == 10_000
     assert registry.SHUFFLE_ROUNDS() == 90

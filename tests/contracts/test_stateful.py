@@ -4,8 +4,9 @@ The actions come from several accounts and are checked step by step against the 
 contract, with the money invariants.
 
 Rules: publish, submit, announceThreshold, closeSubmissions, discloseTestData (honest and forged),
-postVerdict (from the oracle and from others, honest and mismatched), aggregate, finalize, cancel,
-claim, refund, time warps, plus "advance" rules that make the next honest move of a task so that
+postVerdict and postVerdicts (from the oracle and from others, honest and mismatched), aggregate,
+finalize, cancel, claim, claimMany, setPayee, reclaimExpired, refund, time warps, plus "advance"
+rules that make the next honest move of a task so that
 examples reach late phases. Every call is predicted by the model: either it must succeed (then it
 is sent as a transaction and the chain's state is compared with the model) or it must revert with
 the predicted custom error (checked with an eth_call, which runs the same code on the same state).
@@ -17,8 +18,9 @@ Invariants (after every step, or at the end of every example):
   * no submission is accepted once a round is closed (submit after close must revert, and the
     on-chain counters equal the model's);
   * verdicts only from the oracle (any other sender must revert; counters agree);
-  * funds always recoverable: at the end every task is driven (time warps, close, cancel, claims,
-    refund, all by a stranger) to a state where all of its ETH has left the contract.
+  * funds always recoverable: at the end every task is driven (time warps, close, cancel, claims
+    or, past the claim window, expiries, then the refund, all by a stranger) to a state where all
+    of its ETH has left the contract.
 
 Speed: the test talks to the provider through web3 (ape's per-call overhead would dominate) and
 restores a chain snapshot after each example. Profiles: see conftest.py (HYPOTHESIS_PROFILE).
@@ -45,6 +47,7 @@ from hypothesis.stateful import (
 from fltask_harness import (
     AWAITING_FINALIZE,
     CANCELLED,
+    CLAIM_WINDOW,
     CLOSED,
     EVALUATOR,
     FINALIZED,
@@ -82,7 +85,7 @@ class RoundM:
     settled: bool = False
     per_accepted: int = 0
     subs: dict = field(default_factory=dict)  # device -> (modelHash, payee, thresholdBp, numSamples)
-    status: dict = field(default_factory=dict)  # device -> "A" | "R" | "C"
+    status: dict = field(default_factory=dict)  # device -> "A" | "R" | "C" | "E"
     payees: dict = field(default_factory=dict)  # device -> payee named later by setPayee
 
 
@@ -144,6 +147,7 @@ class RegistryMachine(RuleBasedStateMachine):
         self.payee_start = {p: self.io.balance(p) for p in self.acc["payees"]}
         self.start_balance = self.io.balance(self.reg)
         self._now = self.io.now()
+        self.expire_at_end = False
 
     # -------------------------------------------------------------------------------------- plumbing
 
@@ -226,7 +230,8 @@ class RegistryMachine(RuleBasedStateMachine):
         assert t.claimed <= t.allocated <= t.reward and t.refunded <= t.reward - t.allocated
         if money:
             (c,) = self.view("getTask", t.task_id)
-            assert (c[-3], c[-2], c[-1]) == (t.allocated, t.refunded, 0)  # allocated, refunded, privacyMode
+            assert (c[18], c[19], c[20]) == (t.allocated, t.refunded, 0)  # allocated, refunded, privacyMode
+            assert c[-2] == CLAIM_WINDOW
 
     # -------------------------------------------------------------------------------------- model steps
 
@@ -256,8 +261,10 @@ class RegistryMachine(RuleBasedStateMachine):
         max_rounds=st.integers(1, 3),
         max_subs=st.sampled_from([0, 0, 2, 3]),
         target_bp=st.sampled_from([0, 0, 7_000]),
+        expire=st.booleans(),
     )
-    def first_task(self, who, oracle, reward, max_rounds, max_subs, target_bp):
+    def first_task(self, who, oracle, reward, max_rounds, max_subs, target_bp, expire):
+        self.expire_at_end = expire  # the end: claims in the window, or its expiry path
         self.publish(who, oracle, reward, max_rounds, max_subs, target_bp)
 
     @precondition(lambda self: len(self.tasks) < MAX_TASKS)
@@ -293,7 +300,7 @@ class RegistryMachine(RuleBasedStateMachine):
     def _submit(self, t: TaskM | None, task_id: int, device: str, payee: str, samples: int):
         self._avoid_edges()
         mh = h(f"update-{task_id}-{t.round if t else 0}-{device}-{samples}")
-        fn = ("submit", task_id, mh, model_uri(mh), payee, samples, MAX_BP)
+        fn = ("submit", task_id, mh, model_uri(mh), payee, samples, MAX_BP, samples * 1_000)
         if t is None:
             return self.act(fn, device, ("FLTaskUnknown", {"taskId": task_id}))
         if t.phase != OPEN:
@@ -303,13 +310,15 @@ class RegistryMachine(RuleBasedStateMachine):
         rm = t.rnd()
         if samples == 0 or samples > MAX_SAMPLES:
             return self.act(fn, device, ("FLTaskInvalidParameter", {"name": "numSamples"}))
+        if t.max_subs and t.submissions >= t.max_subs:
+            return self.act(fn, device, ("FLTaskRoundFull", {"round": t.round, "maxSubmissions": t.max_subs}))
         if device in rm.subs:
             return self.act(fn, device, ("FLTaskDuplicateSubmission", {"round": t.round, "device": device}))
         events = self.act(fn, device, None)
+        assert [e["epsilonSpentMilli"] for e in events["ModelSubmitted"]] == [samples * 1_000]
+        assert "SubmissionsClosed" not in events  # the last submitter pays no more: a full round waits
         rm.subs[device] = (mh, payee, t.threshold, samples)
         t.submissions += 1
-        if t.max_subs and t.submissions >= t.max_subs:
-            self._close(t, events)
         self.check_task(t)
 
     @rule(sel=SEL, dev=st.integers(0, 3), pay=st.integers(0, 2), samples=SAMPLES)
@@ -342,7 +351,8 @@ class RegistryMachine(RuleBasedStateMachine):
             return self.act(fn, sender, ("FLTaskUnknown", {"taskId": task_id}))
         if t.phase != OPEN:
             return self.act(fn, sender, ("FLTaskWrongPhase", {"current": t.phase, "expected": OPEN}))
-        if sender != t.oracle and not self.late(t):
+        full = t.max_subs and t.submissions >= t.max_subs
+        if sender != t.oracle and not self.late(t) and not full:
             return self.act(fn, sender, ("FLTaskDeadlineNotReached", {"deadline": t.deadline}))
         events = self.act(fn, sender, None)
         self._close(t, events)
@@ -450,6 +460,42 @@ class RegistryMachine(RuleBasedStateMachine):
             sender = [t.oracle, t.publisher, *others][who]
         self._verdict(t, task_id, sender, self.acc["devices"][dev], acc, reason, tamper)
 
+    @rule(
+        sel=SEL,
+        who=st.sampled_from([0, 0, 0, 1]),
+        accs=st.lists(st.sampled_from([3_000, 6_500, 9_000]), min_size=1, max_size=4),
+        repeat=st.booleans(),
+    )
+    def verdicts_batch(self, sel, who, accs, repeat):
+        """Every pending verdict of a round in one postVerdicts (a repeated device reverts the whole batch)."""
+        self._avoid_edges()
+        t, task_id = self.pick(sel)
+        rm = t.rnd() if t is not None else RoundM()
+        pending = [d for d in rm.subs if d not in rm.status]
+        batch = [(d, rm.subs[d], accs[i % len(accs)], 0) for i, d in enumerate(pending)]
+        if repeat and batch:
+            batch.append(batch[0])
+        fn = ("postVerdicts", task_id, batch, EVALUATOR)
+        sender = self.acc["oracles"][0] if t is None else [t.oracle, self.acc["stranger"]][who]
+        if t is None:
+            return self.act(fn, sender, ("FLTaskUnknown", {"taskId": task_id}))
+        if sender != t.oracle:
+            return self.act(fn, sender, ("FLTaskUnauthorized", {"caller": sender}))
+        if t.phase != CLOSED:
+            return self.act(fn, sender, ("FLTaskWrongPhase", {"current": t.phase, "expected": CLOSED}))
+        if not rm.disclosed:
+            return self.act(fn, sender, ("FLTaskNotDisclosed", {"round": t.round}))
+        if repeat and batch:
+            return self.act(fn, sender, ("FLTaskVerdictAlreadyPosted", {"round": t.round, "device": batch[0][0]}))
+        events = self.act(fn, sender, None)
+        posted = [(e["device"], e["accepted"]) for e in events.get("VerdictPosted", [])]
+        assert posted == [(d.lower(), acc >= sub[2]) for d, sub, acc, _ in batch]
+        for d, sub, acc, _ in batch:
+            rm.status[d] = "A" if acc >= sub[2] else "R"
+            t.verdicts += 1
+            t.accepted += acc >= sub[2]
+        self.check_task(t)
+
     def _aggregate(self, t: TaskM | None, task_id: int, sender: str, acc: int, keep: bool):
         self._avoid_edges()
         mh = (t.global_hash if keep else h(f"global-{task_id}-{t.round}-{acc}")) if t else h("g")
@@ -514,6 +560,7 @@ class RegistryMachine(RuleBasedStateMachine):
             return self.act(fn, sender, ("FLTaskInvalidParameter", {"name": "finalAccuracyBp"}))
         self.act(fn, sender, None)
         t.phase = FINALIZED
+        t.deadline = self._new_deadline(CLAIM_WINDOW)  # the claim window
         self.check_task(t)
 
     @rule(sel=SEL, who=LEGIT, acc=st.sampled_from([7_000, 10_001]))
@@ -541,6 +588,7 @@ class RegistryMachine(RuleBasedStateMachine):
         if t.phase == CLOSED:
             self._settle(t, pending=t.submissions - t.verdicts)
         t.phase = CANCELLED
+        t.deadline = self._new_deadline(CLAIM_WINDOW)  # the claim window
         self.check_task(t, money=True)
 
     @rule(sel=SEL, who=st.integers(0, 2))
@@ -554,6 +602,8 @@ class RegistryMachine(RuleBasedStateMachine):
         fn = ("claim", task_id, r, device)
         if t is None:
             return self.act(fn, sender, ("FLTaskUnknown", {"taskId": task_id}))
+        if self.window_closed(t):
+            return self.act(fn, sender, ("FLTaskClaimWindowClosed", {"claimDeadline": t.deadline}))
         rm = t.rounds.get(r, RoundM())
         if not rm.settled:
             return self.act(fn, sender, ("FLTaskRoundNotSettled", {"round": r}))
@@ -569,6 +619,88 @@ class RegistryMachine(RuleBasedStateMachine):
         self.owed[payee] += amount
         assert self.io.balance(payee) - self.payee_start[payee] == self.owed[payee]
         self.check_task(t, money=True)
+
+    def window_closed(self, t: TaskM) -> bool:
+        return t.phase in (FINALIZED, CANCELLED) and self.late(t)
+
+    def _claim_many(self, t: TaskM | None, task_id: int, rounds: list[int], device: str, sender: str):
+        """One claim for several rounds: paid per round exactly as single claims would be, or nothing."""
+        self._avoid_edges()
+        fn = ("claimMany", task_id, rounds, device)
+        if t is None:
+            return self.act(fn, sender, ("FLTaskUnknown", {"taskId": task_id}))
+        if self.window_closed(t):
+            return self.act(fn, sender, ("FLTaskClaimWindowClosed", {"claimDeadline": t.deadline}))
+        seen: set[int] = set()
+        for r in rounds:
+            rm = t.rounds.get(r, RoundM())
+            if not rm.settled:
+                return self.act(fn, sender, ("FLTaskRoundNotSettled", {"round": r}))
+            if rm.status.get(device) != "A" or rm.per_accepted == 0 or r in seen:
+                return self.act(fn, sender, ("FLTaskNothingToClaim", {"round": r, "device": device}))
+            seen.add(r)
+        events = self.act(fn, sender, None)
+        got = [(e["round"], e["payee"], e["amount"]) for e in events.get("RewardClaimed", [])]
+        want = []
+        for r in rounds:
+            rm = t.rounds[r]
+            payee, amount = rm.payees.get(device, rm.subs[device][1]), rm.per_accepted
+            want.append((r, payee.lower(), amount))
+            rm.status[device] = "C"
+            t.claimed += amount
+            self.paid += amount
+            self.owed[payee] += amount
+        assert got == want
+        for p in {w[1] for w in want}:
+            payee = next(q for q in self.owed if q.lower() == p)
+            assert self.io.balance(payee) - self.payee_start[payee] == self.owed[payee]
+        self.check_task(t, money=True)
+
+    @rule(sel=SEL, dev=st.integers(0, 3), who=st.integers(0, 1), extra=st.sampled_from([None, 0, 1, 9]))
+    def claim_many(self, sel, dev, who, extra):
+        """Every open share of a device in one call (plus, sometimes, a round with nothing or a repeat)."""
+        t, task_id = self.pick(sel)
+        device = self.acc["devices"][dev]
+        rounds = [] if t is None else [r for r, rm in sorted(t.rounds.items()) if rm.status.get(device) == "A"]
+        if extra is not None:
+            rounds.append(rounds[0] if extra == 0 and rounds else extra)
+        self._claim_many(t, task_id, rounds, device, [self.acc["stranger"], device][who])
+
+    def _reclaim(self, t: TaskM | None, task_id: int, r: int, devices: list[str]):
+        """Past the claim window, unclaimed shares go back to the escrow (then to the publisher)."""
+        self._avoid_edges()
+        fn = ("reclaimExpired", task_id, r, devices)
+        sender = self.acc["stranger"]
+        if t is None:
+            return self.act(fn, sender, ("FLTaskUnknown", {"taskId": task_id}))
+        ended = t.phase in (FINALIZED, CANCELLED)
+        if not ended or not self.late(t):
+            return self.act(fn, sender, ("FLTaskClaimWindowOpen", {"claimDeadline": t.deadline if ended else 0}))
+        rm = t.rounds.get(r, RoundM())
+        seen: set[str] = set()
+        for d in devices:
+            if rm.status.get(d) != "A" or rm.per_accepted == 0 or d in seen:
+                return self.act(fn, sender, ("FLTaskNothingToClaim", {"round": r, "device": d}))
+            seen.add(d)
+        events = self.act(fn, sender, None)
+        assert [(e["device"], e["amount"]) for e in events.get("RewardExpired", [])] == [
+            (d.lower(), rm.per_accepted) for d in devices
+        ]
+        for d in devices:
+            rm.status[d] = "E"
+        t.allocated -= rm.per_accepted * len(devices)
+        self.check_task(t, money=True)
+
+    @rule(sel=SEL, r=st.integers(0, 3), dev=st.integers(0, 3), aim=st.booleans())
+    def reclaim_expired(self, sel, r, dev, aim):
+        t, task_id = self.pick(sel)
+        devices = [self.acc["devices"][dev]]
+        if aim and t is not None:
+            open_ = [(rr, d) for rr, rm in t.rounds.items() for d, st_ in rm.status.items() if st_ == "A"]
+            if open_:
+                r, d = open_[(r * 4 + dev) % len(open_)]
+                devices = [d for d, st_ in t.rounds[r].status.items() if st_ == "A"]
+        self._reclaim(t, task_id, r, devices)
 
     @rule(sel=SEL, r=st.integers(0, 3), dev=st.integers(0, 3), who=st.integers(0, 2))
     def claim(self, sel, r, dev, who):
@@ -589,10 +721,12 @@ class RegistryMachine(RuleBasedStateMachine):
                 r, device = open_[(r * 4 + dev) % len(open_)]
         new = "0x" + "00" * 20 if pay == 3 else self.acc["payees"][pay]
         fn = ("setPayee", task_id, r, new)
-        if t is None:
-            return self.act(fn, device, ("FLTaskUnknown", {"taskId": task_id}))
         if pay == 3:
             return self.act(fn, device, ("FLTaskInvalidParameter", {"name": "newPayee"}))
+        if t is None:
+            return self.act(fn, device, ("FLTaskUnknown", {"taskId": task_id}))
+        if self.window_closed(t):
+            return self.act(fn, device, ("FLTaskClaimWindowClosed", {"claimDeadline": t.deadline}))
         rm = t.rounds.get(r, RoundM())
         if rm.status.get(device) != "A":
             return self.act(fn, device, ("FLTaskNothingToClaim", {"round": r, "device": device}))
@@ -707,12 +841,16 @@ class RegistryMachine(RuleBasedStateMachine):
                     self._close_rule(t, t.task_id, stranger)
                 else:
                     self._cancel(t, t.task_id, stranger)
+        if self.expire_at_end:  # nobody claims: the window passes and the shares go back to the escrow
+            self.chain.mine(timestamp=max(max(t.deadline for t in self.tasks), self.now()) + EDGE_MARGIN + 1)
         for t in self.tasks:
             assert t.phase in (FINALIZED, CANCELLED), t
             for r, rm in t.rounds.items():
-                for d, s in list(rm.status.items()):
-                    if s == "A" and rm.per_accepted:
-                        self._claim(t, t.task_id, r, d, stranger)
+                open_ = [d for d, s in rm.status.items() if s == "A" and rm.per_accepted]
+                if open_ and self.expire_at_end:
+                    self._reclaim(t, t.task_id, r, open_)
+                for d in open_ if not self.window_closed(t) else []:
+                    self._claim(t, t.task_id, r, d, stranger)
             if t.reward - t.allocated - t.refunded:
                 self._refund(t, t.task_id, stranger)
             assert t.claimed + t.refunded == t.reward, t
@@ -774,5 +912,8 @@ def test_registry_state_machine(project, networks, accounts, provider_name):
             "refund",
             "announceThreshold",
             "setPayee",
+            "claimMany",
+            "postVerdicts",
+            "reclaimExpired",
         ):
             assert OUTCOMES[(fn, "ok")] > 0, f"no successful {fn} in the whole run"

@@ -30,7 +30,7 @@ def test_submit_stores_commitment_and_emits(task, registry, devices, payees, num
     device, payee = devices[0], payees[0]
     mh = h("update")
     uri = model_uri(mh)
-    receipt = registry.submit(task.task_id, mh, uri, payee, num_samples, BP, sender=device)
+    receipt = registry.submit(task.task_id, mh, uri, payee, num_samples, BP, 7_991, sender=device)
 
     assert_event(
         receipt,
@@ -44,9 +44,11 @@ def test_submit_stores_commitment_and_emits(task, registry, devices, payees, num
             modelURI=uri,
             thresholdBp=6_000,
             numSamples=num_samples,
+            epsilonSpentMilli=7_991,
         ),
     )
     expected = commitment(mh, payee, 6_000, num_samples)
+    assert expected[0] == 0  # the top byte is the verdict's mark, never a commitment's
     assert bytes(registry.getCommitment(task.task_id, 1, device)) == expected
     assert bytes(registry.submissionCommitment(mh, payee, 6_000, num_samples)) == expected
     assert registry.getState(task.task_id).submissions == 1
@@ -61,7 +63,7 @@ def test_a_declared_sample_count_outside_the_tasks_bound_is_refused(task, regist
     weighting off for everyone: both revert, and nothing is recorded.
     """
     with reverts_with(registry.FLTaskInvalidParameter, name="numSamples"):
-        registry.submit(task.task_id, h("greedy"), "u", devices[0], declared, BP, sender=devices[0])
+        registry.submit(task.task_id, h("greedy"), "u", devices[0], declared, BP, 0, sender=devices[0])
     assert registry.getState(task.task_id).submissions == 0
     assert bytes(registry.getCommitment(task.task_id, 1, devices[0])) == ZERO32
 
@@ -83,7 +85,7 @@ def test_submissions_count_and_a_device_may_submit_again_next_round(task, regist
 
 def test_submit_unknown_task_reverts(registry, devices):
     with reverts_with(registry.FLTaskUnknown, taskId=9):
-        registry.submit(9, h("m"), "u", devices[0], 1, BP, sender=devices[0])
+        registry.submit(9, h("m"), "u", devices[0], 1, BP, 0, sender=devices[0])
 
 
 def test_submit_twice_in_a_round_reverts(task, registry, devices):
@@ -115,14 +117,24 @@ def test_submit_rejects_zero_hash_or_payee(task, registry, devices, field, name)
     mh = kwargs.get("model_hash", h("m"))
     payee = ZERO_ADDRESS if field == "payee" else devices[0]
     with reverts_with(registry.FLTaskInvalidParameter, name=name):
-        registry.submit(task.task_id, mh, "u", payee, 1, BP, sender=devices[0])
+        registry.submit(task.task_id, mh, "u", payee, 1, BP, 0, sender=devices[0])
 
 
-def test_reaching_the_cap_closes_the_round(publish, registry, devices):
+def test_a_full_round_refuses_more_and_anyone_closes_it(publish, registry, devices, stranger):
+    """The submission that fills the round pays what every other does: it no longer closes it.
+
+    A third submission is refused with ``FLTaskRoundFull``; anyone may close a full round before
+    its deadline (nobody else could before the deadline), and the oracle's daemon does so at once.
+    """
     t, _ = publish(maxSubmissionsPerRound=2)
-    t.submit(devices[0])
-    assert registry.getState(t.task_id).phase == OPEN
-    receipt = t.submit(devices[1])
+    first = t.submit(devices[0])
+    last = t.submit(devices[1])
+    assert last.gas_used == first.gas_used  # constant submit gas, the last submitter included
+    s = registry.getState(t.task_id)
+    assert s.phase == OPEN and s.submissions == 2
+    with reverts_with(registry.FLTaskRoundFull, taskId=t.task_id, round=1, maxSubmissions=2):
+        t.submit(devices[2])
+    receipt = registry.closeSubmissions(t.task_id, sender=stranger)  # before the deadline: the round is full
     s = registry.getState(t.task_id)
     assert s.phase == CLOSED
     assert s.deadline == receipt.timestamp + EVALUATION_WINDOW
@@ -131,10 +143,15 @@ def test_reaching_the_cap_closes_the_round(publish, registry, devices):
         registry.SubmissionsClosed,
         dict(taskId=t.task_id, round=1, submissions=2, evaluationDeadline=receipt.timestamp + EVALUATION_WINDOW),
     )
-    assert registry.getState(t.task_id).submissions == 2
-    assert registry.getRound(t.task_id, 1).submissions == 0  # the closer pays no new slot: written at settlement
     with reverts_with(registry.FLTaskWrongPhase, taskId=t.task_id, current=CLOSED, expected=OPEN):
         t.submit(devices[2])
+
+
+def test_a_round_below_its_cap_is_not_closed_by_a_stranger(publish, registry, devices, stranger):
+    t, _ = publish(maxSubmissionsPerRound=2)
+    t.submit(devices[0])
+    with reverts_with(registry.FLTaskDeadlineNotReached, taskId=t.task_id):
+        registry.closeSubmissions(t.task_id, sender=stranger)
 
 
 # ---------------------------------------------------------------------------------------------- allowlist

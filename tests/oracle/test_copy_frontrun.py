@@ -72,12 +72,12 @@ def test_a_front_run_copy_earns_nothing_and_costs_the_victim_nothing(fresh_node,
         await rpc(reg, "evm_setAutomine", False)
         victim_hash = sealed_blob(VICTIM, 0)
         victim_tx = await _send_submit(
-            reg, VICTIM, (t.task_id, victim_hash, h.blobs.uri(victim_hash), dev_account(VICTIM).address, 100, BP), 1
+            reg, VICTIM, (t.task_id, victim_hash, h.blobs.uri(victim_hash), dev_account(VICTIM).address, 100, BP, 0), 1
         )
         # The attacker, watching the mempool: the victim's pending call, decoded, re-sent as its own.
         pending = await reg.chain.w3.eth.get_transaction(victim_tx)
         _, args = reg.contract.decode_function_input(pending["input"])
-        copy = (t.task_id, args["modelHash"], args["modelURI"], dev_account(ATTACKER).address, 100, BP)
+        copy = (t.task_id, args["modelHash"], args["modelURI"], dev_account(ATTACKER).address, 100, BP, 0)
         attacker_tx = await _send_submit(reg, ATTACKER, copy, 20)
         await rpc(reg, "evm_mine")
         await rpc(reg, "evm_setAutomine", True)
