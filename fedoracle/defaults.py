@@ -96,6 +96,13 @@ class ProtocolDefaults:
         key_seed: seeds the fleet's keys and payees.
         aggregation: the oracle's aggregation rule.
         trim_fraction: share trimmed at each end by ``trimmed_mean``.
+        root_examples: size of an FLTrust-style task's clean root set (Cao et al. use 100).
+        root_epochs, root_batch_size, root_learning_rate, root_optimizer, root_seed: how the
+            oracle (and anyone re-checking) trains the round's global model on the root set to get
+            the root update g_0 (:func:`fedoracle.learning.robust.root_update`; no DP: the root set
+            is public).
+        loss_margin_bp: the loss gate's relative margin in basis points (0: no loss gate; see
+            :mod:`fedoracle.learning.lossgate`).
         devices: devices in the demo's fleet (P).
     """
 
@@ -131,6 +138,13 @@ class ProtocolDefaults:
     key_seed: str = "fedoracle-fleet"
     aggregation: str = "fedavg"
     trim_fraction: float = 0.2
+    root_examples: int = 100
+    root_epochs: int = 5
+    root_batch_size: int = 20
+    root_learning_rate: float = 0.1
+    root_optimizer: str = "sgd"
+    root_seed: int = 0
+    loss_margin_bp: int = 0
     devices: int = 20
 
     def threshold(self, dataset: str) -> float:
