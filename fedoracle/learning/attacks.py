@@ -24,7 +24,8 @@ benign updates (``benign``) and of the task, which is on-chain and public: the a
 
 What the protocol adds, and the attackers know: the copy rule (:mod:`fedoracle.learning.copies`)
 rejects an update within cosine 0.99 of an earlier one, so attacks that submit one vector from
-several identities give each copy its own jitter (:data:`COPY_JITTER` of its norm); and the gates:
+several identities give each copy its own jitter (:data:`COPY_JITTER` of its norm, and
+:func:`decorrelate` after any later change); and the gates:
 :func:`fit_gates` pulls each crafted update back towards the benign mean, by bisection, until the
 attackers' own estimate (their held-out true-labelled data) says it passes the accuracy threshold
 and the loss margin.
@@ -52,6 +53,8 @@ CRAFTED = ("fang_krum", "fang_trmean", "min_max", "min_sum")
 PERTURBATIONS = ("std", "unit")
 COPY_JITTER = 0.2
 """Relative norm of the noise an attacker adds to each copy of a shared vector (cos ≈ 1/(1 + r²) = 0.96 < 0.99)."""
+GATE_GUARD = 0.02
+"""Accuracy the attackers keep above the threshold on their own data (as ``experiments/adaptive.py``'s ``GUARD``)."""
 FANG_B = 2.0  # Fang et al.'s b: how far beyond the benign extreme the trimmed-mean attack samples
 KRUM_MIN_LAMBDA = 1e-5  # Fang et al.'s threshold: stop halving λ below this
 
@@ -242,37 +245,97 @@ def craft(
 def fit_gates(
     crafted: Sequence[Sequence[NDArray[Any]]],
     benign_mean: Sequence[NDArray[Any]],
-    passes: Callable[[list[NDArray[Any]]], bool],
+    passes: Callable[[list[list[NDArray[Any]]]], Sequence[bool]],
     *,
     steps: int = 10,
 ) -> list[list[NDArray[Any]]]:
     """Pulls each crafted update towards the benign mean just enough that the attackers' estimate says it passes.
 
-    For each update ``v``, the largest ``t ∈ [0, 1]`` (bisection, ``steps`` halvings) such that
-    ``passes(μ + t·(v − μ))``; ``t = 1`` (the update unchanged) when it passes as it is, ``t = 0``
-    (the benign mean, with the update's own small jitter dropped) when nothing does.
+    For each update ``v``, the largest ``t ∈ [0, 1]`` (bisection, ``steps`` halvings, all updates
+    at once) such that ``passes(μ + t·(v − μ))``; ``t = 1`` (the update unchanged) when it passes
+    as it is, ``t = 0`` (the benign mean) when nothing does.
 
     Args:
         crafted: the crafted updates.
         benign_mean: μ, the benign mean the attackers estimate.
-        passes: the attackers' check of one update against the public gates (their own data).
+        passes: the attackers' check of several updates against the public gates (on their own
+            data), one answer per update.
         steps: bisection steps.
     """
     mu = flatten(benign_mean)
+    rows = [flatten(u) for u in crafted]
+
+    def check(which: list[int], ts: list[float]) -> list[bool]:
+        moved = [unflatten(mu + t * (rows[i] - mu), crafted[0]) for i, t in zip(which, ts, strict=True)]
+        return [bool(ok) for ok in passes(moved)] if moved else []
+
+    everyone = list(range(len(rows)))
+    whole = check(everyone, [1.0] * len(rows))
+    lo = [1.0 if ok else 0.0 for ok in whole]
+    hi = [1.0] * len(rows)
+    todo = [i for i, ok in enumerate(whole) if not ok]
+    for _ in range(steps if todo else 0):
+        mids = [(lo[i] + hi[i]) / 2 for i in todo]
+        for i, mid, ok in zip(todo, mids, check(todo, mids), strict=True):
+            lo[i], hi[i] = (mid, hi[i]) if ok else (lo[i], mid)
+    return [unflatten(mu + t * (v - mu), crafted[0]) for t, v in zip(lo, rows, strict=True)]
+
+
+def gate_check(
+    evaluator: Any, global_weights: Sequence[NDArray[Any]], threshold_bp: int, loss_margin_bp: int = 0
+) -> Callable[[list[list[NDArray[Any]]]], list[bool]]:
+    """The attackers' estimate of the public gates, for :func:`fit_gates`, on their own true-labelled data.
+
+    A crafted update passes when its candidate ``global + Δ`` scores at least the threshold plus
+    :data:`GATE_GUARD` on ``evaluator``'s data and, with a loss margin, keeps its loss within half
+    the margin of the global model's loss there (:func:`fedoracle.learning.lossgate.loss_gate`).
+
+    Args:
+        evaluator: an :class:`~fedoracle.learning.evaluation.Evaluator` over the attackers' data.
+        global_weights: the round's global model.
+        threshold_bp: the threshold in force (on-chain).
+        loss_margin_bp: the task's loss margin (on-chain; 0: none).
+    """
+    from fedoracle.learning.lossgate import loss_gate
+    from fedoracle.learning.rounds import candidate
+
+    reference = evaluator.evaluate(list(global_weights)).loss
+    target = threshold_bp / 10_000 + GATE_GUARD
+
+    def passes(updates: list[list[NDArray[Any]]]) -> list[bool]:
+        results = evaluator.evaluate_many([candidate(global_weights, u) for u in updates])
+        return [
+            bool(np.isfinite(r.loss)) and r.accuracy >= target and loss_gate(r.loss, reference, loss_margin_bp // 2)
+            for r in results
+        ]
+
+    return passes
+
+
+def decorrelate(
+    crafted: Sequence[Sequence[NDArray[Any]]],
+    rng: np.random.Generator,
+    *,
+    bound: float = 0.985,
+    jitter: float = COPY_JITTER / 2,
+) -> list[list[NDArray[Any]]]:
+    """Jitters crafted updates until no two have cosine ≥ ``bound`` (under the copy rule's 0.99), in order.
+
+    An update too close to an earlier crafted one gets Gaussian noise of ``jitter`` of its norm
+    added, again with twice the noise while it stays too close; a random direction in a model's
+    tens of thousands of coordinates barely moves its accuracy.
+    """
+    kept: list[NDArray[np.float64]] = []
     out = []
     for update in crafted:
         v = flatten(update)
-        if passes(update if isinstance(update, list) else list(update)):
-            out.append(list(update))
-            continue
-        lo, hi = 0.0, 1.0
-        for _ in range(steps):
-            mid = (lo + hi) / 2
-            if passes(unflatten(mu + mid * (v - mu), update)):
-                lo = mid
-            else:
-                hi = mid
-        out.append(unflatten(mu + lo * (v - mu), update))
+        scale = jitter
+        while kept and v.any() and max(float(k @ v) / (np.linalg.norm(k) * np.linalg.norm(v)) for k in kept) >= bound:
+            z = rng.standard_normal(v.shape)
+            v = v + z * (scale * np.linalg.norm(v) / np.linalg.norm(z))
+            scale *= 2
+        kept.append(v)
+        out.append(unflatten(v, update))
     return out
 
 

@@ -133,8 +133,8 @@ def test_fit_gates_pulls_back_just_enough() -> None:
     mu_flat = attacks.flatten(mu)
     limit = 2.0 * np.linalg.norm(mu_flat)
 
-    def passes(u):
-        return np.linalg.norm(attacks.flatten(u) - mu_flat) <= limit
+    def passes(updates):
+        return [np.linalg.norm(attacks.flatten(u) - mu_flat) <= limit for u in updates]
 
     near, pulled = attacks.fit_gates([mu, far], mu, passes, steps=20)
     assert all(np.array_equal(a, b) for a, b in zip(near, mu, strict=True))
@@ -156,3 +156,13 @@ def test_layout_round_trip_and_bad_inputs() -> None:
     with pytest.raises(ValueError, match="perturbation"):
         attacks.perturbation(np.zeros((2, 3)), "sign")
     assert attacks.craft("min_sum", benign, 0, AggregationRule(), np.random.default_rng(0)) == []
+
+
+def test_decorrelate_brings_copies_under_the_copy_rule() -> None:
+    """Identical crafted updates (e.g. pulled to the benign mean by the gates) end below cosine 0.99 of each other."""
+    benign = _benign(7)
+    same = [benign[0]] * 5
+    out = attacks.decorrelate(same, np.random.default_rng(0))
+    assert find_copies([str(i) for i in range(5)], out) == [None] * 5
+    assert all(np.array_equal(a, b) for a, b in zip(out[0], benign[0], strict=True))  # the first is kept as it is
+    assert find_copies([str(i) for i in range(5)], same)[1] is not None  # the copies were caught before
