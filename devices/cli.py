@@ -11,6 +11,7 @@ import click
 
 from fedoracle import aio
 from fedoracle.defaults import DEFAULTS
+from fedoracle.learning.attacks import CRAFTED
 from fedoracle.options import (
     batch_size_option,
     blobs_option,
@@ -30,6 +31,8 @@ from fedoracle.options import (
     samples_per_device_option,
     unreliable_option,
 )
+
+ATTACK_KINDS = ("label_flip", *CRAFTED)  # what a fleet's malicious devices can do (FleetConfig.attack)
 
 
 @click.group()
@@ -87,6 +90,14 @@ def cli() -> None:
 @click.option("--no-dp", is_flag=True, help="Submit without clipping and noise (non-DP baseline).")
 @dp_scaling_option
 @click.option("--pre-evaluate", is_flag=True, help="Skip submitting when local accuracy is below the threshold.")
+@click.option(
+    "--attack",
+    type=click.Choice(ATTACK_KINDS),
+    default="label_flip",
+    show_default=True,
+    help="What the malicious devices do: flip labels (λ = --flip-rate), or craft updates together "
+    "(Fang et al.'s fang_krum / fang_trmean, Shejwalkar & Houmansadr's min_max / min_sum).",
+)
 @click.option(
     "--key-seed",
     envvar="FEDORACLE_KEY_SEED",

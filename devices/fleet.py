@@ -47,6 +47,10 @@ class FleetConfig(FleetSettings):
         train_workers: threads training at once.
         fleet_size: devices in the whole fleet when this process runs a slice of it.
         tasks: join only these task ids (``None``: every task heard of).
+        attack: what the malicious devices do: ``"label_flip"`` (train on flipped labels, the
+            paper's attack) or a crafted attack of :data:`fedoracle.learning.attacks.CRAFTED`
+            (``fang_krum``, ``fang_trmean``, ``min_max``, ``min_sum``), colluding with each other
+            only (:class:`devices.training.Coalition`).
     """
 
     count: int = DEFAULTS.devices
@@ -59,6 +63,15 @@ class FleetConfig(FleetSettings):
     train_workers: int = 1
     fleet_size: int | None = None
     tasks: list[int] | None = None
+    attack: str = "label_flip"
+
+    def __post_init__(self) -> None:
+        from fedoracle.learning.attacks import CRAFTED
+
+        if self.attack not in ("label_flip", *CRAFTED):
+            raise ValueError(
+                f"unknown fleet attack {self.attack!r}; expected label_flip or one of {', '.join(CRAFTED)}"
+            )
 
 
 def device_key(key_seed: str, index: int) -> bytes:

@@ -106,7 +106,103 @@ class LocalTrainer:
             return update, int(len(self.y)), local_acc
 
 
-def make_trainers(config: FleetConfig) -> list[tuple[str, LocalTrainer]]:
+class Coalition:
+    """The attackers of one fleet process, colluding on a crafted attack (:mod:`fedoracle.learning.attacks`).
+
+    Partial knowledge: the attackers see no honest update; each trains a benign update on its own
+    true labels with the task's DP (as an honest device would), and these stand in for the benign
+    statistics. They read the aggregation rule, the threshold and the loss margin from the task
+    (all on-chain), craft one update each, pull them back until their own held-out data says they
+    pass the gates (:func:`~fedoracle.learning.attacks.fit_gates`) and jitter them under the copy
+    rule. The first member called in a round crafts for all (no member waits on another, so one
+    training thread suffices); a fleet split over processes has one coalition per process.
+
+    Args:
+        attack: one of :data:`fedoracle.learning.attacks.CRAFTED`.
+        config: how the members train.
+        seed: seeds the attackers' own randomness (their crafting, not any privacy noise).
+    """
+
+    def __init__(self, attack: str, config: TrainingConfig, seed: int) -> None:
+        from fedoracle.learning.attacks import CRAFTED
+
+        if attack not in CRAFTED:
+            raise ValueError(f"{attack!r} is not a crafted attack; expected one of {', '.join(CRAFTED)}")
+        self.attack, self.config, self.seed = attack, config, seed
+        self.members: list[tuple[NDArray[Any], NDArray[Any], int]] = []
+        self._lock = threading.Lock()
+        self._round: tuple[Any, ...] | None = None
+        self._crafted: list[list[NDArray[Any]]] = []
+
+    def join(self, x: NDArray[Any], y_true: NDArray[Any], seed: int) -> int:
+        """Adds a member (its shard with true labels, its training seed); returns its index."""
+        self.members.append((x, y_true, seed))
+        return len(self.members) - 1
+
+    def update(self, member: int, spec: ModelSpec, global_weights: list[NDArray[Any]], task: dict[str, Any]) -> Any:
+        """Member ``member``'s crafted update for this round (crafting all of them on the first call)."""
+        import numpy as np
+
+        from fedoracle.learning import attacks
+        from fedoracle.learning.evaluation import Evaluator
+        from fedoracle.learning.robust import AggregationRule
+        from fedoracle.learning.rounds import DPParams, device_update, training_seed
+
+        key = (task.get("taskId"), task.get("round"), spec.spec_hash, attacks.flatten(global_weights).tobytes())
+        with self._lock:
+            if self._round != key:
+                dp = DPParams.from_task(task, self.config.dp_scaling) if self.config.dp else None
+                round_ = int(task.get("round", 1))
+                benign = [
+                    device_update(
+                        spec,
+                        global_weights,
+                        x,
+                        y,
+                        **self.config.local_training(),
+                        seed=training_seed(seed, round_),
+                        dp=dp,
+                    )
+                    for x, y, seed in self.members
+                ]
+                rng = np.random.default_rng([self.seed, round_])
+                rule = AggregationRule.from_task(task)
+                crafted = attacks.craft(self.attack, benign, len(self.members), rule, rng)
+                n_val = [max(1, len(y) // 10) for _, y, _ in self.members]
+                val_x = np.concatenate([x[:n] for (x, _, _), n in zip(self.members, n_val, strict=True)])
+                val_y = np.concatenate([y[:n] for (_, y, _), n in zip(self.members, n_val, strict=True)])
+                check = attacks.gate_check(
+                    Evaluator(spec, val_x, val_y),
+                    global_weights,
+                    int(task.get("thresholdBp", 0)),
+                    int(task.get("lossMarginBp", 0)),
+                )
+                crafted = attacks.fit_gates(crafted, attacks.benign_mean(benign), check)
+                self._crafted = attacks.decorrelate(crafted, rng)
+                self._round = key
+            return self._crafted[member]
+
+
+class AttackerTrainer:
+    """A malicious device of a coalition: its release is the coalition's crafted update (no privacy accounting)."""
+
+    epsilon_spent = None
+    target_delta = None
+
+    def __init__(self, coalition: Coalition, x: NDArray[Any], y_true: NDArray[Any], seed: int) -> None:
+        """Joins ``coalition`` with this device's shard (true labels) and training seed."""
+        self.coalition = coalition
+        self.num_samples = len(y_true)
+        self.member = coalition.join(x, y_true, seed)
+
+    def __call__(
+        self, spec: ModelSpec, global_weights: list[NDArray[Any]], task: dict[str, Any]
+    ) -> tuple[list[NDArray[Any]], int, float | None]:
+        """``(crafted update, declared sample count, None)``, as :class:`LocalTrainer` returns."""
+        return self.coalition.update(self.member, spec, global_weights, task), self.num_samples, None
+
+
+def make_trainers(config: FleetConfig) -> list[tuple[str, LocalTrainer | AttackerTrainer]]:
     """Loads the fleet's data set, splits it into shards by device kind, one trainer each.
 
     The kinds and shards are drawn for the whole fleet (``config.fleet_size`` devices, or
@@ -117,6 +213,10 @@ def make_trainers(config: FleetConfig) -> list[tuple[str, LocalTrainer]]:
 
     Args:
         config: a :class:`devices.fleet.FleetConfig`.
+
+    With ``config.attack`` one of :data:`fedoracle.learning.attacks.CRAFTED`, the slice's malicious
+    devices form one :class:`Coalition` (they train on their true labels and submit crafted
+    updates); with ``"label_flip"`` (the default) they train on flipped labels.
 
     Returns:
         ``(kind, trainer)`` per device of this slice, kinds in ``{"honest", "malicious", "unreliable"}``.
@@ -138,12 +238,13 @@ def make_trainers(config: FleetConfig) -> list[tuple[str, LocalTrainer]]:
         **config.shard_plan(),
     )
     mine = range(config.first_index, config.first_index + config.count)
-    return [
-        (
-            str(shards[i].kind),
-            LocalTrainer(
-                data.x_train[shards[i].indices], shards[i].labels, config.training, seed=device_seed(config.seed, i)
-            ),
-        )
-        for i in mine
-    ]
+    attack = getattr(config, "attack", "label_flip")
+    coalition = None if attack == "label_flip" else Coalition(attack, config.training, seed=config.seed)
+    out: list[tuple[str, LocalTrainer | AttackerTrainer]] = []
+    for i in mine:
+        x, seed = data.x_train[shards[i].indices], device_seed(config.seed, i)
+        if coalition is not None and str(shards[i].kind) == "malicious":
+            out.append((str(shards[i].kind), AttackerTrainer(coalition, x, data.y_train[shards[i].indices], seed)))
+        else:
+            out.append((str(shards[i].kind), LocalTrainer(x, shards[i].labels, config.training, seed=seed)))
+    return out

@@ -267,3 +267,75 @@ def noise(runs, devices, rounds, dataset, results_dir) -> None:
     finally:
         _cleanup()
     _save(doc, results_dir, "noise")
+
+
+@experiment.command()
+@click.option("--quick", is_flag=True, help="A test-sized grid (P = 10, 2 rounds, 3 attacks × 3 defences, MNIST).")
+@click.option(
+    "--dataset",
+    "datasets",
+    multiple=True,
+    type=click.Choice(DATASETS),
+    default=None,
+    help="Data sets [default: mnist and fashion_mnist].",
+)
+@click.option("--devices", type=click.IntRange(min=5), default=None, help="Devices P [default: 50].")
+@click.option("--warmup", type=click.IntRange(min=0), default=None, help="Rounds before the attack [default: 4].")
+@click.option("--rounds", type=click.IntRange(min=1), default=None, help="Attacked rounds [default: 1].")
+@click.option(
+    "--samples", type=click.IntRange(min=10), default=None, help="Examples per device [default: the fleet's rule]."
+)
+@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Local epochs [default: 2].")
+@click.option("--no-dp", is_flag=True, help="Without the task's DP (record-level DP-SGD by default).")
+@click.option("--results", "results_dir", default="results", show_default=True, help="Folder for JSON and CSV.")
+@click.option("--figures", "figures_dir", default="docs/results", show_default=True, help="Folder for the PNG.")
+@click.option(
+    "--limit-minutes",
+    type=float,
+    default=None,
+    help="Start no new pair after this many minutes; rerun the same command to resume.",
+)
+def robust(
+    quick, datasets, devices, warmup, rounds, samples, epochs, no_dp, results_dir, figures_dir, limit_minutes
+) -> None:
+    """Poisoning defence: every (attack × defence) pair, 20% attackers, DP in force; table and figure."""
+    from dataclasses import replace
+
+    from experiments.robust import RobustGrid, quick_grid, run_grid
+
+    grid = quick_grid() if quick else RobustGrid()
+    changes = {
+        k: v
+        for k, v in {
+            "datasets": tuple(datasets) or None,
+            "devices": devices,
+            "warmup_rounds": warmup,
+            "rounds": rounds,
+            "samples_per_device": samples,
+            "epochs": epochs,
+        }.items()
+        if v is not None
+    }
+    if no_dp:
+        changes["dp"] = False
+    grid = replace(grid, **changes)
+    if not quick:
+        grid = replace(
+            grid,
+            reduced=(
+                f"{grid.warmup_rounds} rounds without attack shared by every pair, then {grid.rounds} attacked "
+                "round(s) per pair; one run per pair; i.i.d. shards, no skewed devices",
+            ),
+        )
+    try:
+        run_grid(
+            grid,
+            results_dir=results_dir,
+            figures_dir=figures_dir,
+            command=_command(),
+            log=_echo,
+            limit_seconds=None if limit_minutes is None else 60 * limit_minutes,
+            name="robust_quick" if quick else "robust",
+        )
+    finally:
+        _cleanup()

@@ -18,7 +18,7 @@ from typing import Any
 import click
 
 from fedoracle import __version__, aio
-from fedoracle.options import aggregation_option, blobs_option, from_block_option, registry_option, rpc_option
+from fedoracle.options import blobs_option, from_block_option, registry_option, rpc_option
 
 
 class PluginGroup(click.Group):
@@ -131,7 +131,6 @@ def status(rpc_url: str, registry: str, task_id: int, as_json: bool, from_block:
 @rpc_option
 @registry_option
 @blobs_option
-@aggregation_option
 @click.argument("task_id", type=click.IntRange(min=1))
 @click.option("--round", "round_", type=click.IntRange(min=1), default=None, help="Re-check only this round.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of lines.")
@@ -140,7 +139,6 @@ def verify(
     rpc_url: str,
     registry: str,
     blob_store: str,
-    aggregation: str,
     task_id: int,
     round_: int | None,
     as_json: bool,
@@ -161,9 +159,7 @@ def verify(
             blobs = open_store(blob_store)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
-        checks = aio.run(
-            verify_task(rpc_url, registry, blobs, task_id, round_, from_block=from_block, aggregation=aggregation)
-        )
+        checks = aio.run(verify_task(rpc_url, registry, blobs, task_id, round_, from_block=from_block))
     except FedoracleError as exc:
         err = click.ClickException(f"{exc} ({type(exc).__name__})")
         err.exit_code = 2

@@ -46,22 +46,6 @@ def privacy_mode_name(code: int) -> str:
     return DP_SCALINGS[code]
 
 
-def aggregation_rule_code(rule: str) -> int:
-    """The on-chain code of an aggregation rule (``TaskParams.aggregationRule``; ``@custom:aggregation-rules``).
-
-    Raises:
-        ValueError: for a rule the protocol does not know.
-    """
-    if rule not in AGGREGATIONS:
-        raise ValueError(f"unknown aggregation rule {rule!r} (one of {', '.join(AGGREGATIONS)})")
-    return AGGREGATIONS.index(rule)
-
-
-def aggregation_rule_name(code: int) -> str:
-    """The aggregation rule a task declares on-chain (``TaskConfig.aggregationRule``), by name."""
-    return AGGREGATIONS[code]
-
-
 # Round-1 accuracy threshold per data set: what an honest round-1 update of small_cnn clears with
 # ε = 8 and the others mostly do not (measured on the demo's fleet; see docs/results.md).
 _THRESHOLDS = MappingProxyType({"mnist": 0.50, "fashion_mnist": 0.40, "cifar10": 0.20})
@@ -115,11 +99,16 @@ class ProtocolDefaults:
         trim_fraction: share trimmed at each end by ``trimmed_mean`` (β).
         krum_f: attackers Multi-Krum assumes (f).
         krum_m: updates Multi-Krum averages (m; 0: n − f).
-        loss_margin: the loss gate's relative margin (0: off): a candidate whose test loss exceeds
-            the round's global model's by more than this share is rejected.
         claim_window: seconds after a task ends during which rewards can be claimed (30 days);
             afterwards unclaimed shares can be expired and refunded to the publisher.
-        root_examples: training examples in an FLTrust task's public root set (FLTrust's 100).
+        root_examples: size of an FLTrust-style task's clean root set (Cao et al. use 100), drawn
+            by the publisher from the training split and public from publish.
+        root_epochs, root_batch_size, root_learning_rate, root_optimizer, root_seed: how the
+            oracle (and anyone re-checking) trains the round's global model on the root set to get
+            the root update g_0 (:func:`fedoracle.learning.robust.root_update`; no DP: the root set
+            is public).
+        loss_margin_bp: the loss gate's relative margin in basis points (0: no loss gate; see
+            :mod:`fedoracle.learning.lossgate`), committed at publish.
         devices: devices in the demo's fleet (P).
     """
 
@@ -157,9 +146,14 @@ class ProtocolDefaults:
     trim_fraction: float = 0.2
     krum_f: int = 1
     krum_m: int = 0
-    loss_margin: float = 0.0
     claim_window: int = 30 * 24 * 3600
     root_examples: int = 100
+    root_epochs: int = 5
+    root_batch_size: int = 20
+    root_learning_rate: float = 0.1
+    root_optimizer: str = "sgd"
+    root_seed: int = 0
+    loss_margin_bp: int = 0
     devices: int = 20
 
     def threshold(self, dataset: str) -> float:

@@ -321,11 +321,54 @@ def fleet_seed_option(f: F) -> F:
 
 
 def aggregation_option(f: F) -> F:
-    """``--aggregation``: the oracle's aggregation rule."""
+    """``--aggregation``, ``--trim-fraction``, ``--krum-f``, ``--krum-m``: the task's aggregation rule (publisher)."""
+    f = _protocol_option(
+        "--krum-m",
+        env="KRUM_M",
+        default=DEFAULTS.krum_m,
+        type=click.IntRange(min=0, max=2**16 - 1),
+        help="Multi-Krum: updates averaged, m (0: n − f).",
+    )(f)
+    f = _protocol_option(
+        "--krum-f",
+        env="KRUM_F",
+        default=DEFAULTS.krum_f,
+        type=click.IntRange(min=0, max=2**16 - 1),
+        help="Multi-Krum: attackers assumed, f.",
+    )(f)
+    f = _protocol_option(
+        "--trim-fraction",
+        env="TRIM_FRACTION",
+        default=DEFAULTS.trim_fraction,
+        type=click.FloatRange(min=0.0, max=0.5, min_open=True, max_open=True),
+        help="Trimmed mean: share trimmed at each end, β (a fraction, 0 < β < 0.5).",
+    )(f)
     return _protocol_option(
         "--aggregation",
         env="AGGREGATION",
         default=DEFAULTS.aggregation,
         type=click.Choice(AGGREGATIONS),
-        help="How accepted updates are combined.",
+        help="How the task's accepted updates are combined; committed on-chain at publish.",
+    )(f)
+
+
+def loss_margin_option(f: F) -> F:
+    """``--loss-margin-bp``: the task's loss gate (publisher)."""
+    return _protocol_option(
+        "--loss-margin-bp",
+        env="LOSS_MARGIN_BP",
+        default=DEFAULTS.loss_margin_bp,
+        type=click.IntRange(min=0, max=10_000),
+        help="Loss gate in bp (0: off): reject a candidate whose test loss exceeds the global model's by more.",
+    )(f)
+
+
+def claim_window_option(f: F) -> F:
+    """``--claim-window``: seconds for claims after the task ends (publisher)."""
+    return _protocol_option(
+        "--claim-window",
+        env="CLAIM_WINDOW",
+        default=DEFAULTS.claim_window,
+        type=click.IntRange(min=1, max=2**32 - 1),
+        help="Seconds after the task ends during which rewards can be claimed; then unclaimed shares go back.",
     )(f)

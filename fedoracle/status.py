@@ -82,7 +82,7 @@ async def task_status(rpc_url: str, registry_address: str, task_id: int, from_bl
             "devices_over_budget": sorted(d for d, e in spent.items() if e > epsilon + 1e-3),
         },
         "aggregation": {
-            "rule": AggregationRule.of_task(cfg).describe(),
+            "rule": AggregationRule.from_task(cfg).describe(),
             "loss_margin": from_bp(cfg["lossMarginBp"]),
             "root_set_hash": cfg["rootSetHash"] if int(cfg["rootSetHash"], 16) else None,
         },

@@ -26,9 +26,9 @@ from typing import Any
 
 from fedoracle.blobstore import BlobStore
 from fedoracle.chain import Chain, ChainEvent, Phase, Submission, TaskRegistry
-from fedoracle.defaults import DEFAULTS
 from fedoracle.errors import ConfigError, ModelRejected, Reason
 from fedoracle.hashing import normalize_hash
+from fedoracle.learning.robust import AggregationRule
 
 Differs = Callable[[str | None, str], None]
 """Records one disagreement: ``(device or None, what differs)``."""
@@ -137,6 +137,9 @@ class TaskFacts:
     spec_hash: str
     groups_per_round: int
     rounds: dict[int, RoundFacts]
+    rule: AggregationRule = field(default_factory=AggregationRule)  # committed at publish
+    loss_margin_bp: int = 0  # the task's loss gate
+    root_set_hash: str | None = None  # an fltrust task's public root set
 
 
 def _hex(value: Any) -> str:
@@ -171,6 +174,9 @@ async def read_task(rpc_url: str, registry_address: str, task_id: int, from_bloc
             _hex(cfg["modelSpecHash"]),
             int(cfg["groupsPerRound"]),
             rounds,
+            AggregationRule.from_task(cfg),
+            int(cfg["lossMarginBp"]),
+            _hex(cfg["rootSetHash"]) if int(_hex(cfg["rootSetHash"]), 16) else None,
         )
         for ev in events:
             if ev.args.get("taskId") == task_id and not ev.removed:
@@ -199,14 +205,13 @@ def _take(facts: TaskFacts, ev: ChainEvent) -> None:
         rf.updated = dict(a)
 
 
-def check_round(facts: TaskFacts, rf: RoundFacts, blobs: BlobStore, aggregation: str = "fedavg") -> RoundCheck:
+def check_round(facts: TaskFacts, rf: RoundFacts, blobs: BlobStore) -> RoundCheck:
     """Re-checks one settled round (heavy: TensorFlow evaluation).
 
     Args:
         facts: the task as the chain tells it.
         rf: the round.
         blobs: the public blob store.
-        aggregation: the aggregation rule the global model is recomputed with.
 
     Returns:
         The round's check, with one :class:`Disagreement` per difference found.
@@ -247,7 +252,7 @@ def check_round(facts: TaskFacts, rf: RoundFacts, blobs: BlobStore, aggregation:
         differs(
             None, f"verdicts name evaluator {', '.join(theirs)}, this re-check is {ours} (another fedoracle version?)"
         )
-    out.global_model_agrees = _check_global(rf, blobs, ctx, judgements, aggregation, differs)
+    out.global_model_agrees = _check_global(facts, rf, blobs, ctx, judgements, differs)
     return out
 
 
@@ -277,7 +282,9 @@ def _judge_all(
     from fedoracle.learning.judging import RoundContext, judge_submission
 
     try:
-        ctx = RoundContext.build(facts.task_id, rf.round, blobs, facts.spec_hash, rf.global_hash, groups)
+        ctx = RoundContext.build(
+            facts.task_id, rf.round, blobs, facts.spec_hash, rf.global_hash, groups, facts.loss_margin_bp
+        )
     except ModelRejected as exc:
         return None, [], [(0, exc.reason) for _ in rf.submissions]
     except ValueError:  # malformed hash and the like (as oracle.scoring.Scorer.score)
@@ -316,13 +323,13 @@ def _compare_verdict(
 
 
 def _check_global(
-    rf: RoundFacts, blobs: BlobStore, ctx: Any, judgements: list[Any], aggregation: str, differs: Differs
+    facts: TaskFacts, rf: RoundFacts, blobs: BlobStore, ctx: Any, judgements: list[Any], differs: Differs
 ) -> bool:
     """The posted global model and accuracy against the aggregate of the updates the chain accepted."""
     import numpy as np
 
     from fedoracle.codec import decode, encode_with_hash
-    from fedoracle.learning.rounds import aggregate_accepted
+    from fedoracle.learning.robust import aggregate_round
 
     if rf.updated is None:
         differs(None, "no GlobalModelUpdated for the round")
@@ -348,12 +355,9 @@ def _check_global(
             )
             return False
         updates.append(j.update)
-    new = aggregate_accepted(
-        ctx.global_weights,
-        updates,
-        [rf.submissions[i].num_samples for i in accepted],
-        rule=aggregation,
-        trim_fraction=DEFAULTS.trim_fraction,
+    root_set = blobs.get(facts.root_set_hash) if facts.root_set_hash else None
+    new = aggregate_round(
+        facts.rule, ctx.spec, ctx.global_weights, updates, [rf.submissions[i].num_samples for i in accepted], root_set
     )
     _, new_hash = encode_with_hash(new, ctx.spec) if accepted else (b"", ctx.global_hash)
     ok = True
@@ -367,8 +371,8 @@ def _check_global(
         if not gap <= TOLERANCE:
             differs(
                 None,
-                f"the posted global model {posted_hash} is not the {aggregation} of the {len(accepted)} accepted "
-                f"updates ({new_hash}; largest weight difference {gap:.3g})",
+                f"the posted global model {posted_hash} is not the {facts.rule} aggregate of the "
+                f"{len(accepted)} accepted updates ({new_hash}; largest weight difference {gap:.3g})",
             )
             ok = False
     accuracy = ctx.accuracy_bp(new)
@@ -386,7 +390,6 @@ async def verify_task(
     round_: int | None = None,
     *,
     from_block: int = 0,
-    aggregation: str = "fedavg",
 ) -> list[RoundCheck]:
     """Re-checks the task's settled rounds (or only ``round_``).
 
@@ -415,4 +418,4 @@ async def verify_task(
                 f"no RoundOpened event of task {task_id} round {rf.round} from block {from_block} on: "
                 "start reading earlier (--from-block)"
             )
-    return [await asyncio.to_thread(check_round, facts, rf, blobs, aggregation) for rf in todo]
+    return [await asyncio.to_thread(check_round, facts, rf, blobs) for rf in todo]

@@ -13,7 +13,6 @@ import click
 from fedoracle import aio
 from fedoracle.options import (
     F,
-    aggregation_option,
     blobs_option,
     key_option,
     registry_option,
@@ -79,7 +78,6 @@ def cli() -> None:
     type=click.IntRange(min=1),
     help="Concurrent evaluations.",
 )
-@aggregation_option
 @click.option("--from-block", default=0, show_default=True, help="First block when there is no checkpoint.")
 @click.option(
     "--poll-interval",
@@ -114,7 +112,6 @@ def run(
     state_dir: str,
     confirmations: int,
     workers: int,
-    aggregation: str,
     from_block: int,
     poll_interval: float,
     threshold_margin: float,
@@ -141,7 +138,6 @@ def run(
             state_dir=Path(state_dir),
             confirmations=confirmations,
             poll_interval=poll_interval,
-            aggregation=aggregation,
             from_block=from_block,
             threshold_margin=None if static_threshold else threshold_margin,
         )

@@ -63,7 +63,8 @@ from fedoracle.hashing import normalize_hash
 from fedoracle.hidden import HiddenTestSet
 from fedoracle.learning.copies import find_copies
 from fedoracle.learning.privacy import describe_epsilon
-from fedoracle.learning.rounds import aggregate_accepted, is_accepted, next_threshold, verdict_reason
+from fedoracle.learning.robust import AggregationRule, aggregate_round
+from fedoracle.learning.rounds import is_accepted, next_threshold, verdict_reason
 from fedoracle.retry import Backoff, retry_async
 from fedoracle.seal import open_update, round_keypair
 from fedoracle.units import EPSILON_SCALE, decode_dp
@@ -91,8 +92,6 @@ class OracleConfig:
     state_dir: Path
     confirmations: int = 0
     poll_interval: float = 0.2
-    aggregation: str = DEFAULTS.aggregation  # fedavg | median | trimmed_mean
-    trim_fraction: float = DEFAULTS.trim_fraction
     from_block: int = 0
     threshold_margin: float | None = DEFAULTS.threshold_margin  # round r: global_{r-1} - margin (None: static)
     max_backoff: float = 10.0  # seconds between retries of a failing step or an unreachable node
@@ -106,6 +105,9 @@ class TaskView:
     spec_hash: str
     test_root: str
     max_rounds: int
+    rule: AggregationRule = field(default_factory=AggregationRule)  # committed at publish
+    loss_margin_bp: int = 0  # the task's loss gate (0: none)
+    root_set_hash: str | None = None  # an fltrust task's public root set
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -217,7 +219,16 @@ class Oracle:
         self._unserved.pop(task_id, None)
         if (await self.registry.get_state(task_id))["phase"] in (Phase.FINALIZED, Phase.CANCELLED):
             return
-        self.tasks[task_id] = TaskView(task_id, cfg["modelSpecHash"], root, cfg["maxRounds"])
+        root_set = cfg["rootSetHash"] if int(cfg["rootSetHash"], 16) else None
+        self.tasks[task_id] = TaskView(
+            task_id,
+            cfg["modelSpecHash"],
+            root,
+            cfg["maxRounds"],
+            rule=AggregationRule.from_task(cfg),
+            loss_margin_bp=int(cfg["lossMarginBp"]),
+            root_set_hash=root_set,
+        )
         emit(log, "serve", task=task_id)
 
     async def _retry_unserved(self) -> None:
@@ -608,6 +619,7 @@ class Oracle:
             chain_id=self.chain_id,
             registry=self.registry.address,
             seal_secret="0x" + secret.hex(),
+            loss_margin_bp=view.loss_margin_bp,
         )
 
     def _start_scoring(self, view: TaskView, round_: int, global_hash: str, sub: Submission) -> asyncio.Future[Score]:
@@ -902,12 +914,10 @@ class Oracle:
         updates = [
             open_update(self.blobs, s, ctx.spec, secret, self.chain_id, self.registry.address)[1] for s in accepted
         ]
-        new = aggregate_accepted(
-            ctx.global_weights,
-            updates,
-            [s.num_samples for s in accepted],
-            rule=self.config.aggregation,
-            trim_fraction=self.config.trim_fraction,
+        view = self.tasks[ctx.task_id]
+        root_set = self.blobs.get(view.root_set_hash) if view.root_set_hash else None
+        new = aggregate_round(
+            view.rule, ctx.spec, ctx.global_weights, updates, [s.num_samples for s in accepted], root_set
         )
         data, digest = encode_with_hash(new, ctx.spec)
         return new, digest, data

@@ -25,7 +25,7 @@ from numpy.typing import NDArray
 from fedoracle.blobstore import BlobStore
 from fedoracle.chain import Submission
 from fedoracle.errors import ModelRejected, Reason
-from fedoracle.learning.judging import EVALUATOR_ID, RoundContext, evaluator_hash
+from fedoracle.learning.judging import EVALUATOR_ID, LOSS_DETAIL, RoundContext, evaluator_hash
 from fedoracle.learning.rounds import score_candidates
 from fedoracle.seal import open_update
 from oracle.store import Score
@@ -48,6 +48,7 @@ class ScoreJob:
     chain_id: int = 0
     registry: str = ""
     seal_secret: str = ""  # the round's secret seal key (0x-hex): the queue to workers must be private
+    loss_margin_bp: int = 0  # the task's loss gate (TaskConfig.lossMarginBp; 0: none)
 
 
 class Scorer:
@@ -80,7 +81,9 @@ class Scorer:
                 from fedoracle.hidden import HiddenTestSet
 
                 groups = HiddenTestSet.find(self.vault, job.test_root).round_groups(job.round)
-                ctx = RoundContext.build(job.task_id, job.round, self.blobs, job.spec_hash, job.global_hash, groups)
+                ctx = RoundContext.build(
+                    job.task_id, job.round, self.blobs, job.spec_hash, job.global_hash, groups, job.loss_margin_bp
+                )
                 self._contexts = {k: v for k, v in self._contexts.items() if k[0] != job.task_id}
                 self._contexts[key] = ctx
             return ctx
@@ -116,8 +119,11 @@ class Scorer:
                 ctx.evaluator, ctx.global_weights, [u for _, _, u, _ in items], [s.threshold_bp for _, s, _, _ in items]
             )
             share = (time.perf_counter() - t0) / len(items)
-            for (i, _, _, opened), verdict in zip(items, verdicts, strict=True):
-                detail = "global + update overflows" if verdict.reason == Reason.NON_FINITE else ""
+            for (i, _, _, opened), raw in zip(items, verdicts, strict=True):
+                verdict = ctx.gate_loss(raw)
+                detail = {Reason.NON_FINITE: "global + update overflows", Reason.LOSS_ABOVE_MARGIN: LOSS_DETAIL}.get(
+                    verdict.reason, ""
+                )
                 out[i] = Score(verdict.accuracy_bp, int(verdict.reason), detail, opened + share)
         done = [score for score in out if score is not None]
         assert len(done) == len(jobs)  # every job got its score above

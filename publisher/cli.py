@@ -10,13 +10,16 @@ import click
 from fedoracle import aio
 from fedoracle.defaults import DEFAULTS
 from fedoracle.options import (
+    aggregation_option,
     blobs_option,
+    claim_window_option,
     clip_option,
     dataset_option,
     delta_option,
     dp_scaling_option,
     epsilon_option,
     key_option,
+    loss_margin_option,
     model_option,
     registry_option,
     rounds_option,
@@ -61,6 +64,9 @@ def task() -> None:
 @delta_option
 @clip_option
 @dp_scaling_option
+@aggregation_option
+@loss_margin_option
+@claim_window_option
 @click.option(
     "--reward",
     "reward_eth",

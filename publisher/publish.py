@@ -22,8 +22,8 @@ from fedoracle.defaults import DEFAULTS, TaskSettings
 from fedoracle.errors import BlobHashMismatch
 from fedoracle.hashing import to_bytes32
 from fedoracle.hidden import HiddenTestSet
-from fedoracle.rules import AggregationRule, loss_margin_bp
-from fedoracle.units import to_bp
+from fedoracle.rules import AggregationRule, rule_from_options
+from fedoracle.units import BP, to_bp
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,7 @@ class TaskPlan(TaskSettings):
     Attributes:
         aggregation, trim_fraction, krum_f, krum_m: the task's aggregation rule
             (:class:`~fedoracle.rules.AggregationRule`), committed at publish.
-        loss_margin: the loss gate's relative margin (0: off).
+        loss_margin_bp: the loss gate's relative margin in basis points (0: off).
         claim_window: seconds after the task's end during which rewards can be claimed.
         root_examples: examples of an FLTrust task's public root set (drawn from the training
             split by ``seed``; never from the hidden test set).
@@ -55,7 +55,7 @@ class TaskPlan(TaskSettings):
     trim_fraction: float = DEFAULTS.trim_fraction
     krum_f: int = DEFAULTS.krum_f
     krum_m: int = DEFAULTS.krum_m
-    loss_margin: float = DEFAULTS.loss_margin
+    loss_margin_bp: int = DEFAULTS.loss_margin_bp
     claim_window: int = DEFAULTS.claim_window
     root_examples: int = DEFAULTS.root_examples
     seed: int = DEFAULTS.task_seed
@@ -63,7 +63,7 @@ class TaskPlan(TaskSettings):
     @property
     def rule(self) -> AggregationRule:
         """The task's aggregation rule as the contract records it."""
-        return AggregationRule.from_options(
+        return rule_from_options(
             self.aggregation, trim_fraction=self.trim_fraction, krum_f=self.krum_f, krum_m=self.krum_m
         )
 
@@ -81,7 +81,8 @@ class TaskPlan(TaskSettings):
             raise ValueError("claim_window must be at least one second")
         if self.aggregation == "fltrust" and self.root_examples < 1:
             raise ValueError("an FLTrust task needs a root set (root_examples >= 1)")
-        loss_margin_bp(self.loss_margin)
+        if not 0 <= self.loss_margin_bp <= BP:
+            raise ValueError(f"loss_margin_bp {self.loss_margin_bp} is not in 0..{BP}")
         _ = self.rule  # raises ValueError for an unknown rule or a parameter out of range
 
 
@@ -172,7 +173,7 @@ async def publish_task(
         max_samples_per_device=plan.max_samples_per_device,
         privacy_mode=plan.dp_scaling,
         aggregation=plan.rule,
-        loss_margin_bp=loss_margin_bp(plan.loss_margin),
+        loss_margin_bp=plan.loss_margin_bp,
         root_set_hash=to_bytes32(root_hash) if root_hash else bytes(32),
         claim_window=plan.claim_window,
     )

@@ -24,7 +24,7 @@ from fedoracle.chain import Submission
 from fedoracle.codec import ModelSpec, decode, spec_from_blob
 from fedoracle.errors import ModelRejected, Reason
 from fedoracle.hashing import content_hash
-from fedoracle.learning.rounds import score_candidate
+from fedoracle.learning.rounds import Verdict, score_candidate
 from fedoracle.seal import open_update
 
 EVALUATOR_ID = "fedoracle.learning.evaluation/v1"
@@ -47,10 +47,19 @@ class RoundContext:
     global_weights: list[NDArray[Any]]
     evaluator: Any  # fedoracle.learning.evaluation.Evaluator
     evaluator_hash: str
+    loss_margin_bp: int = 0  # the task's loss gate (0: none)
+    _reference_loss: float | None = None
 
     @classmethod
     def build(
-        cls, task_id: int, round_: int, blobs: BlobStore, spec_hash: str, global_hash: str, test_groups: list[bytes]
+        cls,
+        task_id: int,
+        round_: int,
+        blobs: BlobStore,
+        spec_hash: str,
+        global_hash: str,
+        test_groups: list[bytes],
+        loss_margin_bp: int = 0,
     ) -> RoundContext:
         """Fetches the spec and the global model and builds the evaluator over the round's test data.
 
@@ -61,6 +70,7 @@ class RoundContext:
             spec_hash: the task's model spec hash.
             global_hash: the round's global model hash.
             test_groups: the round's test groups, as :func:`~fedoracle.learning.data.encode_group` bytes.
+            loss_margin_bp: the task's loss gate (``TaskConfig.lossMarginBp``; 0: none).
 
         Returns:
             The round's context.
@@ -77,7 +87,30 @@ class RoundContext:
         parts = [decode_group(g) for g in test_groups]
         x = np.concatenate([p[0] for p in parts])
         y = np.concatenate([p[1] for p in parts])
-        return cls(task_id, round_, spec, global_hash, weights, Evaluator(spec, x, y), evaluator_hash(spec_hash))
+        evaluator = Evaluator(spec, x, y)
+        return cls(task_id, round_, spec, global_hash, weights, evaluator, evaluator_hash(spec_hash), loss_margin_bp)
+
+    @property
+    def reference_loss(self) -> float:
+        """The round's global model's loss on the round's test groups (the loss gate's reference; computed once)."""
+        if self._reference_loss is None:
+            self._reference_loss = float(self.evaluator.evaluate(self.global_weights).loss)
+        return self._reference_loss
+
+    def gate_loss(self, verdict: Verdict) -> Verdict:
+        """The verdict after the task's loss gate (:func:`fedoracle.learning.lossgate.loss_gate`).
+
+        An evaluated candidate whose loss exceeds the round's global model's by more than the
+        task's margin becomes ``LOSS_ABOVE_MARGIN`` (rejected whatever its accuracy); any other
+        verdict is returned as it is. Every role (the oracle, its workers, ``verify``) calls this.
+        """
+        from fedoracle.learning.lossgate import loss_gate
+
+        if not self.loss_margin_bp or verdict.reason != Reason.OK or verdict.loss is None:
+            return verdict
+        if loss_gate(verdict.loss, self.reference_loss, self.loss_margin_bp):
+            return verdict
+        return Verdict(verdict.accuracy_bp, Reason.LOSS_ABOVE_MARGIN, False, verdict.loss)
 
     def accuracy_bp(self, weights: list[NDArray[Any]]) -> int:
         """Accuracy in basis points (:func:`fedoracle.learning.rounds.accuracy_bp`)."""
@@ -124,11 +157,15 @@ def judge_submission(
     """
     try:
         digest, update = open_update(blobs, sub, ctx.spec, seal_secret, chain_id, registry)
-        verdict = score_candidate(ctx.evaluator, ctx.global_weights, update, sub.threshold_bp)
+        verdict = ctx.gate_loss(score_candidate(ctx.evaluator, ctx.global_weights, update, sub.threshold_bp))
     except ModelRejected as exc:
         return Judgement(0, exc.reason, exc.detail[:300])
     except ValueError as exc:  # malformed hash and the like
         return Judgement(0, Reason.UNDECODABLE, str(exc)[:300])
     if verdict.reason == Reason.NON_FINITE:
         return Judgement(0, Reason.NON_FINITE, "global + update overflows", digest, update)
-    return Judgement(verdict.accuracy_bp, verdict.reason, "", digest, update)
+    detail = LOSS_DETAIL if verdict.reason == Reason.LOSS_ABOVE_MARGIN else ""
+    return Judgement(verdict.accuracy_bp, verdict.reason, detail, digest, update)
+
+
+LOSS_DETAIL = "the candidate's test loss exceeds the global model's by more than the task's margin"

@@ -99,11 +99,14 @@ class Verdict:
         accuracy_bp: the candidate's accuracy in basis points, rounded down (0 when not evaluated).
         reason: ``Reason.OK`` or why the candidate could not be evaluated.
         accepted: ``reason == OK`` and ``accuracy_bp >= threshold_bp``.
+        loss: the candidate's mean cross-entropy on the round's test groups (``None`` when not
+            evaluated), for the loss gate (:func:`fedoracle.learning.lossgate.loss_gate`).
     """
 
     accuracy_bp: int
     reason: Reason
     accepted: bool
+    loss: float | None = None
 
 
 def training_seed(device_seed: int, round_number: int) -> int:
@@ -309,8 +312,9 @@ def score_candidates(
         if not ok:
             out.append(Verdict(0, Reason.NON_FINITE, False))
             continue
-        acc = floor_bp(next(scored).accuracy)
-        out.append(Verdict(acc, Reason.OK, is_accepted(Reason.OK, acc, threshold)))
+        result = next(scored)
+        acc = floor_bp(result.accuracy)
+        out.append(Verdict(acc, Reason.OK, is_accepted(Reason.OK, acc, threshold), result.loss))
     return out
 
 

@@ -143,7 +143,9 @@ def test_a_batch_of_verdicts_records_what_single_verdicts_would(publish, registr
     t.close()
     t.disclose()
     subs = t.subs[1]
-    batch = [(d.address, subs[d.address], acc, 0) for d, acc in zip(devices[:4], (9_000, 3_000, 6_000, 10_000), strict=True)]
+    batch = [
+        (d.address, subs[d.address], acc, 0) for d, acc in zip(devices[:4], (9_000, 3_000, 6_000, 10_000), strict=True)
+    ]
     receipt = registry.postVerdicts(t.task_id, batch, EVALUATOR, sender=oracle)
     want = [S_ACCEPTED, S_REJECTED, S_ACCEPTED, S_ACCEPTED]
     assert [registry.getVerdict(t.task_id, 1, d).status for d in devices[:4]] == want

@@ -62,7 +62,10 @@ BAD = [
     (DEVICES, "--seed", "-1"),
     (ORACLE, "--workers", "0"),
     (ORACLE, "--threshold-margin", "2"),
-    (ORACLE, "--aggregation", "mode"),
+    (PUBLISH, "--aggregation", "mode"),
+    (PUBLISH, "--trim-fraction", "0.5"),
+    (PUBLISH, "--loss-margin-bp", "10001"),
+    (PUBLISH, "--claim-window", "0"),
     (["task", "cancel", "--registry", "0x" + "11" * 20, "--key", "dev:0"], "", "0"),
 ]
 

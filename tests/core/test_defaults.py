@@ -44,6 +44,11 @@ PROTOCOL = {
     "--dp-scaling",
     "--seed",
     "--aggregation",
+    "--trim-fraction",
+    "--krum-f",
+    "--krum-m",
+    "--loss-margin-bp",
+    "--claim-window",
     "--data-path",
 }
 
