@@ -22,6 +22,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from demo.services import Anvil, start_broker
 from fedoracle import aio
@@ -281,6 +282,13 @@ class Demo:
                 return claimed
             await asyncio.sleep(0.3)
 
+    async def _verify(self, registry: TaskRegistry, task_id: int, blobs: Any) -> dict[str, Any]:
+        """``fedoracle verify``'s re-check of every settled round, as anyone without a key or the vault runs it."""
+        from fedoracle.verify import verify_task
+
+        checks = await verify_task(registry.chain.rpc_url, registry.address, blobs, task_id)
+        return {"agrees": all(c.agrees for c in checks), "rounds": [c.summary() for c in checks]}
+
     async def _report(self, registry: TaskRegistry, task_id: int, plan, claimed: int, published, data, blobs) -> dict:
         from demo.audit import audit_demo
         from demo.report import build_report, gas_by_function, write_report
@@ -299,6 +307,7 @@ class Demo:
         audit = audit_demo(
             self.config, data, spec, initial, self.events, task_id, blobs, fleet, chain_id, registry.address
         )
+        recheck = await self._verify(registry, task_id, blobs)
         report = build_report(
             task_id,
             self.events,
@@ -315,6 +324,7 @@ class Demo:
                 "refunded_wei": cfg["refunded"],
                 "run_dir": str(self.dir),
                 "privacy_audit": audit,
+                "verify": recheck,
             },
         )
         write_report(report, self.dir)
@@ -375,6 +385,10 @@ def print_summary(report: dict) -> None:
         console.print(describe_audit(audit))
     elif audit:
         console.print(f"privacy audit skipped: {audit.get('skipped')}")
+    recheck = report.get("verify") or {}
+    if recheck:
+        word = "every verdict and global model agrees" if recheck["agrees"] else "[red]DISAGREEMENTS[/]"
+        console.print(f"re-checked from the chain alone (fedoracle verify): {word}")
     console.print(f"report: {report['run_dir']}/report.json, accuracy.png, verdicts.png")
 
 

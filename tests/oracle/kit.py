@@ -17,6 +17,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -65,11 +66,13 @@ async def publish(
     reward_wei: int = 10**17,
     seed: int = 0,
     key_round: bool = True,
+    **task: Any,
 ) -> Published:
     """Publishes a task on ``models.spec`` (or on raw ``spec_bytes``, e.g. a non-canonical spec).
 
     With ``key_round`` round 1 is keyed at once from the oracle's account (see
-    :func:`key_round_as_oracle`), so devices can seal before the oracle starts.
+    :func:`key_round_as_oracle`), so devices can seal before the oracle starts. ``task`` sets
+    further :class:`~fedoracle.chain.TaskParams` fields (e.g. ``aggregation``, ``loss_margin_bp``).
     """
     from fedoracle.learning.data import encode_group, hidden_test_groups
 
@@ -97,6 +100,7 @@ async def publish(
         max_submissions_per_round=cap,
         round_duration=round_duration,
         evaluation_window=3600,
+        **task,
     )
     task_id, receipt = await registry.publish(params, reward_wei)
     if key_round:

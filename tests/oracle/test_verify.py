@@ -10,7 +10,10 @@ reward or steer the model would be:
 * ``secret``: it discloses another round's seal secret in ``SealKeyDisclosed``, so nobody can
   open the round's submissions;
 * ``global``: it commits a global model that is not the FedAvg of the accepted updates (it keeps
-  only the first one), with that model's own accuracy.
+  only the first one), with that model's own accuracy;
+* ``median``: it does everything right in a task published with the coordinate-wise median as
+  its on-chain aggregation rule; the oracle must aggregate with it, and the re-check must agree
+  only because it reads the rule from the chain too.
 
 The re-check reads only the chain and the public blob store (no vault, no key), through the real
 command line; each lie must be named, with the device where there is one, and exit 1.
@@ -30,12 +33,15 @@ from click.testing import CliRunner
 from fedoracle.chain import Phase, dev_account
 from fedoracle.cli import main
 from fedoracle.errors import Reason
+from fedoracle.learning.robust import AggregationRule
+from fedoracle.verify import check_round, read_task
 from oracle.daemon import Oracle
 from tests.conftest import run
 from tests.oracle.harness import deploy
 from tests.oracle.kit import ROOT, make_blob, publish, submit, task_events, wait_phase
 
-CASES = ("honest", "verdict", "secret", "global")
+CASES = ("honest", "verdict", "secret", "global", "median")
+HONEST = ("honest", "median")
 DEVICES = {case: [40 + 3 * i + k for k in range(3)] for i, case in enumerate(CASES)}
 CHEATED = DEVICES["verdict"][1]  # the good device the crooked oracle fails
 
@@ -73,15 +79,16 @@ def settled(node, models, mnist, tmp_path_factory):
         tasks, first_block = {}, None
         for case in CASES:
             rounds = 2 if case == "honest" else 1
+            rule = {"aggregation": AggregationRule("median")} if case == "median" else {}
             t = await publish(
-                h.registry, h.blobs, h.vault, models, mnist, oracle=h.oracle_address, cap=3, rounds=rounds
+                h.registry, h.blobs, h.vault, models, mnist, oracle=h.oracle_address, cap=3, rounds=rounds, **rule
             )
             tasks[case] = t.task_id
             first_block = t.block if first_block is None else first_block
             for k, device in enumerate(DEVICES[case]):
                 blob = make_blob("good", h.blobs, models, models.initial, which=k % 2)
                 await submit(h.rpc_url, h.registry.address, device, t.task_id, blob, h.blobs, num_samples=100 + 50 * k)
-        CrookedOracle.lies = {tasks[c]: c for c in CASES if c != "honest"}
+        CrookedOracle.lies = {tasks[c]: c for c in CASES if c not in HONEST}
         await h.start(first_block, oracle_cls=CrookedOracle)
         try:
             # the honest task's round 2 trains from round 1's aggregate, sealed to the key the oracle set
@@ -155,7 +162,24 @@ def test_a_global_model_that_is_not_the_aggregate_is_caught(settled):
     assert result.exit_code == 1, result.output
     lines = result.output.strip().splitlines()
     assert lines[0] == "round 1: 3 verdicts re-checked, all agree; global model DISAGREES"
-    assert any("is not the fedavg of the 3 accepted updates" in line for line in lines[1:])
+    assert any("is not the fedavg aggregate of the 3 accepted updates" in line for line in lines[1:])
+
+
+def test_a_task_aggregated_with_its_on_chain_rule_verifies_and_only_with_it(settled):
+    """The task's rule is on-chain: the oracle used the median, and the re-check reproduces it from the chain.
+
+    Re-checked as if the rule were FedAvg (what the oracle used before the rule was committed),
+    the same round's global model disagrees: the median is what was aggregated.
+    """
+    h, tasks = settled
+    result = verify(h, tasks["median"])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip().splitlines() == ["round 1: 3 verdicts re-checked, all agree; global model agrees"]
+    facts = run(read_task(h.rpc_url, h.registry.address, tasks["median"]))
+    assert facts.rule == AggregationRule("median")
+    as_fedavg = check_round(dataclasses.replace(facts, rule=AggregationRule("fedavg")), facts.rounds[1], h.blobs)
+    assert not as_fedavg.global_model_agrees
+    assert any("is not the fedavg aggregate" in d.what for d in as_fedavg.disagreements)
 
 
 def test_bad_input_is_one_line_and_exit_2(settled):
