@@ -193,14 +193,16 @@ def test_a_task_with_a_non_canonical_spec_is_rejected_with_wrong_spec_and_still_
 
 def test_a_task_whose_test_set_is_not_in_the_vault_waits_then_is_served(served):
     c = served["tasks"][2]
-    assert served["c_waiting"]["phase"] == Phase.CLOSED  # closed by its cap, nothing disclosed
+    # Full (its cap reached) but still open: the oracle closes a full round only once it serves the task.
+    assert served["c_waiting"]["phase"] == Phase.OPEN and served["c_waiting"]["submissions"] == 1
     assert served["c_verdict_before"]["status"] == Status.NONE
     assert verdict_counts(served["events"][c.task_id]) == {(1, device(0)): 1}
 
 
 def test_another_oracles_task_is_left_alone(served):
     d = served["tasks"][3]
-    assert served["d_state"]["phase"] == Phase.CLOSED and served["d_state"]["verdicts"] == 0
+    # Full, and left open: not even the close is this oracle's to send (anyone may close a full round).
+    assert served["d_state"]["phase"] == Phase.OPEN and served["d_state"]["verdicts"] == 0
     assert not [e for e in served["events"][d.task_id] if e.name in ("VerdictPosted", "TestDataDisclosed")]
     assert not [x for x in served["actions"] if x["task_id"] == d.task_id]
 
@@ -253,11 +255,12 @@ def test_oracle_log_shows_scores_and_transactions(served, reg):
     result = CliRunner().invoke(main, [*args, "--json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
-    assert [x["action"] for x in report["actions"]] == ["disclose"] + ["verdict"] * len(CASES) + [
+    # The round is full at its cap: the oracle closes it at once (the last submitter no longer does).
+    assert [x["action"] for x in report["actions"]] == ["close", "disclose"] + ["verdict"] * len(CASES) + [
         "aggregate",
         "finalize",
     ]
-    assert report["by_status"] == {"mined": len(CASES) + 3}
+    assert report["by_status"] == {"mined": len(CASES) + 4}
     # A score's reason is the evaluation's; "below threshold" is the contract's verdict on an OK score,
     # and a copy is evaluated like any other submission (the copy rule then makes its verdict DUPLICATE
     # or NEAR_DUPLICATE, once every submission of the round is scored).
