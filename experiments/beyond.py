@@ -16,19 +16,21 @@ from typing import Any
 
 import numpy as np
 
-from experiments.config import RunConfig
+from experiments.config import RunConfig, mode_settings
 from fedoracle.defaults import DEFAULTS, PAPER_DP
 
 
 def attack_grid(
-    *, runs: int = 1, devices: int = 10, rounds: int = 3, dataset: str = "mnist"
+    *, runs: int = 1, devices: int = 10, rounds: int = 3, dataset: str = "mnist", mode: str = DEFAULTS.dp_scaling
 ) -> list[tuple[str, RunConfig]]:
     """The attack cases: label flipping (λ = 100%) and the adaptive attacker, with and without the gate.
 
     Both attacks run with the gate under FedAvg, median and trimmed mean, and without the gate
-    under FedAvg; plus a run without attackers.
+    under FedAvg; plus a run without attackers. Honest devices train in privacy mode ``mode``
+    (:func:`experiments.config.mode_settings`); the adaptive attacker trains its benign estimate
+    with the same schedule, without noise.
     """
-    base = RunConfig(dataset=dataset, devices=devices, rounds=rounds, emd=1.5)
+    base = RunConfig(dataset=dataset, devices=devices, rounds=rounds, emd=1.5, **mode_settings(mode))  # type: ignore[arg-type]
     out = []
     for k in range(runs):
         seeded = replace(base, seed=k, task_seed=k)
@@ -229,3 +231,68 @@ def run_noise(cases: list[tuple[str, RunConfig]], log: Any = print) -> dict[str,
             f"{100 * (res['detection']['malicious']['recall'] or 0):.0f}% ({res['seconds']:.0f}s)"
         )
     return {"cases": rows}
+
+
+def round_one(
+    *,
+    datasets: tuple[str, ...] = ("mnist", "fashion_mnist"),
+    fleets: tuple[int, ...] = (10, 20, 100),
+    runs: int = 3,
+    log: Any = print,
+) -> dict[str, Any]:
+    """What honest devices reach in round 1 under the default privacy mode: the data for the round-1 thresholds.
+
+    Each point is round 1 of a task at the defaults (record-level DP-SGD, ε = 8 for the whole
+    3-round task at δ = 1e-5, one record; the fleet's shard size for P; 20% label flippers at
+    λ = 100%, 20% skewed devices at EMD 1.5), on the fast path with the gate open (every verdict
+    kept). ``runs`` seeds at the smallest P, one at the others (their fleets are large).
+
+    Returns:
+        Per data set and P: every kind's round-1 candidate accuracies per run (min / mean / max),
+        and the threshold the data set's default is set from (:func:`round_one_threshold`).
+    """
+    from experiments.config import grid_shard
+    from experiments.simulate import simulate
+
+    out: dict[str, Any] = {"datasets": {}, "epsilon": DEFAULTS.epsilon, "delta": DEFAULTS.delta}
+    for ds in datasets:
+        points: dict[str, Any] = {}
+        for p in fleets:
+            base = RunConfig(
+                dataset=ds, devices=p, samples_per_device=grid_shard(ds, p), variant="undefended", flip_rate=1.0
+            )
+            rows = []
+            for k in range(runs if p == min(fleets) else 1):
+                res = simulate(replace(base, seed=k, task_seed=k), stop_after=1, keep_verdicts=True)
+                by_kind = res["candidates_by_round"][0]
+                rows.append({"seed": k, "candidates": by_kind, "seconds": res["seconds"]})
+                honest = by_kind["honest"]
+                log(
+                    f"  {ds} P={p} seed={k}: honest round-1 candidates {100 * honest['min']:.1f}–"
+                    f"{100 * honest['max']:.1f}% (mean {100 * honest['mean']:.1f}%), flippers up to "
+                    f"{100 * (by_kind['malicious'] or {}).get('max', 0):.1f}% ({res['seconds']:.0f}s)"
+                )
+            points[str(p)] = {"shard": grid_shard(ds, p) or DEFAULTS.max_shard, "runs": rows}
+        smallest = points[str(min(fleets))]["runs"]
+        out["datasets"][ds] = {
+            "fleets": points,
+            "threshold": round_one_threshold([r["candidates"]["honest"]["min"] for r in smallest]),
+            "default_before": DEFAULTS.threshold(ds),
+        }
+    return out
+
+
+THRESHOLD_STEP = 0.05  # round-1 thresholds are set on a 5-point grid
+THRESHOLD_SLACK = 0.05  # ... at least this far below the weakest honest round-1 candidate measured
+
+
+def round_one_threshold(honest_minima: list[float]) -> float:
+    """The round-1 threshold a data set's default is set from.
+
+    The largest multiple of :data:`THRESHOLD_STEP` at least :data:`THRESHOLD_SLACK` below the
+    lowest honest round-1 candidate over the measured runs (at the demo's 2,000-example shard):
+    room for the run-to-run spread of DP noise, while a label flipper (near 0%) and the initial
+    model (about 10%) stay far below it.
+    """
+    low = min(honest_minima) - THRESHOLD_SLACK
+    return max(0.0, round(THRESHOLD_STEP * int(low / THRESHOLD_STEP + 1e-9), 2))
