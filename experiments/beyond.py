@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, replace
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -97,14 +98,30 @@ def membership_inference(
     defaults' clip, lr and batch) at the same ε as the device's whole budget, and at each of
     ``record_epsilons``.
 
+    Both attacks run on every release: the loss threshold and offline LiRA
+    (:func:`fedoracle.learning.audit.lira_release`, 4 shadow updates from the same initial model
+    with the kind's own training and mechanism, on training examples that are neither the device's
+    nor the non-members).
+
     Returns:
-        Per release kind: advantage, AUC and the released model's test accuracy per run and their
-        means, the chance level of the mean advantage and the bound the mode's ε implies.
+        Per release kind: advantage, AUC and TPR at 1% FPR of both attacks and the released model's
+        test accuracy per run and their means, the chance levels of the mean advantage and TPR, and
+        the bounds the mode's ε implies.
     """
     from experiments.simulate import dataset as load
-    from fedoracle.learning.audit import attack_release, chance_advantage, losses, privacy_bounds
+    from fedoracle.learning.audit import (
+        LOW_FPR,
+        attack_release,
+        chance_advantage,
+        chance_tpr_at_fpr,
+        lira_release,
+        losses,
+        privacy_bounds,
+        shadow_updates,
+        tpr_bound_of,
+    )
     from fedoracle.learning.models import initial_weights, model_spec
-    from fedoracle.learning.privacy import add_noise, noise_std
+    from fedoracle.learning.privacy import noise_std
     from fedoracle.learning.rounds import DPParams, candidate, device_update
 
     data = load(dataset)
@@ -116,7 +133,8 @@ def membership_inference(
     }
     for e in sorted({epsilon, *record_epsilons}, reverse=True):
         kinds[f"ε={e:g}, record-level DP-SGD (default)"] = DPParams(e, delta, DEFAULTS.clip, "record", 1)
-    out: dict[str, Any] = {k: {"advantage": [], "auc": [], "test_accuracy": []} for k in kinds}
+    metrics = ("advantage", "auc", "test_accuracy", "lira_advantage", "lira_auc", "lira_tpr_at_fpr", "tpr_at_fpr")
+    out: dict[str, Any] = {k: {m: [] for m in metrics} for k in kinds}
     t0 = time.perf_counter()
     for k in range(runs):
         rng = np.random.default_rng(10_000 + k)
@@ -126,36 +144,42 @@ def membership_inference(
         common = {"spec": spec, "global_weights": g, "x": data.x_train[mem], "y": data.y_train[mem], "epochs": epochs}
         paper = {"batch_size": 128, "learning_rate": 2e-3, "optimizer": "adam", "seed": k}
         update = device_update(**common, **paper, dp=None)
+        public = idx[2 * members :]  # LiRA's shadow data: neither the device's examples nor the non-members
+        pub = (data.x_train[public], data.y_train[public])
+        adam = partial(_mia_release, spec, g, None, epochs=epochs, seed=100, members=members)
+        adam_shadows = shadow_updates(*pub, adam, size=members)
         for name, dp in kinds.items():
-            if dp is None:
-                released = update
-            elif dp.scaling == "record":
-                training = {"batch_size": DEFAULTS.batch_size, "learning_rate": DEFAULTS.learning_rate}
-                released = device_update(**common, **training, optimizer="sgd", seed=k, dp=dp)
-            else:
-                d = members if dp.scaling == "sample" else None
-                released = add_noise(update, dp.clip, epsilon, delta, num_samples=d)
-            attack = attack_release(
-                spec, g, released, (data.x_train[mem], data.y_train[mem]), (data.x_train[non], data.y_train[non])
-            )
+            mechanism = partial(_mia_release, spec, g, dp, epochs=epochs, seed=k, members=members)
+            if dp is not None and dp.scaling == "record":
+                released = mechanism(data.x_train[mem], data.y_train[mem], 0)
+                shadows = shadow_updates(*pub, mechanism, size=members)
+            else:  # the paper's modes noise the one Adam update, the shadows' updates alike
+                released = _noised(dp, update, members)
+                shadows = [_noised(dp, s, members) for s in adam_shadows]
+            sets = ((data.x_train[mem], data.y_train[mem]), (data.x_train[non], data.y_train[non]))
+            attack = attack_release(spec, g, released, *sets)
+            lira = lira_release(spec, g, released, *sets, shadows)
             _, acc = losses(spec, candidate(g, released), data.x_test[:2000], data.y_test[:2000])
-            out[name]["advantage"].append(attack["advantage"])
-            out[name]["auc"].append(attack["auc"])
+            for m in ("advantage", "auc", "tpr_at_fpr"):
+                out[name][m].append(attack[m])
+                out[name][f"lira_{m}"].append(lira[m])
             out[name]["test_accuracy"].append(acc)
             log(
-                f"  run {k} {name}: advantage {attack['advantage']:.3f}, AUC {attack['auc']:.3f}, "
-                f"test accuracy {100 * acc:.1f}%"
+                f"  run {k} {name}: loss advantage {attack['advantage']:.3f}, LiRA advantage {lira['advantage']:.3f}, "
+                f"LiRA TPR at {LOW_FPR:.0%} FPR {lira['tpr_at_fpr']:.3f}, test accuracy {100 * acc:.1f}%"
             )
     chance = chance_advantage(members, members, releases=runs)
+    tpr_chance = chance_tpr_at_fpr(members, members, releases=runs)
     for name, dp in kinds.items():
         v = out[name]
-        for m in ("advantage", "auc", "test_accuracy"):
+        for m in metrics:
             v[f"{m}_mean"] = float(np.mean(v[m]))
         bs = DEFAULTS.batch_size if dp is not None and dp.scaling == "record" else 128
         v["chance_mean_q95"] = chance["mean"]
-        v["bound"], v["epsilon_bound"], v["guarantee"] = privacy_bounds(
-            dp, num_samples=members, batch_size=bs, epochs=epochs, rounds=1
-        )
+        v["tpr_chance_mean_q95"] = tpr_chance["mean"]
+        schedule = {"num_samples": members, "batch_size": bs, "epochs": epochs, "rounds": 1}
+        v["bound"], v["epsilon_bound"], v["guarantee"] = privacy_bounds(dp, **schedule)
+        v["tpr_bound"] = tpr_bound_of(dp, fpr=LOW_FPR, **schedule)
     return {
         "dataset": dataset,
         "members": members,
@@ -165,6 +189,8 @@ def membership_inference(
         "delta": delta,
         "clip": clip,
         "record_clip": DEFAULTS.clip,
+        "fpr": LOW_FPR,
+        "attacks": {"loss": "loss threshold (Yeom et al. 2018)", "lira": "offline LiRA, 4 shadow updates"},
         "noise_std": {
             "÷D": noise_std(clip, epsilon, delta, num_samples=members),
             "whole update": noise_std(clip, epsilon, delta),
@@ -172,6 +198,28 @@ def membership_inference(
         "results": out,
         "seconds": round(time.perf_counter() - t0, 1),
     }
+
+
+def _mia_release(
+    spec: Any, g: Any, dp: Any, x: Any, y: Any, j: int, *, epochs: int, seed: int, members: int
+) -> list[np.ndarray]:
+    """One ``mia`` release trained from ``g``: record-level DP-SGD at the defaults, or (``dp=None``) Adam unnoised."""
+    from fedoracle.learning.rounds import device_update
+
+    if dp is None:
+        paper = {"batch_size": 128, "learning_rate": 2e-3, "optimizer": "adam"}
+        return device_update(spec, g, x, y, epochs=epochs, **paper, seed=seed + j, dp=None)
+    training = {"batch_size": DEFAULTS.batch_size, "learning_rate": DEFAULTS.learning_rate, "optimizer": "sgd"}
+    return device_update(spec, g, x, y, epochs=epochs, **training, seed=seed + j, dp=dp)
+
+
+def _noised(dp: Any, update: list[np.ndarray], members: int) -> list[np.ndarray]:
+    """A paper-mode release of an Adam update: unchanged without DP, else clipped and noised (÷D or whole update)."""
+    from fedoracle.learning.privacy import add_noise
+
+    if dp is None:
+        return update
+    return add_noise(update, dp.clip, dp.epsilon, dp.delta, num_samples=members if dp.scaling == "sample" else None)
 
 
 def noise_grid(
@@ -229,6 +277,89 @@ def run_noise(cases: list[tuple[str, RunConfig]], log: Any = print) -> dict[str,
             f"  {name} seed={cfg.seed}: final {100 * res['final_accuracy']:.2f}%, honest rejected "
             f"{100 * (res['detection']['honest_rejected'] or 0):.0f}%, malicious rejected "
             f"{100 * (res['detection']['malicious']['recall'] or 0):.0f}% ({res['seconds']:.0f}s)"
+        )
+    return {"cases": rows}
+
+
+def per_release_epsilon(total: float, delta: float, rounds: int) -> float:
+    """The ε of one Gaussian release such that ``rounds`` of them compose to ``total`` at δ (add/remove).
+
+    ``rounds`` Gaussian mechanisms of multiplier σ compose exactly to one of multiplier σ/√rounds, so
+    the release's σ is √rounds times the one-shot σ of (``total``, δ).
+    """
+    from fedoracle.learning.privacy import gaussian_epsilon, gaussian_sigma
+
+    return gaussian_epsilon(gaussian_sigma(total, delta) * rounds**0.5, delta)
+
+
+def modes_grid(
+    *, runs: int = 1, devices: int = 10, rounds: int = 3, dataset: str = "mnist", epsilon: float = DEFAULTS.epsilon
+) -> list[tuple[str, RunConfig]]:
+    """The three privacy modes side by side at the same total ε per device, P, rounds and attack mix.
+
+    Each DP mode spends ``epsilon`` (δ = 1e-5) per device over the whole task: record-level DP-SGD
+    solves its σ for every step of every round; the paper's modes release once a round at the
+    per-release ε whose ``rounds`` releases compose to ``epsilon`` (:func:`per_release_epsilon`;
+    one device's update added or removed, and for ÷D only nominally). The paper's modes run both with
+    DP-SGD's schedule (SGD + momentum at lr 0.1, batch 64, 2 epochs: only the mechanism differs) and
+    with the paper's training (:data:`fedoracle.defaults.PAPER_DP`); clip S = 5 on the update. Plus
+    the non-private run of DP-SGD's schedule. 20% label flippers (λ = 100%), 20% skewed (EMD 1.5).
+    """
+    base = RunConfig(dataset=dataset, devices=devices, rounds=rounds, flip_rate=1.0, emd=1.5, epsilon=epsilon)
+    per_release = round(per_release_epsilon(epsilon, base.delta, rounds), 3)
+    same = {"clip": PAPER_DP["clip"], "epsilon": per_release}
+    out = []
+    for k in range(runs):
+        seeded = replace(base, seed=k, task_seed=k)
+        out += [
+            ("non-DP (DP-SGD's schedule)", replace(seeded, variant="nondp")),
+            ("record-level DP-SGD", seeded),
+            ("÷D (paper), DP-SGD's schedule", replace(seeded, dp_scaling="sample", **same)),
+            ("whole update, DP-SGD's schedule", replace(seeded, dp_scaling="update", **same)),
+            ("÷D (paper), paper's training", replace(seeded, **{**mode_settings("sample"), "epsilon": per_release})),
+            ("whole update, paper's training", replace(seeded, **{**mode_settings("update"), "epsilon": per_release})),
+        ]
+    return out
+
+
+def run_modes(cases: list[tuple[str, RunConfig]], log: Any = print) -> dict[str, Any]:
+    """Runs the modes' cases on the fast path with both membership-inference audits on every honest release.
+
+    Returns per case: the final accuracy, honest / flipper / skewed rejections, ε spent as the
+    system prints it, and the loss-threshold and LiRA audits (advantage, TPR at 1% FPR, their chance
+    levels and bounds); for whole-update DP also ε for one record (a replacement of the update).
+    """
+    from experiments.simulate import simulate
+    from fedoracle.learning.privacy import describe_epsilon, dpsgd_epsilon, gaussian_sigma
+
+    rows = []
+    for name, cfg in cases:
+        res = simulate(cfg, keep_verdicts=False, audit=True, lira=True)
+        det = res["detection"]
+        eps = res["epsilon_spent"]
+        row = {
+            "case": name,
+            "config": asdict(cfg),
+            "final_accuracy": res["final_accuracy"],
+            "global_bp": [r["global_accuracy_bp"] for r in res["rounds"]],
+            "rejected": det["rejected"],
+            "verdicts": det["verdicts"],
+            "epsilon_spent": eps,
+            "epsilon_printed": None if eps is None else describe_epsilon(eps, cfg.delta, cfg.rounds, cfg.dp_scaling),
+            "audit": res.get("audit"),
+            "lira": res.get("lira"),
+            "seconds": res["seconds"],
+        }
+        if cfg.dp and cfg.dp_scaling == "update":
+            sigma = gaussian_sigma(cfg.epsilon, cfg.delta)
+            row["epsilon_replace"] = dpsgd_epsilon(sigma / 2, 1.0, cfg.rounds, cfg.delta)
+        rows.append(row)
+        lira = row["lira"] or {}
+        log(
+            f"  {name} seed={cfg.seed}: final {100 * (res['final_accuracy'] or 0):.2f}%, honest rejected "
+            f"{det['rejected']['honest']}/{det['verdicts']['honest']}, "
+            f"LiRA TPR@1% {lira.get('tpr_at_fpr_mean', 0):.3f} "
+            f"(chance {lira.get('tpr_chance_mean_q95', 0):.3f}, bound {lira.get('tpr_bound')}) ({res['seconds']:.0f}s)"
         )
     return {"cases": rows}
 

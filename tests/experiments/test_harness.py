@@ -248,3 +248,7 @@ def test_the_mia_experiment_reports_advantage_chance_and_bound_per_mode():
     low, high = res["ε=2, record-level DP-SGD (default)"], res["ε=8, record-level DP-SGD (default)"]
     assert 0 < low["bound"] < high["bound"] < high["epsilon_bound"] <= 1
     assert "one record (training example)" in high["guarantee"]
+    for row in res.values():  # LiRA beside the loss threshold, at 1% false positives, with its chance level
+        assert 0 <= row["lira_advantage_mean"] <= 1 and 0 <= row["lira_tpr_at_fpr_mean"] <= 1
+        assert 0 < row["tpr_chance_mean_q95"] < 0.2
+    assert 0.01 <= low["tpr_bound"] < high["tpr_bound"] <= 1 and res["ε=8, ÷D (paper)"]["tpr_bound"] is None
