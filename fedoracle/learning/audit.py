@@ -379,14 +379,22 @@ def summarise(
 
 
 def describe_audit(audit: dict[str, Any]) -> str:
-    """One line for a report: the measured advantage beside its chance level and its bound."""
+    """One line for a report: the measured advantage beside its chance level and its bound (and TPR at low FPR)."""
     bound = "none (no formal guarantee)" if audit["bound"] is None else f"{audit['bound']:.3f}"
-    return (
+    line = (
         f"membership inference ({audit['attack']}, {audit['releases']} releases, {audit['members']} members vs "
         f"{audit['nonmembers']} non-members): advantage mean {audit['advantage_mean']:.3f}, max "
         f"{audit['advantage_max']:.3f}; chance (95%) {audit['chance_mean_q95']:.3f} / {audit['chance_max_q95']:.3f}; "
         f"bound from the privacy spent {bound}"
     )
+    if "tpr_at_fpr_mean" in audit:
+        tpr_bound = audit.get("tpr_bound")
+        limit = "none" if tpr_bound is None else f"{tpr_bound:.3f}"
+        line += (
+            f"; TPR at {audit['fpr']:.0%} FPR {audit['tpr_at_fpr_mean']:.3f} "
+            f"(chance {audit['tpr_chance_mean_q95']:.3f}, bound {limit})"
+        )
+    return line
 
 
 def privacy_bounds(

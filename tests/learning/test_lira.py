@@ -105,8 +105,8 @@ def test_tpr_bounds_per_mode():
     assert 0.01 <= strong < weak < 1
     assert tpr_bound_of(DPParams(8.0, DELTA, 5.0, "sample"), fpr=0.01, **schedule) is None  # ÷D: no guarantee
     assert tpr_bound_of(None, fpr=0.01, **schedule) is None
-    # Whole-update DP at ε = 8 per release bounds a record only as a replacement (σ/2): near nothing.
-    assert tpr_bound_of(DPParams(8.0, DELTA, 5.0, "update"), fpr=0.01, **schedule) > 0.9
+    # Whole-update DP at ε = 8 for one release bounds a record only as a replacement (σ/2): 0.84 at 1% FPR.
+    assert tpr_bound_of(DPParams(8.0, DELTA, 5.0, "update"), fpr=0.01, **schedule) > 0.8
 
 
 def test_lira_finds_an_overfit_release_and_sees_nothing_in_examples_never_trained_on(mnist, spec, initial):
@@ -132,3 +132,16 @@ def test_lira_finds_an_overfit_release_and_sees_nothing_in_examples_never_traine
     assert blind["advantage"] <= chance_advantage(200, 200)["one"]
     with pytest.raises(ValueError, match="public examples"):
         shadow_updates(*public, shadow, size=5000)
+
+
+def test_the_report_line_carries_the_low_fpr_figures_beside_their_chance_and_bound():
+    from fedoracle.learning.audit import describe_audit, summarise
+
+    releases = [{"advantage": 0.05, "auc": 0.5, "tpr_at_fpr": 0.012}] * 3
+    common = {"members": 500, "nonmembers": 500, "epsilon_bound": 0.99, "guarantee": "one record"}
+    line = describe_audit(summarise(releases, bound=0.39, tpr_bound=0.11, **common))
+    assert "TPR at 1% FPR 0.012 (chance 0.0" in line and "bound 0.110)" in line
+    no_dp = describe_audit(summarise(releases, **{**common, "epsilon_bound": None}, bound=None))
+    assert "bound none)" in no_dp and "none (no formal guarantee)" in no_dp
+    old = summarise([{"advantage": 0.05, "auc": 0.5}], bound=None, **{**common, "epsilon_bound": None})
+    assert "tpr_at_fpr_mean" not in old and "TPR" not in describe_audit(old)
