@@ -346,7 +346,8 @@ def modes(runs, devices, rounds, dataset, epsilon, results_dir, figures_dir) -> 
     bars(
         [(k, sum(v) / len(v)) for k, v in means.items()],
         Path(figures_dir) / "modes.png",
-        f"Privacy modes at ε = {epsilon:g} per device for all {rounds} rounds, δ = 1e-5 ({dataset}, P = {devices})",
+        f"Privacy modes at ε = {epsilon:g} per device for all {rounds} rounds, δ = 1e-5\n"
+        f"(÷D: nominal, no formal guarantee; {dataset}, P = {devices})",
         "final global accuracy (%)",
     )
 
