@@ -143,6 +143,13 @@ def fig4(
 @click.option("--dataset", default="mnist", show_default=True, type=click.Choice(DATASETS))
 @click.option("--devices", "devices", default=None, help="Comma-separated P values [default: 10,100,200,300].")
 @click.option("--delta-devices", type=int, default=None, help="P of the δ panel [default: 10 reduced, 100 full].")
+@click.option(
+    "--threshold",
+    type=click.FloatRange(0.0, 1.0),
+    default=None,
+    help="Round-1 accuracy threshold, a fraction in [0, 1] [default: the data set's]; results named *_t<percent>.",
+)
+@click.option("--no-delta-panel", "no_delta", is_flag=True, help="Run the P panel only.")
 def fig5(
     mode,
     full,
@@ -156,6 +163,8 @@ def fig5(
     dataset,
     devices,
     delta_devices,
+    threshold,
+    no_delta,
 ) -> None:
     """Figure 5 of the paper: highest / minimum / average local-model accuracy vs P and vs δ."""
     from experiments.config import fig5_grid
@@ -172,6 +181,8 @@ def fig5(
         delta_devices=delta_devices,
         architecture=architecture,
         mode=mode,
+        threshold=threshold,
+        delta_panel=not no_delta,
     )
     try:
         run_grid(

@@ -249,6 +249,8 @@ def fig5_grid(
     delta_devices: int | None = None,
     architecture: str = "small_cnn",
     mode: str = DEFAULTS.dp_scaling,
+    threshold: float | None = None,
+    delta_panel: bool = True,
 ) -> Grid:
     """Fig. 5: accuracy against P (at δ = e^-5) and against δ (at ε = 8), defended, with DP.
 
@@ -262,6 +264,10 @@ def fig5_grid(
     (P panel at δ = e^-5, δ panel over the paper's e^-1 … e^-6, x = −ln δ). In ``"record"`` δ is the
     whole task's and enters the solved noise multiplier: the P panel runs at the default δ = 1e-5
     and the δ panel over :data:`RECORD_DELTAS` (x = −log10 δ), all below 1/D.
+
+    ``threshold``: the round-1 threshold (``None``: the data set's default; small shards need a
+    lower one under DP-SGD, see ``fedoracle experiment round1``). ``delta_panel=False`` runs the P
+    panel only (with its non-DP baseline).
     """
     runs = runs if runs is not None else (10 if full else 2)
     rounds = rounds if rounds is not None else (5 if full else 3)
@@ -274,6 +280,7 @@ def fig5_grid(
         flip_rate=0.2,
         emd=1.5,
         architecture=architecture,
+        threshold=threshold,
         **mode_settings(mode),  # type: ignore[arg-type]
     )
     grid = Grid("fig5")
@@ -283,7 +290,7 @@ def fig5_grid(
         for cfg in _runs(sized, runs):
             grid.points.append(("devices", p, cfg))
     at = replace(base, devices=delta_devices, samples_per_device=grid_shard(dataset, delta_devices))
-    for d in RECORD_DELTAS if mode == "record" else PAPER_DELTAS:
+    for d in (RECORD_DELTAS if mode == "record" else PAPER_DELTAS) if delta_panel else ():
         x = -round(math.log10(d)) if mode == "record" else -round(math.log(d))
         for cfg in _runs(replace(at, delta=d), runs):
             grid.points.append(("delta", x, cfg))
@@ -298,5 +305,7 @@ def fig5_grid(
             "shard size min(2000, 0.9 N_train / P) (the fleet's N_train / P runs a class dry at P >= 30)",
             f"model {architecture}",
             f"privacy: {MODE_NAMES[mode]}",
+            *([f"round-1 threshold {threshold:g}"] if threshold is not None else []),
+            *([] if delta_panel else ["no δ panel"]),
         ]
     return grid

@@ -34,7 +34,8 @@ def stem(grid: Grid) -> str:
     name = grid.name if DEFAULT_DATASET.get(grid.name) == ds else f"{grid.name}_{ds}"
     models = sorted({cfg.architecture for _, _, cfg in grid.points} - {"small_cnn"})
     mode = MODE_SUFFIX.get(grid.mode, grid.mode)
-    return "_".join([name, *models, *([mode] if mode else [])])
+    thresholds = sorted({f"t{round(100 * c.threshold)}" for _, _, c in grid.points if c.threshold is not None})
+    return "_".join([name, *models, *([mode] if mode else []), *thresholds])
 
 
 def run_summary(panel: str, x: float, cfg: RunConfig, result: dict[str, Any]) -> dict[str, Any]:

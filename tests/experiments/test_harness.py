@@ -178,6 +178,16 @@ def test_grids_run_in_the_mode_asked_for_and_say_so(mode):
         fig4_grid(mode="none")
 
 
+def test_a_p_panel_with_its_own_round_one_threshold_is_named_apart():
+    from experiments.runner import stem
+
+    grid = fig5_grid(runs=1, threshold=0.2, delta_panel=False, devices=(100, 300))
+    assert [p for p, _, _ in grid.points] == ["devices", "devices", "nondp"]
+    assert {c.initial_threshold for _, _, c in grid.points} == {0.2}
+    assert stem(grid) == "fig5_dpsgd_t20" and "round-1 threshold 0.2" in grid.reduced
+    assert stem(fig5_grid(runs=1)) == "fig5_dpsgd"  # the default threshold keeps the plain name
+
+
 @pytest.mark.parametrize("name", ["fig4", "fig5"])
 def test_the_paper_mode_resumes_the_results_it_wrote_before_dp_sgd(name):
     """``--dp-scaling sample`` names every run of the committed ÷D results: nothing of them is lost or re-run."""
