@@ -123,14 +123,14 @@ def test_grid_writes_json_csv_png_and_resumes(tmp_path):
     lines = []
     doc = run_grid(grid, results_dir=tmp_path / "r", figures_dir=tmp_path / "f", log=lines.append)
     assert doc["completed_runs"] == 3
-    saved = json.loads((tmp_path / "r" / "fig4_mnist_dpsgd.json").read_text())  # record-level DP-SGD: *_dpsgd
+    saved = json.loads((tmp_path / "r" / "fig4_mnist_dpsgd_t20.json").read_text())  # *_dpsgd, threshold 0.2: _t20
     assert {r["config"]["variant"] for r in saved["runs"]} == {"defended", "undefended", "nondp"}
     assert saved["mode"] == "record"
-    rows = list(csv.DictReader(open(tmp_path / "r" / "fig4_mnist_dpsgd_runs.csv")))
+    rows = list(csv.DictReader(open(tmp_path / "r" / "fig4_mnist_dpsgd_t20_runs.csv")))
     assert len(rows) == 3 and float(rows[0]["final_threshold"]) == 0.2 and rows[0]["dp_scaling"] == "record"
-    summary = list(csv.DictReader(open(tmp_path / "r" / "fig4_mnist_dpsgd_summary.csv")))
+    summary = list(csv.DictReader(open(tmp_path / "r" / "fig4_mnist_dpsgd_t20_summary.csv")))
     assert {r["variant"] for r in summary} == {"defended", "undefended", "nondp"}
-    assert (tmp_path / "f" / "fig4_mnist_dpsgd.png").stat().st_size > 20_000
+    assert (tmp_path / "f" / "fig4_mnist_dpsgd_t20.png").stat().st_size > 20_000
     lines.clear()
     run_grid(grid, results_dir=tmp_path / "r", figures_dir=tmp_path / "f", log=lines.append)
     assert lines[0].endswith("3 already done, 0 to run")
