@@ -98,7 +98,7 @@ def audit_demo(
         chain_id: the chain's id (submissions are sealed to it).
         registry: the registry's address.
     """
-    from fedoracle.learning.audit import attack_release, audit_sets, privacy_bounds, summarise
+    from fedoracle.learning.audit import LOW_FPR, attack_release, audit_sets, privacy_bounds, summarise, tpr_bound_of
     from fedoracle.learning.partition import plan_fleet
     from fedoracle.learning.rounds import DPParams
 
@@ -132,7 +132,19 @@ def audit_demo(
     if not attacks:
         return {"skipped": "no honest submission to audit"}
     dp = DPParams(config.epsilon, config.delta, config.clip, config.dp_scaling, config.rounds) if config.dp else None
-    bound, eps_bound, guarantee = privacy_bounds(
-        dp, num_samples=len(shards[0].indices), batch_size=config.batch_size, epochs=config.epochs, rounds=rounds
+    schedule = {
+        "num_samples": len(shards[0].indices),
+        "batch_size": config.batch_size,
+        "epochs": config.epochs,
+        "rounds": rounds,
+    }
+    bound, eps_bound, guarantee = privacy_bounds(dp, **schedule)
+    return summarise(
+        attacks,
+        members=n,
+        nonmembers=n,
+        bound=bound,
+        epsilon_bound=eps_bound,
+        guarantee=guarantee,
+        tpr_bound=tpr_bound_of(dp, fpr=LOW_FPR, **schedule),
     )
-    return summarise(attacks, members=n, nonmembers=n, bound=bound, epsilon_bound=eps_bound, guarantee=guarantee)

@@ -26,6 +26,13 @@ def _save(doc: dict, results_dir: str, name: str) -> None:
     (Path(results_dir) / f"{name}.json").write_text(json.dumps(doc, indent=1, sort_keys=True))
 
 
+def _stem(name: str, mode: str) -> str:
+    """A results file's stem for a privacy mode (the paper's ÷D keeps the bare name of its earlier results)."""
+    from experiments.config import MODE_SUFFIX
+
+    return "_".join([name, *([MODE_SUFFIX[mode]] if MODE_SUFFIX[mode] else [])])
+
+
 def _cleanup() -> None:
     from fedoracle.learning.runtime import stop_workers
 
@@ -60,7 +67,27 @@ common = [
 ]
 
 
+def mode_option(f):
+    """``--dp-scaling``: the privacy mode an experiment runs in, with that mode's training."""
+    from fedoracle.defaults import DEFAULTS, DP_SCALINGS
+
+    return click.option(
+        "--dp-scaling",
+        "mode",
+        default=DEFAULTS.dp_scaling,
+        show_default=True,
+        type=click.Choice(DP_SCALINGS),
+        help=(
+            "Privacy mode: 'record' = record-level DP-SGD at the defaults (ε for each device's whole task, one "
+            "record); 'sample' (the paper's ÷D, no formal guarantee) and 'update' (whole-update DP) run with the "
+            "paper's training (Adam, 3 epochs, S = 5) and ε per round. Results of 'record' are named *_dpsgd, of "
+            "'update' *_update; 'sample' keeps the bare names."
+        ),
+    )(f)
+
+
 def _common(f):
+    f = mode_option(f)
     for option in reversed(common):
         f = option(f)
     return f
@@ -82,7 +109,7 @@ def experiment() -> None:
 )
 @click.option("--devices", type=int, default=None, help="P [default: 10 reduced, 100 full].")
 def fig4(
-    full, runs, data_path, rounds, results_dir, figures_dir, limit_minutes, architecture, dataset, devices
+    mode, full, runs, data_path, rounds, results_dir, figures_dir, limit_minutes, architecture, dataset, devices
 ) -> None:
     """Figure 4 of the paper: accuracy vs λ and vs EMD, with and without the defence."""
     from experiments.config import fig4_grid
@@ -96,6 +123,7 @@ def fig4(
         devices=devices,
         rounds=rounds,
         architecture=architecture,
+        mode=mode,
     )
     try:
         run_grid(
@@ -115,7 +143,15 @@ def fig4(
 @click.option("--dataset", default="mnist", show_default=True, type=click.Choice(DATASETS))
 @click.option("--devices", "devices", default=None, help="Comma-separated P values [default: 10,100,200,300].")
 @click.option("--delta-devices", type=int, default=None, help="P of the δ panel [default: 10 reduced, 100 full].")
+@click.option(
+    "--threshold",
+    type=click.FloatRange(0.0, 1.0),
+    default=None,
+    help="Round-1 accuracy threshold, a fraction in [0, 1] [default: the data set's]; results named *_t<percent>.",
+)
+@click.option("--no-delta-panel", "no_delta", is_flag=True, help="Run the P panel only.")
 def fig5(
+    mode,
     full,
     runs,
     data_path,
@@ -127,6 +163,8 @@ def fig5(
     dataset,
     devices,
     delta_devices,
+    threshold,
+    no_delta,
 ) -> None:
     """Figure 5 of the paper: highest / minimum / average local-model accuracy vs P and vs δ."""
     from experiments.config import fig5_grid
@@ -142,6 +180,9 @@ def fig5(
         rounds=rounds,
         delta_devices=delta_devices,
         architecture=architecture,
+        mode=mode,
+        threshold=threshold,
+        delta_panel=not no_delta,
     )
     try:
         run_grid(
@@ -170,23 +211,32 @@ def fig5(
 @click.option("--rounds", type=click.IntRange(min=1), default=3, show_default=True, help="FL rounds of the run.")
 @click.option("--out", default="runs/agreement", show_default=True, help="Folder for the protocol runs.")
 @click.option("--results", "results_dir", default="results", show_default=True)
-def agree(figures, devices, rounds, out, results_dir) -> None:
-    """Run one point of each figure through the full protocol (Demo) and compare with the fast path."""
+@mode_option
+def agree(figures, devices, rounds, out, results_dir, mode) -> None:
+    """Run one point of each figure through the full protocol (Demo) and compare with the fast path.
+
+    With DP the two paths draw different noise (OS entropy), so they agree in distribution only:
+    a second fast-path run of the same config is the yardstick (fast path against itself).
+    """
     import math
 
-    from experiments.config import RunConfig
+    from experiments.config import RunConfig, mode_settings
     from experiments.protocol import agreement
 
+    settings = mode_settings(mode)
+    fig5_delta = math.exp(-5) if mode != "record" else 1e-5
     points = {
-        "fig4": RunConfig(dataset="fashion_mnist", devices=devices, rounds=rounds, flip_rate=0.2, emd=1.5),
-        "fig5": RunConfig(dataset="mnist", devices=devices, rounds=rounds, flip_rate=0.2, emd=1.5, delta=math.exp(-5)),
+        "fig4": RunConfig(dataset="fashion_mnist", devices=devices, rounds=rounds, flip_rate=0.2, emd=1.5, **settings),
+        "fig5": RunConfig(
+            dataset="mnist", devices=devices, rounds=rounds, flip_rate=0.2, emd=1.5, delta=fig5_delta, **settings
+        ),
     }
-    path = Path(results_dir) / "agreement.json"
+    path = Path(results_dir) / f"{_stem('agreement', mode)}.json"
     doc = json.loads(path.read_text()) if path.exists() else {}
     try:
         for name in figures:
             _echo(f"{name}: protocol run of {points[name]}")
-            res = agreement(points[name], out, log=_echo)
+            res = agreement(points[name], out, log=_echo, noise_baseline=points[name].dp)
             res["protocol"].pop("report", None)
             doc[name] = res
             _echo(
@@ -207,24 +257,29 @@ def agree(figures, devices, rounds, out, results_dir) -> None:
 @click.option("--dataset", default="mnist", show_default=True, type=click.Choice(DATASETS))
 @click.option("--results", "results_dir", default="results", show_default=True)
 @click.option("--figures", "figures_dir", default="docs/results", show_default=True)
-def attack(runs, devices, rounds, dataset, results_dir, figures_dir) -> None:
+@mode_option
+def attack(runs, devices, rounds, dataset, results_dir, figures_dir, mode) -> None:
     """Beyond the paper: an adaptive attacker crafting updates that pass the gate, vs median / trimmed mean."""
     from experiments.beyond import attack_grid, run_attacks
     from experiments.plots import bars
 
     try:
-        doc = run_attacks(attack_grid(runs=runs, devices=devices, rounds=rounds, dataset=dataset), log=_echo)
+        doc = run_attacks(attack_grid(runs=runs, devices=devices, rounds=rounds, dataset=dataset, mode=mode), log=_echo)
     finally:
         _cleanup()
-    _save(doc, results_dir, "attack")
+    from experiments.config import MODE_NAMES
+
+    doc["mode"] = mode
+    _save(doc, results_dir, _stem("attack", mode))
     means: dict[str, list[float]] = {}
     for row in doc["cases"]:
         means.setdefault(row["case"], []).append(100 * row["final_accuracy"])
     Path(figures_dir).mkdir(parents=True, exist_ok=True)
     bars(
         [(k, sum(v) / len(v)) for k, v in means.items()],
-        Path(figures_dir) / "attack.png",
-        f"Adaptive attacker vs label flipping ({dataset}, P = {devices}, {rounds} rounds)",
+        Path(figures_dir) / f"{_stem('attack', mode)}.png",
+        f"Adaptive attacker vs label flipping ({dataset}, P = {devices}, {rounds} rounds)\n"
+        f"honest devices: {MODE_NAMES[mode]}, ε = 8, δ = 1e-5",
         "final global accuracy (%)",
     )
 
@@ -339,3 +394,58 @@ def robust(
         )
     finally:
         _cleanup()
+
+
+@experiment.command()
+@click.option("--runs", type=click.IntRange(min=1), default=1, show_default=True, help="Runs (repetitions) per point.")
+@click.option("--devices", type=click.IntRange(min=1), default=10, show_default=True, help="Devices P of the run.")
+@click.option("--rounds", type=click.IntRange(min=1), default=3, show_default=True, help="FL rounds of the run.")
+@click.option("--dataset", default="mnist", show_default=True, type=click.Choice(DATASETS))
+@click.option(
+    "--epsilon",
+    type=click.FloatRange(min=0.0, min_open=True),
+    default=8.0,
+    show_default=True,
+    help="ε per device for the whole task (δ = 1e-5), the same for every mode.",
+)
+@click.option("--results", "results_dir", default="results", show_default=True)
+@click.option("--figures", "figures_dir", default="docs/results", show_default=True)
+def modes(runs, devices, rounds, dataset, epsilon, results_dir, figures_dir) -> None:
+    """The three privacy modes side by side at the same total ε: accuracy, the gate, both membership audits."""
+    from experiments.beyond import modes_grid, run_modes
+    from experiments.plots import bars
+
+    try:
+        doc = run_modes(
+            modes_grid(runs=runs, devices=devices, rounds=rounds, dataset=dataset, epsilon=epsilon), log=_echo
+        )
+    finally:
+        _cleanup()
+    _save(doc, results_dir, "modes")
+    means: dict[str, list[float]] = {}
+    for row in doc["cases"]:
+        means.setdefault(row["case"], []).append(100 * row["final_accuracy"])
+    Path(figures_dir).mkdir(parents=True, exist_ok=True)
+    bars(
+        [(k, sum(v) / len(v)) for k, v in means.items()],
+        Path(figures_dir) / "modes.png",
+        f"Privacy modes at ε = {epsilon:g} per device for all {rounds} rounds, δ = 1e-5\n"
+        f"(÷D: nominal, no formal guarantee; {dataset}, P = {devices})",
+        "final global accuracy (%)",
+    )
+
+
+@experiment.command()
+@click.option(
+    "--runs", type=click.IntRange(min=1), default=3, show_default=True, help="Runs (seeds) at the smallest P."
+)
+@click.option("--results", "results_dir", default="results", show_default=True)
+def round1(runs, results_dir) -> None:
+    """What honest devices reach in round 1 under record-level DP-SGD (ε = 8): the round-1 thresholds' data."""
+    from experiments.beyond import round_one
+
+    try:
+        doc = round_one(runs=runs, log=_echo)
+    finally:
+        _cleanup()
+    _save(doc, results_dir, "round1")

@@ -20,9 +20,20 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field, replace
 
-from fedoracle.defaults import DEFAULTS, FleetSettings, TaskSettings, TrainingSettings
+from fedoracle.defaults import DEFAULTS, DP_SCALINGS, PAPER_DP, FleetSettings, TaskSettings, TrainingSettings
 
 PAPER_DELTAS = (math.exp(-1), math.exp(-3), math.exp(-5), math.exp(-6))
+# Record-level DP-SGD's δ panel: δ is the whole task's, it enters σ's solution, and it must sit far
+# below 1/D (5e-4 for the demo's 2,000-example shard; every paper δ is above it, so would allow a
+# record to leak outright). The P panel uses DEFAULTS.delta (1e-5).
+RECORD_DELTAS = (1e-4, 1e-5, 1e-6, 1e-8)
+MODES = DP_SCALINGS  # the privacy modes an experiment can run in (record-level DP-SGD first: the default)
+MODE_NAMES = {
+    "record": "record-level DP-SGD (ε for the whole task, one record)",
+    "sample": "the paper's ÷D (ε per release, no formal guarantee)",
+    "update": "whole-update local DP (ε per release, one device's update)",
+}
+MODE_SUFFIX = {"record": "dpsgd", "sample": "", "update": "update"}  # results file stems (÷D kept its old names)
 PAPER_LAMBDAS = (0.05, 0.10, 0.15, 0.20)
 PAPER_EMDS = (0.0, 0.5, 1.0, 1.5)
 PAPER_DEVICES = (10, 100, 200, 300)
@@ -52,6 +63,30 @@ def grid_shard(dataset: str, devices: int) -> int | None:
 
 
 ATTACKS = ("label_flip", "adaptive")
+
+
+def mode_settings(mode: str) -> dict[str, object]:
+    """The training and privacy settings an experiment runs a privacy mode with.
+
+    ``"record"``: the defaults (record-level DP-SGD: SGD + momentum, per-example clip 1, 2 epochs).
+    ``"sample"`` and ``"update"``: the paper's training as this project measured it
+    (:data:`fedoracle.defaults.PAPER_DP`: Adam at lr 2e-3, 3 epochs, batch 128, clip S = 5 on the
+    update), with ÷D or whole-update sensitivity.
+
+    Raises:
+        ValueError: for a mode the protocol does not know.
+    """
+    if mode not in MODES:
+        raise ValueError(f"unknown privacy mode {mode!r}; expected one of {', '.join(MODES)}")
+    if mode == "record":
+        return {}
+    return {**PAPER_DP, "dp_scaling": mode}
+
+
+def mode_of(configs: list[RunConfig]) -> str:
+    """The one privacy mode of a list of runs (``"mixed"`` when they differ)."""
+    modes = {c.dp_scaling for c in configs}
+    return modes.pop() if len(modes) == 1 else "mixed"
 
 
 @dataclass(frozen=True)
@@ -133,6 +168,11 @@ class Grid:
     points: list[tuple[str, float, RunConfig]] = field(default_factory=list)
     reduced: list[str] = field(default_factory=list)
 
+    @property
+    def mode(self) -> str:
+        """The privacy mode the grid runs in (:data:`MODES`), ``"mixed"`` if several."""
+        return mode_of([c for _, _, c in self.points])
+
 
 def _runs(base: RunConfig, runs: int) -> list[RunConfig]:
     """``runs`` repetitions: run k uses fleet seed k and publisher seed k (run 0 = the demo's seeds)."""
@@ -148,6 +188,7 @@ def fig4_grid(
     devices: int | None = None,
     rounds: int | None = None,
     architecture: str = "small_cnn",
+    mode: str = DEFAULTS.dp_scaling,
 ) -> Grid:
     """Fig. 4: accuracy against λ (at EMD 1.5) and against EMD (at λ = 20%), with and without the defence.
 
@@ -157,7 +198,8 @@ def fig4_grid(
 
     Reduced default: 2 runs (paper 10), P = 10 (paper's Fig. 4 P is not stated; 10 is its smallest),
     3 rounds, Fashion-MNIST as the offline CIFAR-10 stand-in. ``--full``: 10 runs, P = 100,
-    5 rounds.
+    5 rounds. ``mode``: the privacy mode (:func:`mode_settings`); ε = 8 is each device's whole
+    budget in ``"record"``, a release's in the paper's modes.
     """
     runs = runs if runs is not None else (10 if full else 2)
     devices = devices if devices is not None else (100 if full else 10)
@@ -169,6 +211,7 @@ def fig4_grid(
         rounds=rounds,
         samples_per_device=grid_shard(dataset, devices),
         architecture=architecture,
+        **mode_settings(mode),  # type: ignore[arg-type]
     )
     grid = Grid("fig4")
     lambdas = (*PAPER_LAMBDAS, 1.0)
@@ -190,6 +233,7 @@ def fig4_grid(
             f"data set {dataset}" + (" (offline stand-in for CIFAR-10)" if dataset == "fashion_mnist" else ""),
             "shard size min(2000, N_train / P) as the fleet",
             f"model {architecture}",
+            f"privacy: {MODE_NAMES[mode]}",
         ]
     return grid
 
@@ -204,6 +248,9 @@ def fig5_grid(
     rounds: int | None = None,
     delta_devices: int | None = None,
     architecture: str = "small_cnn",
+    mode: str = DEFAULTS.dp_scaling,
+    threshold: float | None = None,
+    delta_panel: bool = True,
 ) -> Grid:
     """Fig. 5: accuracy against P (at δ = e^-5) and against δ (at ε = 8), defended, with DP.
 
@@ -212,23 +259,41 @@ def fig5_grid(
 
     Reduced default: 2 runs (paper 10), 3 rounds, P ∈ {10, 100, 200, 300} with shards of
     :func:`shard_size` samples, the δ panel at P = 10. ``--full``: 10 runs, 5 rounds, δ at P = 100.
+
+    ``mode``: the privacy mode (:func:`mode_settings`). In the paper's modes δ is a release's
+    (P panel at δ = e^-5, δ panel over the paper's e^-1 … e^-6, x = −ln δ). In ``"record"`` δ is the
+    whole task's and enters the solved noise multiplier: the P panel runs at the default δ = 1e-5
+    and the δ panel over :data:`RECORD_DELTAS` (x = −log10 δ), all below 1/D.
+
+    ``threshold``: the round-1 threshold (``None``: the data set's default; small shards need a
+    lower one under DP-SGD, see ``fedoracle experiment round1``). ``delta_panel=False`` runs the P
+    panel only (with its non-DP baseline).
     """
     runs = runs if runs is not None else (10 if full else 2)
     rounds = rounds if rounds is not None else (5 if full else 3)
     devices = devices if devices is not None else PAPER_DEVICES
     delta_devices = delta_devices if delta_devices is not None else (100 if full else 10)
     base = RunConfig(
-        dataset=dataset, data_path=data_path, rounds=rounds, flip_rate=0.2, emd=1.5, architecture=architecture
+        dataset=dataset,
+        data_path=data_path,
+        rounds=rounds,
+        flip_rate=0.2,
+        emd=1.5,
+        architecture=architecture,
+        threshold=threshold,
+        **mode_settings(mode),  # type: ignore[arg-type]
     )
     grid = Grid("fig5")
+    p_delta = DEFAULTS.delta if mode == "record" else math.exp(-5)
     for p in devices:
-        sized = replace(base, devices=p, delta=math.exp(-5), samples_per_device=grid_shard(dataset, p))
+        sized = replace(base, devices=p, delta=p_delta, samples_per_device=grid_shard(dataset, p))
         for cfg in _runs(sized, runs):
             grid.points.append(("devices", p, cfg))
     at = replace(base, devices=delta_devices, samples_per_device=grid_shard(dataset, delta_devices))
-    for d in PAPER_DELTAS:
+    for d in (RECORD_DELTAS if mode == "record" else PAPER_DELTAS) if delta_panel else ():
+        x = -round(math.log10(d)) if mode == "record" else -round(math.log(d))
         for cfg in _runs(replace(at, delta=d), runs):
-            grid.points.append(("delta", -round(math.log(d)), cfg))
+            grid.points.append(("delta", x, cfg))
     for cfg in _runs(replace(at, variant="nondp"), runs):
         grid.points.append(("nondp", delta_devices, cfg))
     if not full:
@@ -239,5 +304,8 @@ def fig5_grid(
             f"data set {dataset}",
             "shard size min(2000, 0.9 N_train / P) (the fleet's N_train / P runs a class dry at P >= 30)",
             f"model {architecture}",
+            f"privacy: {MODE_NAMES[mode]}",
+            *([f"round-1 threshold {threshold:g}"] if threshold is not None else []),
+            *([] if delta_panel else ["no δ panel"]),
         ]
     return grid

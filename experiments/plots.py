@@ -17,6 +17,26 @@ import matplotlib.pyplot as plt
 from experiments.runner import run_row
 
 COLORS = {"defended": "tab:blue", "undefended": "tab:red", "nondp": "tab:gray"}
+PRIVACY = {  # how a figure names its privacy mode, ε's unit and what ε covers
+    "record": "record-level DP-SGD, ε = {eps:g} per device for all {rounds} rounds, one record",
+    "sample": "the paper's ÷D, ε = {eps:g} per round (no formal guarantee)",
+    "update": "whole-update DP, ε = {eps:g} per round, one device's update",
+}
+
+
+def privacy_line(doc: dict[str, Any]) -> str:
+    """The figure's privacy mode, ε, its unit, δ and rounds, in words (from its DP runs)."""
+    dp = [r["config"] for r in doc["runs"] if r["config"]["variant"] != "nondp"] or [doc["runs"][0]["config"]]
+    c = dp[0]
+    deltas = sorted({d["delta"] for d in dp})
+    delta = f"δ = {deltas[0]:.3g}" if len(deltas) == 1 else "δ as on the axis"
+    template = PRIVACY.get(c["dp_scaling"], "{eps:g}")
+    return f"{template.format(eps=c['epsilon'], rounds=c['rounds'])}, {delta}"
+
+
+def _dp_label(doc: dict[str, Any]) -> str:
+    c = doc["runs"][0]["config"]
+    return {"record": "DP-SGD", "sample": "÷D", "update": "whole-update DP"}.get(c["dp_scaling"], "DP")
 
 
 def _series(doc: dict[str, Any], panel: str, metric: str, variant: str | None = None) -> tuple[list, list, list, list]:
@@ -56,7 +76,7 @@ def fig4(doc: dict[str, Any], path: Path) -> None:
             _band(
                 ax,
                 *_series(doc, panel, "final_accuracy", variant),
-                label=f"{'with' if variant == 'defended' else 'without'} defence (DP ε=8)",
+                label=f"{'with' if variant == 'defended' else 'without'} defence ({_dp_label(doc)})",
                 color=COLORS[variant],
             )
         _nondp(ax, doc)
@@ -69,7 +89,7 @@ def fig4(doc: dict[str, Any], path: Path) -> None:
             ("malicious_recall", "tab:purple", "malicious rejected (recall)"),
             ("unreliable_recall", "tab:orange", "unreliable rejected (recall)"),
             ("bad_precision", "tab:green", "rejections that are bad (precision)"),
-            ("honest_rejected", "tab:red", "honest DP rejected"),
+            ("honest_rejected", "tab:red", f"honest {_dp_label(doc)} rejected"),
         ):
             _band(ax, *_series(doc, panel, metric, "defended"), label=label, color=color)
         ax.set_xlabel(xlabel)
@@ -80,7 +100,7 @@ def fig4(doc: dict[str, Any], path: Path) -> None:
     runs = max((r["config"]["seed"] for r in doc["runs"]), default=0) + 1
     fig.suptitle(
         f"Fig. 4 reproduction — {dataset}, P = {doc['runs'][0]['config']['devices']}, "
-        f"{doc['runs'][0]['config']['rounds']} rounds, {runs} runs (band: min–max over runs)"
+        f"{doc['runs'][0]['config']['rounds']} rounds, {runs} runs (band: min–max over runs)\n{privacy_line(doc)}"
     )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -91,7 +111,10 @@ def fig5(doc: dict[str, Any], path: Path) -> None:
     """Highest, minimum and average local-model accuracy (and the global model's) against P and δ."""
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
     dataset = doc["runs"][0]["config"]["dataset"]
-    panels = (("devices", "number of devices P (δ = e^-5)"), ("delta", "−ln δ (ε = 8)"))
+    record = doc["runs"][0]["config"]["dp_scaling"] == "record"
+    p_delta = "δ = 1e-5" if record else "δ = e^-5"
+    d_axis = "−log10 δ (δ of the whole task)" if record else "−ln δ (δ per round)"
+    panels = (("devices", f"number of devices P ({p_delta})"), ("delta", d_axis))
     for ax, (panel, xlabel) in zip(axes, panels, strict=True):
         for metric, color, label in (
             ("cand_max", "tab:green", "highest local model"),
@@ -110,7 +133,10 @@ def fig5(doc: dict[str, Any], path: Path) -> None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     runs = max((r["config"]["seed"] for r in doc["runs"]), default=0) + 1
-    fig.suptitle(f"Fig. 5 reproduction — {dataset}, last round's candidates, {runs} runs (band: min–max over runs)")
+    fig.suptitle(
+        f"Fig. 5 reproduction — {dataset}, last round's candidates, {runs} runs (band: min–max over runs)\n"
+        f"{privacy_line(doc)}"
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

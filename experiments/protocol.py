@@ -149,12 +149,17 @@ def compare(protocol: dict[str, Any], fast: dict[str, Any]) -> dict[str, Any]:
         assumed) and the per-round detail.
     """
     detail, same, cand_diff, glob_diff, bound_ok = [], True, 0, 0, True
+    all_diffs: list[int] = []
+    submissions = agreeing = 0
     for p, f in zip(protocol["rounds"], fast["rounds"], strict=True):
         pv = {v["device"]: v for v in p["verdicts"]}
         fv = {v["device"]: v for v in f["verdicts"]}
         mismatched = sorted(i for i in fv if i not in pv or pv[i]["accepted"] != fv[i]["accepted"])
         same &= not mismatched and set(pv) == set(fv)
+        submissions += len(fv)
+        agreeing += len(fv) - len(mismatched)
         diffs = [abs(pv[i]["accuracy_bp"] - fv[i]["accuracy_bp"]) for i in fv if i in pv]
+        all_diffs += diffs
         cand_diff = max([cand_diff, *diffs])
         g = abs(p.get("global_accuracy_bp", -(10**6)) - f["global_accuracy_bp"])
         glob_diff = max(glob_diff, g)
@@ -173,6 +178,9 @@ def compare(protocol: dict[str, Any], fast: dict[str, Any]) -> dict[str, Any]:
         )
     return {
         "same_verdicts": bool(same),
+        "agreeing_verdicts": agreeing,
+        "submissions": submissions,
+        "mean_candidate_diff_bp": float(sum(all_diffs) / len(all_diffs)) if all_diffs else 0.0,
         "max_candidate_diff_bp": cand_diff,
         "max_global_diff_bp": glob_diff,
         "thresholds_bound": bool(bound_ok),
@@ -180,11 +188,30 @@ def compare(protocol: dict[str, Any], fast: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def agreement(cfg: RunConfig, out: str | Path, timeout: int = 900, log: Any = None) -> dict[str, Any]:
+def as_protocol(fast: dict[str, Any]) -> dict[str, Any]:
+    """A fast-path run in the shape :func:`run_protocol` returns (to compare two fast-path runs)."""
+    return {
+        "rounds": [
+            {
+                "round": r["round"],
+                "thresholds_bp": {v["device"]: r["threshold_bp"] for v in r["verdicts"]},
+                "verdicts": r["verdicts"],
+                "global_accuracy_bp": r["global_accuracy_bp"],
+            }
+            for r in fast["rounds"]
+        ]
+    }
+
+
+def agreement(
+    cfg: RunConfig, out: str | Path, timeout: int = 900, log: Any = None, *, noise_baseline: bool = False
+) -> dict[str, Any]:
     """Runs ``cfg`` through the protocol and then the fast path, and compares the two.
 
     The fast path uses the same test groups, and averages the accepted updates in the protocol's
-    submission order.
+    submission order. With DP the two draw different noise and can agree in distribution only;
+    ``noise_baseline`` runs the fast path a second time and compares it with the first (the
+    result's ``noise_baseline``): how far two runs differ by their noise alone.
     """
     import time
 
@@ -199,6 +226,11 @@ def agreement(cfg: RunConfig, out: str | Path, timeout: int = 900, log: Any = No
     fast = simulate(replace(cfg, full_test=True), round_groups=proto["round_groups"], submission_order=order)
     t2 = time.perf_counter()
     result = compare(proto, fast)
+    if noise_baseline:
+        again = simulate(replace(cfg, full_test=True), round_groups=proto["round_groups"], submission_order=order)
+        baseline = compare(as_protocol(again), fast)
+        result["noise_baseline"] = {k: v for k, v in baseline.items() if k != "rounds"}
+        result["noise_baseline"]["final_accuracy"] = [fast["final_accuracy"], again["final_accuracy"]]
     result.update(
         config=asdict(cfg),
         protocol_seconds=round(t1 - t0, 1),

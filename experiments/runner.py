@@ -2,10 +2,12 @@
 
 It saves after every run, so a cut-off grid keeps what it did and resumes.
 
-Files, for a grid named ``fig4`` (``fig4_<dataset>`` when the data set is not the figure's default):
-``results/fig4.json`` (every run's summary and the grid's description), ``results/fig4_runs.csv``
-(one row per run), ``results/fig4_summary.csv`` (highest / minimum / average over runs per point)
-and ``docs/results/fig4.png``.
+Files, for a grid named ``fig4`` (``fig4_<dataset>`` when the data set is not the figure's default,
+then ``_dpsgd`` for record-level DP-SGD and ``_update`` for whole-update DP; the paper's ÷D mode
+keeps the bare name its earlier results were written under): ``results/fig4.json`` (every run's
+summary and the grid's description), ``results/fig4_runs.csv`` (one row per run),
+``results/fig4_summary.csv`` (highest / minimum / average over runs per point) and
+``docs/results/fig4.png``.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from experiments.config import Grid, RunConfig
+from experiments.config import MODE_SUFFIX, Grid, RunConfig
 from experiments.metrics import summarize
 
 DEFAULT_DATASET = {"fig4": "fashion_mnist", "fig5": "mnist"}
@@ -31,7 +33,9 @@ def stem(grid: Grid) -> str:
     ds = datasets.pop() if len(datasets) == 1 else "mixed"
     name = grid.name if DEFAULT_DATASET.get(grid.name) == ds else f"{grid.name}_{ds}"
     models = sorted({cfg.architecture for _, _, cfg in grid.points} - {"small_cnn"})
-    return "_".join([name, *models])
+    mode = MODE_SUFFIX.get(grid.mode, grid.mode)
+    thresholds = sorted({f"t{round(100 * c.threshold)}" for _, _, c in grid.points if c.threshold is not None})
+    return "_".join([name, *models, *([mode] if mode else []), *thresholds])
 
 
 def run_summary(panel: str, x: float, cfg: RunConfig, result: dict[str, Any]) -> dict[str, Any]:
@@ -83,6 +87,7 @@ def run_grid(
     by_key = {r["key"]: r for r in previous.get("runs", [])}  # a config shared by two panels runs once
     doc = {
         "figure": grid.name,
+        "mode": grid.mode,
         "command": command,
         "reduced": grid.reduced,
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
@@ -150,6 +155,7 @@ RUN_COLUMNS = (
     "emd",
     "epsilon",
     "delta",
+    "dp_scaling",
     "aggregation",
     "attack",
     "seed",
@@ -189,6 +195,7 @@ def run_row(r: dict[str, Any]) -> dict[str, Any]:
                 "emd",
                 "epsilon",
                 "delta",
+                "dp_scaling",
                 "aggregation",
                 "attack",
                 "seed",

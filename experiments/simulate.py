@@ -192,6 +192,8 @@ def simulate(
     submission_order: dict[int, list[int]] | None = None,
     keep_verdicts: bool = True,
     audit: bool = False,
+    lira: bool = False,
+    stop_after: int | None = None,
     log: Any = None,
 ) -> dict[str, Any]:
     """Runs one task on the fast path.
@@ -205,6 +207,12 @@ def simulate(
         keep_verdicts: keep every device's verdict per round in the result (large for P = 300).
         audit: run the membership-inference audit (:mod:`fedoracle.learning.audit`) on every honest
             device's release of every round; the result's ``audit``.
+        lira: with ``audit``, also the offline likelihood-ratio attack
+            (:func:`fedoracle.learning.audit.lira_release`) on the same releases, its shadow updates
+            trained each round from the round's global model with the devices' own training and
+            privacy mechanism on training examples no device holds; the result's ``lira``.
+        stop_after: run only this many rounds (the task, and record-level DP-SGD's noise, still
+            plan for ``cfg.rounds``): e.g. 1 to measure what honest devices reach in round 1.
         log: ``callable(str)`` for progress lines, or ``None``.
 
     Returns:
@@ -223,12 +231,17 @@ def simulate(
     threshold = to_bp(cfg.initial_threshold)
     records: list[RoundRecord] = []
     attacks: list[dict[str, float]] = []
+    liras: list[dict[str, float]] = []
     if audit:
-        from fedoracle.learning.audit import attack_release, audit_sets
+        from fedoracle.learning.audit import attack_release, audit_sets, lira_release
 
         n_audit, outside, audit_rng = audit_sets(len(data.y_train), [np.asarray(d.indices) for d in fleet])
         nonmembers = (data.x_train[outside], data.y_train[outside])
-    for r in range(1, cfg.rounds + 1):
+        public = np.ones(len(data.y_train), dtype=bool)  # LiRA's shadow data: no shard, no audited non-member
+        for d in fleet:
+            public[np.asarray(d.indices)] = False
+        public[outside] = False
+    for r in range(1, min(cfg.rounds, stop_after or cfg.rounds) + 1):
         if records:
             raised = next_threshold(r, threshold, records[-1].global_accuracy_bp, cfg.threshold_margin)
             threshold = raised if raised is not None else threshold
@@ -238,6 +251,9 @@ def simulate(
         ev = evaluator(task.spec, x, y, (cfg.dataset, cfg.task_seed, cfg.test_examples, len(task.groups), tuple(ids)))
         bound = threshold if cfg.gate else 0
         verdicts, accepted = [], {}
+        shadows = (
+            _shadows(cfg, task, data, weights, np.flatnonzero(public), len(fleet[0].y), r) if audit and lira else []
+        )
         for dev in fleet:
             if cfg.attack == "adaptive" and dev.kind == "malicious":
                 update = adaptive.crafted_update(cfg, task, dev, weights, threshold)
@@ -246,6 +262,9 @@ def simulate(
             if audit and dev.kind == "honest":
                 picked = audit_rng.choice(len(dev.y), size=n_audit, replace=False)
                 attacks.append(attack_release(task.spec, weights, update, (dev.x[picked], dev.y[picked]), nonmembers))
+                if shadows:
+                    mem = (dev.x[picked], dev.y[picked])
+                    liras.append(lira_release(task.spec, weights, update, mem, nonmembers, shadows))
             v = score_candidate(ev, weights, update, bound)
             verdicts.append(
                 {
@@ -293,14 +312,48 @@ def simulate(
     }
     if audit and attacks:
         result["audit"] = _audit_summary(cfg, fleet, attacks, n_audit)
+    if audit and liras:
+        from fedoracle.learning.audit import LIRA, SHADOWS
+
+        result["lira"] = _audit_summary(cfg, fleet, liras, n_audit, attack=LIRA.format(shadows=SHADOWS))
     return result
 
 
-def _audit_summary(cfg: RunConfig, fleet: list[SimDevice], attacks: list[dict[str, float]], n: int) -> dict[str, Any]:
-    from fedoracle.learning.audit import privacy_bounds, summarise
+def _shadows(
+    cfg: RunConfig, task: Task, data: Any, weights: list[np.ndarray], public: np.ndarray, size: int, round_number: int
+) -> list[list[np.ndarray]]:
+    """LiRA's shadow updates for one round: the devices' training and privacy mechanism on public examples."""
+    from fedoracle.learning.audit import AUDIT_SEED, shadow_updates
+
+    dp = DPParams(cfg.epsilon, cfg.delta, cfg.clip, cfg.dp_scaling, cfg.rounds).quantized() if cfg.dp else None
+
+    def train(x: np.ndarray, y: np.ndarray, k: int) -> list[np.ndarray]:
+        seed = training_seed(AUDIT_SEED + k, round_number)
+        return device_update(task.spec, weights, x, y, **cfg.local_training(), seed=seed, dp=dp)
+
+    return shadow_updates(data.x_train[public], data.y_train[public], train, size=size, seed=AUDIT_SEED + round_number)
+
+
+def _audit_summary(
+    cfg: RunConfig, fleet: list[SimDevice], attacks: list[dict[str, float]], n: int, **named: Any
+) -> dict[str, Any]:
+    from fedoracle.learning.audit import LOW_FPR, privacy_bounds, summarise, tpr_bound_of
 
     dp = DPParams(cfg.epsilon, cfg.delta, cfg.clip, cfg.dp_scaling, cfg.rounds) if cfg.dp else None
-    bound, eps_bound, guarantee = privacy_bounds(
-        dp, num_samples=len(fleet[0].y), batch_size=cfg.batch_size, epochs=cfg.epochs, rounds=cfg.rounds
+    schedule = {
+        "num_samples": len(fleet[0].y),
+        "batch_size": cfg.batch_size,
+        "epochs": cfg.epochs,
+        "rounds": cfg.rounds,
+    }
+    bound, eps_bound, guarantee = privacy_bounds(dp, **schedule)
+    return summarise(
+        attacks,
+        members=n,
+        nonmembers=n,
+        bound=bound,
+        epsilon_bound=eps_bound,
+        guarantee=guarantee,
+        tpr_bound=tpr_bound_of(dp, fpr=LOW_FPR, **schedule),
+        **named,
     )
-    return summarise(attacks, members=n, nonmembers=n, bound=bound, epsilon_bound=eps_bound, guarantee=guarantee)

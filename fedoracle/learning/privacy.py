@@ -286,6 +286,42 @@ def advantage_bound(noise_multiplier: float, sampling_rate: float, steps: int) -
     return _composed_delta((((float(noise_multiplier), float(sampling_rate)), int(steps)),), 0.0)
 
 
+TPR_EPSILONS = tuple(0.05 * i for i in range(401))  # the ε grid the TPR bound minimises over (0 … 20)
+
+
+def tpr_bound(noise_multiplier: float, sampling_rate: float, steps: int, fpr: float) -> float:
+    """The most true-positive rate any membership test has at false-positive rate ``fpr``.
+
+    Every (ε, δ(ε)) point of the mechanism's privacy profile bounds a test by ``TPR ≤ e^ε·FPR + δ(ε)``
+    and ``TPR ≤ 1 − e^−ε (1 − FPR − δ(ε))`` (Kairouz et al. 2015); the bound is the least of these
+    over ε in :data:`TPR_EPSILONS`, with δ(ε) from dp-accounting's PLD accountant for ``steps``
+    Gaussian mechanisms of multiplier σ, Poisson-subsampled at rate q (q = 1: none). At ``fpr = 0``
+    it is the profile's δ at the grid's largest ε; it never exceeds 1.
+    """
+    if not noise_multiplier > 0 or steps < 1 or not 0 < sampling_rate <= 1 or not 0 <= fpr <= 1:
+        raise ValueError(
+            f"need σ > 0, 0 < q ≤ 1, steps ≥ 1 and 0 ≤ FPR ≤ 1, got σ={noise_multiplier}, q={sampling_rate}, "
+            f"steps={steps}, FPR={fpr}"
+        )
+    return _tpr_bound((((float(noise_multiplier), float(sampling_rate)), int(steps)),), float(fpr))
+
+
+@lru_cache(maxsize=1024)
+def _tpr_bound(releases: tuple[tuple[tuple[float, float], int], ...], fpr: float) -> float:
+    from dp_accounting.pld import privacy_loss_distribution as pld_lib
+
+    pld: Any = None
+    for (sigma, q), count in releases:
+        one = pld_lib.from_gaussian_mechanism(
+            standard_deviation=sigma, sampling_prob=q, value_discretization_interval=PLD_DISCRETIZATION
+        ).self_compose(count)
+        pld = one if pld is None else pld.compose(one)
+    eps = np.asarray(TPR_EPSILONS)
+    delta = np.asarray(pld.get_delta_for_epsilon(eps), dtype=np.float64)  # the whole profile in one pass
+    bounds = np.minimum(np.exp(eps) * fpr + delta, 1 - np.exp(-eps) * (1 - fpr - delta))
+    return float(min(1.0, max(float(np.min(bounds)), fpr)))
+
+
 def dpsgd_epsilon(
     noise_multiplier: float, sampling_rate: float, steps: int, delta: float, *, method: str = "pld"
 ) -> float:

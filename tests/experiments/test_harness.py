@@ -13,7 +13,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from experiments.config import Grid, RunConfig, fig4_grid, fig5_grid
+from experiments.config import PAPER_DELTAS, Grid, RunConfig, fig4_grid, fig5_grid
 from experiments.metrics import candidate_stats, detection
 
 TINY = RunConfig(  # the default privacy mode (record-level DP-SGD); 600 examples x 2 epochs reach the threshold
@@ -123,13 +123,14 @@ def test_grid_writes_json_csv_png_and_resumes(tmp_path):
     lines = []
     doc = run_grid(grid, results_dir=tmp_path / "r", figures_dir=tmp_path / "f", log=lines.append)
     assert doc["completed_runs"] == 3
-    saved = json.loads((tmp_path / "r" / "fig4_mnist.json").read_text())
+    saved = json.loads((tmp_path / "r" / "fig4_mnist_dpsgd_t20.json").read_text())  # *_dpsgd, threshold 0.2: _t20
     assert {r["config"]["variant"] for r in saved["runs"]} == {"defended", "undefended", "nondp"}
-    rows = list(csv.DictReader(open(tmp_path / "r" / "fig4_mnist_runs.csv")))
-    assert len(rows) == 3 and float(rows[0]["final_threshold"]) == 0.2
-    summary = list(csv.DictReader(open(tmp_path / "r" / "fig4_mnist_summary.csv")))
+    assert saved["mode"] == "record"
+    rows = list(csv.DictReader(open(tmp_path / "r" / "fig4_mnist_dpsgd_t20_runs.csv")))
+    assert len(rows) == 3 and float(rows[0]["final_threshold"]) == 0.2 and rows[0]["dp_scaling"] == "record"
+    summary = list(csv.DictReader(open(tmp_path / "r" / "fig4_mnist_dpsgd_t20_summary.csv")))
     assert {r["variant"] for r in summary} == {"defended", "undefended", "nondp"}
-    assert (tmp_path / "f" / "fig4_mnist.png").stat().st_size > 20_000
+    assert (tmp_path / "f" / "fig4_mnist_dpsgd_t20.png").stat().st_size > 20_000
     lines.clear()
     run_grid(grid, results_dir=tmp_path / "r", figures_dir=tmp_path / "f", log=lines.append)
     assert lines[0].endswith("3 already done, 0 to run")
@@ -143,7 +144,7 @@ def test_grid_writes_json_csv_png_and_resumes(tmp_path):
 
 
 def test_paper_grids_cover_the_paper_values():
-    full4, full5 = fig4_grid(full=True), fig5_grid(full=True)
+    full4, full5 = fig4_grid(full=True), fig5_grid(full=True, mode="sample")  # the paper's δ axis is its ÷D
     assert {x for p, x, _ in full4.points if p == "lambda"} >= {0.05, 0.10, 0.15, 0.20}
     assert {x for p, x, _ in full4.points if p == "emd"} == {0.0, 0.5, 1.0, 1.5}
     assert {c.seed for _, _, c in full4.points} == set(range(10)) and not full4.reduced
@@ -152,6 +153,52 @@ def test_paper_grids_cover_the_paper_values():
     assert {c.epsilon for _, _, c in full5.points} == {8.0}
     reduced = fig4_grid()
     assert len(reduced.points) < len(full4.points) and reduced.reduced
+
+
+@pytest.mark.parametrize("mode", ["record", "sample", "update"])
+def test_grids_run_in_the_mode_asked_for_and_say_so(mode):
+    from experiments.config import MODE_NAMES, RECORD_DELTAS
+    from experiments.runner import stem
+    from fedoracle.defaults import PAPER_DP
+
+    g4, g5 = fig4_grid(mode=mode, runs=1), fig5_grid(mode=mode, runs=1)
+    assert g4.mode == g5.mode == mode and f"privacy: {MODE_NAMES[mode]}" in g4.reduced
+    assert {c.dp_scaling for _, _, c in g4.points + g5.points} == {mode}
+    assert stem(g4) == {"record": "fig4_dpsgd", "sample": "fig4", "update": "fig4_update"}[mode]
+    deltas = {c.delta for p, _, c in g5.points if p == "delta"}
+    p_delta = {c.delta for p, _, c in g5.points if p == "devices"}
+    if mode == "record":  # δ is the task's, enters σ's solution, and sits below 1/D
+        assert deltas == set(RECORD_DELTAS) and p_delta == {1e-5} and max(deltas) < 1 / 2_000
+        assert {c.optimizer for _, _, c in g4.points} == {"sgd"}
+        assert {x for p, x, _ in g5.points if p == "delta"} == {4, 5, 6, 8}  # −log10 δ
+    else:  # the paper's: δ per release, the paper's axis, the paper's training
+        assert deltas == set(PAPER_DELTAS) and [*p_delta] == [pytest.approx(np.exp(-5))]
+        assert all(getattr(c, k) == PAPER_DP[k] for _, _, c in g4.points for k in ("optimizer", "epochs", "clip"))
+    with pytest.raises(ValueError, match="unknown privacy mode"):
+        fig4_grid(mode="none")
+
+
+def test_a_p_panel_with_its_own_round_one_threshold_is_named_apart():
+    from experiments.runner import stem
+
+    grid = fig5_grid(runs=1, threshold=0.2, delta_panel=False, devices=(100, 300))
+    assert [p for p, _, _ in grid.points] == ["devices", "devices", "nondp"]
+    assert {c.initial_threshold for _, _, c in grid.points} == {0.2}
+    assert stem(grid) == "fig5_dpsgd_t20" and "round-1 threshold 0.2" in grid.reduced
+    assert stem(fig5_grid(runs=1)) == "fig5_dpsgd"  # the default threshold keeps the plain name
+
+
+@pytest.mark.parametrize("name", ["fig4", "fig5"])
+def test_the_paper_mode_resumes_the_results_it_wrote_before_dp_sgd(name):
+    """``--dp-scaling sample`` names every run of the committed ÷D results: nothing of them is lost or re-run."""
+    from pathlib import Path
+
+    from experiments.runner import stem
+
+    grid = {"fig4": fig4_grid, "fig5": fig5_grid}[name](mode="sample", runs=3)
+    assert stem(grid) == name
+    saved = json.loads((Path(__file__).parents[2] / "results" / f"{name}.json").read_text())
+    assert {r["key"] for r in saved["runs"]} == {c.key() for _, _, c in grid.points}
 
 
 def test_grid_shards_fit_the_training_set(mnist):
@@ -211,3 +258,7 @@ def test_the_mia_experiment_reports_advantage_chance_and_bound_per_mode():
     low, high = res["ε=2, record-level DP-SGD (default)"], res["ε=8, record-level DP-SGD (default)"]
     assert 0 < low["bound"] < high["bound"] < high["epsilon_bound"] <= 1
     assert "one record (training example)" in high["guarantee"]
+    for row in res.values():  # LiRA beside the loss threshold, at 1% false positives, with its chance level
+        assert 0 <= row["lira_advantage_mean"] <= 1 and 0 <= row["lira_tpr_at_fpr_mean"] <= 1
+        assert 0 < row["tpr_chance_mean_q95"] < 0.2
+    assert 0.01 <= low["tpr_bound"] < high["tpr_bound"] <= 1 and res["ε=8, ÷D (paper)"]["tpr_bound"] is None
