@@ -307,7 +307,10 @@ def markdown(doc: dict[str, Any]) -> str:
         "fedoracle: anvil, mosquitto, relay, oracle and fleet processes as `./run demo` runs them, every update "
         "scored on the round's hidden test groups and given its own verdict on-chain, every update accepted. "
         "Flower: `start_simulation`, Ray actors (1 CPU each), FedAvg over all P clients, central evaluation on as "
-        "many test examples.",
+        "many test examples. Flower ships no record-level DP-SGD for Keras (its DP wrappers clip and noise whole "
+        "updates), so its clients, like the Keras loop, call fedoracle's own `dp_sgd_train` (imported from this "
+        "source tree): the same DP mode, noise multiplier and Poisson rate on every side. The accuracies per round "
+        "below agree across the sides: they trained the same thing.",
         "",
         "| P | fedoracle warm round (s) | Flower warm round (s) | Keras loop warm round (s) | fedoracle / Flower |",
         "|---|---|---|---|---|",
@@ -325,8 +328,9 @@ def markdown(doc: dict[str, Any]) -> str:
         )
     lines += ["", "## Phases (warm round means, seconds)", ""]
     lines += [
-        "| P | side | round | training (+ submission) | close → last verdict | aggregation | evaluation | load 1 min |",
-        "|---|---|---|---|---|---|---|---|",
+        "| P | side | round | training (+ submission) | close → last verdict | aggregation | evaluation | "
+        "accuracy per round | load 1 min |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for row in doc["results"]:
         for side in SIDES:
@@ -342,8 +346,9 @@ def markdown(doc: dict[str, Any]) -> str:
                 cells = [w("wall_s"), w("training_submission_s"), w("close_to_last_verdict_s"), w("aggregation_s"), "-"]
             else:
                 cells = [w("wall_s"), w("training_s"), "-", w("aggregation_s"), w("evaluation_s")]
+            accuracy = " / ".join("-" if r.get("accuracy") is None else f"{r['accuracy']:.3f}" for r in rs)
             lines.append(
-                f"| {row['p']} | {side} | " + " | ".join(cells) + f" | {row[side]['load_before'][0]} → "
+                f"| {row['p']} | {side} | " + " | ".join(cells) + f" | {accuracy} | {row[side]['load_before'][0]} → "
                 f"{row[side]['load_after'][0]} |"
             )
     lines += [
@@ -354,6 +359,26 @@ def markdown(doc: dict[str, Any]) -> str:
         "accepted updates, FedAvg, evaluating and storing the model, the aggregate transaction). Its FedAvg alone: "
         "`bench/results/aggregation.md`. Every round of every run is in `round.json`.",
     ]
+    for row in doc["results"]:
+        if "fedoracle" in row:
+            first = warm(row["fedoracle"]["rounds"], "first_submission_s")
+            lines.append(
+                f"At P = {row['p']}, {first:.1f} s of fedoracle's training + submission (warm) passed between the "
+                "round's opening and its first submission: the fleet claims the previous round's rewards before it "
+                "trains."
+            )
+    agg = RESULTS / "aggregation.json"
+    if agg.exists():
+        rows = json.loads(agg.read_text())["rows"]
+        lines += [
+            "",
+            "FedAvg alone at the small CNN's layout (`bench/aggregation_bench.py`, its own run): numpy's weighted "
+            "mean, the previous TFF `federated_mean`, the current TFF computation (seconds):",
+            "",
+            "| P | numpy | before (federated_mean) | after |",
+            "|---|---|---|---|",
+            *(f"| {r['p']} | {r['numpy_s']:.4f} | {r['before_s']:.4f} | {r['after_s']:.4f} |" for r in rows),
+        ]
     return "\n".join(lines) + "\n"
 
 
