@@ -73,8 +73,8 @@ def find_copies(
         raise ValueError("one plaintext hash per update")
     out: list[Copy | None] = [None] * len(updates)
     first: dict[str, int] = {}
-    seen: list[int] = []  # earlier evaluated submissions with a non-zero update
-    unit: dict[int, NDArray[np.float64]] = {}
+    directed: list[int] = []  # the distinct submissions with a non-zero finite update, in order
+    units: NDArray[np.float64] | None = None  # their unit vectors, one row each
     for i, (digest, update) in enumerate(zip(plaintext_hashes, updates, strict=True)):
         if digest is None or update is None:
             continue
@@ -86,15 +86,27 @@ def find_copies(
         norm = float(np.linalg.norm(v))
         if not np.isfinite(norm) or norm == 0.0:
             continue  # a zero update carries no direction: judged on its accuracy alone
-        u = v / norm
+        if units is None:
+            units = np.empty((len(updates), v.size), np.float64)
+        if v.size != units.shape[1]:
+            raise ValueError("updates differ in size")
+        np.divide(v, norm, out=units[len(directed)])
+        directed.append(i)
+    if units is None:
+        return out
+    # Every cosine at once (one matrix product, not one pass over the earlier updates per
+    # submission), then the rule in chain order: each update against the earlier originals.
+    m = len(directed)
+    gram = units[:m] @ units[:m].T
+    seen: list[int] = []  # positions in `directed` of the earlier originals
+    for pos, i in enumerate(directed):
         if seen:
-            sims = np.stack([unit[j] for j in seen]) @ u
+            sims = gram[pos, seen]
             k = int(np.argmax(sims))
             if float(sims[k]) >= bound:
-                out[i] = Copy(Reason.NEAR_DUPLICATE, seen[k], float(sims[k]))
+                out[i] = Copy(Reason.NEAR_DUPLICATE, directed[seen[k]], float(sims[k]))
                 continue
-        seen.append(i)
-        unit[i] = u
+        seen.append(pos)
     return out
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -110,3 +113,33 @@ def test_mismatched_layouts_are_refused() -> None:
         aggregate([_model(rng), [np.zeros((2, 3), np.float32), np.zeros(4, np.float32)]])
     with pytest.raises(ValueError, match="nothing"):
         aggregate([])
+
+
+@pytest.mark.parametrize("n", [1, 7, 300])
+def test_fedavg_equals_numpy_at_the_small_cnn_layout(n: int) -> None:
+    """At the small CNN's layout and up to a P = 300 round, FedAvg equals numpy's weighted mean within float32 rounding.
+
+    The updates reach TFF's worker through a temporary file: none is left behind.
+    """
+    from fedoracle.learning.aggregation import _shm_dir
+    from fedoracle.learning.models import build_model
+
+    shapes = [w.shape for w in build_model("small_cnn", (28, 28, 1), 10).get_weights()]
+    rng = np.random.default_rng(5)
+    updates = [[(rng.normal(size=s) * 0.05).astype(np.float32) for s in shapes] for _ in range(n)]
+    counts = rng.integers(150, 250, size=n).tolist()
+    tmp = Path(_shm_dir() or tempfile.gettempdir())
+    before = set(tmp.glob("fedoracle-fedavg-*"))
+    for weights in (counts, None):
+        result = aggregate(updates, weights=weights)
+        for i, got in enumerate(result):
+            want = np.average(np.stack([u[i] for u in updates]).astype(np.float64), axis=0, weights=weights)
+            assert got.dtype == np.float32 and got.shape == shapes[i]
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
+    assert set(tmp.glob("fedoracle-fedavg-*")) == before
+
+
+def test_fedavg_refuses_non_float32() -> None:
+    """FedAvg reads float32 only; another dtype is refused, not silently rounded."""
+    with pytest.raises(ValueError, match="float32"):
+        aggregate([[np.zeros(3, np.float64)], [np.ones(3, np.float64)]])

@@ -86,3 +86,67 @@ def test_honest_devices_with_independent_data_are_never_near_copies(mnist, spec,
     worst = max_pairwise_cosine(updates)
     assert worst < NEAR_COPY_COSINE - 0.1, f"honest updates as alike as cosine {worst:.4f}"
     assert all(c is None for c in find_copies([f"0x{k}" for k in range(4)], updates))
+
+
+def _one_pass_reference(hashes, updates, bound=NEAR_COPY_COSINE):
+    """The rule as first written: each submission against the earlier originals, one pass each."""
+    out, first, seen = [None] * len(updates), {}, []
+    for i, (digest, update) in enumerate(zip(hashes, updates, strict=True)):
+        if digest is None:
+            continue
+        if digest in first:
+            out[i] = Copy(Reason.DUPLICATE, first[digest], 1.0)
+            continue
+        first[digest] = i
+        v = np.concatenate([np.asarray(t, np.float64).ravel() for t in update])
+        norm = np.linalg.norm(v)
+        if norm == 0 or not np.isfinite(norm):
+            continue
+        u = v / norm
+        best = max(((float(w @ u), j) for j, w in seen), default=None, key=lambda t: t[0])
+        if best is not None and best[0] >= bound:
+            out[i] = Copy(Reason.NEAR_DUPLICATE, best[1], best[0])
+            continue
+        seen.append((i, u))
+    return out
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_all_cosines_at_once_give_the_one_pass_rule(seed):
+    """The rule from one matrix of cosines equals the rule applied one submission at a time.
+
+    A mix of originals, exact copies, near-copies (of originals and of near-copies), zero and
+    non-finite updates and submissions that did not open, in a random chain order.
+    """
+    rng = np.random.default_rng(seed)
+    shapes = [(5, 4), (7,)]
+    originals = [[rng.normal(size=s) for s in shapes] for _ in range(6)]
+    hashes, updates = [], []
+    for _ in range(40):
+        kind = rng.choice(["original", "copy", "near", "zero", "nan", "failed"], p=[0.3, 0.15, 0.3, 0.1, 0.05, 0.1])
+        base = originals[rng.integers(len(originals))]
+        if kind == "original":
+            u = [rng.normal(size=s) for s in shapes]
+        elif kind == "copy":
+            u = base
+        elif kind == "near":
+            u = [
+                t + rng.normal(size=t.shape) * rng.choice([0.01, 0.1, 0.3]) * np.linalg.norm(t) / np.sqrt(t.size)
+                for t in base
+            ]
+        elif kind == "zero":
+            u = [np.zeros(s) for s in shapes]
+        elif kind == "nan":
+            u = [np.full(s, np.nan) for s in shapes]
+        else:
+            hashes.append(None)
+            updates.append(None)
+            continue
+        u = [np.asarray(t, np.float32) for t in u]
+        hashes.append(f"h{hash(tuple(float(x) for t in u for x in t.ravel()))}")
+        updates.append(u)
+    got, want = find_copies(hashes, updates), _one_pass_reference(hashes, updates)
+    assert [c and (c.reason, c.of) for c in got] == [c and (c.reason, c.of) for c in want]
+    for c, w in zip(got, want, strict=True):
+        assert (c is None) or abs(c.cosine - w.cosine) < 1e-12
+    assert any(c is not None and c.reason == Reason.NEAR_DUPLICATE for c in got)

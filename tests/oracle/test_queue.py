@@ -1,14 +1,15 @@
 """Oracle evaluations on a real task queue: the listener plus worker processes over Redis.
 
 The listener (``fedoracle oracle run --queue redis://...``) and two ``fedoracle oracle worker``
-processes share only Redis, the blob store and (a copy of) the vault. 30 submissions arrive; one
-worker is SIGKILLed while it is evaluating, and its job is redone by the other. Still exactly one
-verdict per submission, each right.
+processes share only Redis, the blob store and (a copy of) the vault. 30 submissions arrive (jobs
+that wait travel to a worker in chunks); one worker is SIGKILLed while it is evaluating, and its
+jobs are redone by the other. Still exactly one verdict per submission, each right.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import sys
 import time
@@ -146,4 +147,7 @@ def test_listener_and_two_workers_over_redis_one_killed(node, reg, models, mnist
     assert not any(held_device in line for line in scored[0])  # the killed worker never finished it...
     assert any(held_device in line for line in scored[1])  # ...the other worker redid it
     assert len(scored[0]) + len(scored[1]) >= len(KINDS)
+    # jobs that waited while messages were out travelled together: one score_many call per chunk
+    chunks = [int(n) for log in logs for n in re.findall(r"chunk of (\d+)", log.read_text())]
+    assert max(chunks) > 1
     assert processes_with_marker(marker) == []
