@@ -327,14 +327,14 @@ def aggregation_option(f: F) -> F:
         env="KRUM_M",
         default=DEFAULTS.krum_m,
         type=click.IntRange(min=0, max=2**16 - 1),
-        help="Multi-Krum: updates averaged, m (0: n − f).",
+        help="Multi-Krum: submissions averaged, m (0: n − f).",
     )(f)
     f = _protocol_option(
         "--krum-f",
         env="KRUM_F",
         default=DEFAULTS.krum_f,
         type=click.IntRange(min=0, max=2**16 - 1),
-        help="Multi-Krum: attackers assumed, f.",
+        help="Multi-Krum: malicious devices assumed, f.",
     )(f)
     f = _protocol_option(
         "--trim-fraction",
@@ -359,7 +359,7 @@ def loss_margin_option(f: F) -> F:
         env="LOSS_MARGIN_BP",
         default=DEFAULTS.loss_margin_bp,
         type=click.IntRange(min=0, max=10_000),
-        help="Loss gate in bp (0: off): reject a candidate whose test loss exceeds the global model's by more.",
+        help="Loss gate, basis points (0: off): reject a candidate whose test loss exceeds the global model's by more.",
     )(f)
 
 

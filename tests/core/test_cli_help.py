@@ -35,7 +35,8 @@ NUMERIC = (click.types.IntParamType, click.types.FloatParamType)
 #: Words that say what a number counts or measures; a numeric option's help must use one.
 UNITS = re.compile(
     r"second|minute|ETH|wei|block|byte|port|fraction|\[0, 1\]|\[0, 2\]|\(0, 1\)|share|devices?\b|\bP\b|"
-    r"examples|epochs?|rounds?|threads|evaluations|runs|index|task id|norm|learning rate|ε|δ|submissions|seed",
+    r"examples|epochs?|rounds?|threads|evaluations|runs|index|task id|norm|learning rate|ε|δ|submissions|seed|"
+    r"basis points",
     re.IGNORECASE,
 )
 
@@ -60,6 +61,8 @@ def sample(param: click.Option) -> tuple[str, object]:
     if isinstance(t, click.types.FloatParamType):
         low, high = getattr(t, "min", None), getattr(t, "max", None)
         value = 0.5 if high is not None and high <= 2 else (low or 0) + 0.5
+        if high is not None and getattr(t, "max_open", False) and value >= high:
+            value = high / 2  # an open upper bound (e.g. β < 0.5) does not take itself
         return str(value), value
     return "some-value", "some-value"
 
