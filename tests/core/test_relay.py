@@ -24,7 +24,8 @@ def test_lifecycle_events_become_retained_messages(registry, anvil, broker):
         device = registry.with_chain(Chain(anvil.rpc_url, dev_account(9)))
         await device.submit(
             task_id, "0x" + "ab" * 32, "u", dev_account(9).address, 5, max_threshold_bp=BP
-        )  # hits the cap: closes
+        )  # fills the round: anyone may now close it
+        await device.close_submissions(task_id)
         while relay.published < 4:
             await asyncio.sleep(0.05)
         # A subscriber that connects now still sees the retained state.
